@@ -3,6 +3,7 @@ import setuptools
 
 INSTALL_REQUIRES = [
     "tensorflow==2.21.0",
+    "tensorboard==2.21.0",
     "keras==3.15.1",
     "tensorflow-datasets==4.9.10",
     "gin-config==0.5.0",

@@ -1,0 +1,366 @@
+"""The generic training, evaluation and export loop for any `Problem`.
+
+A run's `model_dir` holds:
+  ckpt-*              `tf.train.CheckpointManager` checkpoints (model,
+                      optimizer, step); training resumes from the latest one.
+  operative_config.gin  gin's operative config, written after the model and
+                      the data pipeline are built (so it records both).
+  logs/train, logs/eval  TensorBoard summaries.
+  metrics.json        written by `evaluate`.
+  export/             written by `export`: a SavedModel.
+"""
+import json
+import math
+import os
+
+from absl import logging
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from ige_tf.core.unrolled import UnrolledSGD
+from ige_tf.train import strategies
+
+OPERATIVE_CONFIG = "operative_config.gin"
+METRICS_FILE = "metrics.json"
+EXPORT_DIR = "export"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint in a model directory cannot be restored."""
+
+
+def _require_model_dir(model_dir):
+  if not model_dir:
+    raise ValueError("model_dir is required (pass --model_dir=<directory>)")
+  return os.fspath(model_dir)
+
+
+@gin.configurable
+def adam_optimizer(learning_rate=1e-3, decay_steps=100000, decay_rate=0.96,
+                   staircase=True, clipnorm=None):
+  """Adam with the exponential decay of Martinez et al. (0.96 every 100k steps)."""
+  schedule = keras.optimizers.schedules.ExponentialDecay(
+      learning_rate, decay_steps=decay_steps, decay_rate=decay_rate,
+      staircase=staircase)
+  return keras.optimizers.Adam(schedule, clipnorm=clipnorm)
+
+
+def unrolled_layers(model):
+  """All `UnrolledSGD` layers inside a model, depth first."""
+  return [layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+          if isinstance(layer, UnrolledSGD)]
+
+
+def _write_operative_config(model_dir):
+  path = os.path.join(model_dir, OPERATIVE_CONFIG)
+  _atomic_write(path, gin.operative_config_str())
+
+
+def _atomic_write(path, text):
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def _num_batches(dataset):
+  cardinality = int(dataset.cardinality())
+  if cardinality == tf.data.INFINITE_CARDINALITY:
+    raise ValueError("the training dataset is infinite; give steps_per_epoch")
+  if cardinality >= 0:
+    return cardinality
+  logging.info("Dataset cardinality unknown: counting batches once.")
+  return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def _checkpoint(model, optimizer, step):
+  return tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+
+
+def _restore(checkpoint, path, expect_partial=False):
+  try:
+    status = checkpoint.restore(path)
+    if expect_partial:
+      status.expect_partial()
+    else:
+      status.assert_existing_objects_matched()
+  except Exception as e:  # pylint: disable=broad-except  (any failure = unusable)
+    raise CheckpointError(
+        f"cannot restore checkpoint {path}: {type(e).__name__}: "
+        f"{str(e).splitlines()[0] if str(e) else ''}. The checkpoint is corrupt or "
+        "was written by a different model configuration; delete it or use "
+        "another --model_dir.") from e
+
+
+def _make_model(problem):
+  model = problem.build_model()
+  if not model.built:
+    raise ValueError("Problem.build_model must return a built model")
+  return model
+
+
+@gin.configurable(denylist=["problem", "model_dir"])
+def train(problem, model_dir, epochs=1, batch_size=64, optimizer_fn=adam_optimizer,
+          strategy="default", mixed_precision=False, jit_compile=False,
+          checkpoint_every_steps=1000, summary_every_steps=100, max_steps=None,
+          seed=0, progress=True):
+  """Trains `problem`'s model, resuming from the latest checkpoint if any.
+
+  Args:
+    problem: a `Problem`.
+    model_dir: run directory (created if needed).
+    epochs: number of passes over the training split.
+    batch_size: global batch size (split across replicas).
+    optimizer_fn: builds the outer Keras optimizer.
+    strategy: see `strategies.get_strategy` ("default", "mirrored",
+      "multi_worker").
+    mixed_precision: compute in float16 with float32 variables and loss scaling.
+    jit_compile: compile the training step with XLA.
+    checkpoint_every_steps: checkpoint period (also saved at every epoch end).
+    summary_every_steps: TensorBoard period.
+    max_steps: stop after this many total steps (None: run all epochs).
+    seed: base seed; epoch e shuffles with seed + e.
+    progress: show a tqdm progress bar.
+
+  Returns:
+    The total number of optimizer steps taken (int), counted across resumes.
+  """
+  model_dir = _require_model_dir(model_dir)
+  os.makedirs(model_dir, exist_ok=True)
+  keras.utils.set_random_seed(seed)
+  previous_policy = keras.mixed_precision.global_policy()
+  if mixed_precision:
+    keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    return _train(problem, model_dir, epochs, batch_size, optimizer_fn,
+                  strategy, mixed_precision, jit_compile,
+                  checkpoint_every_steps, summary_every_steps, max_steps, seed,
+                  progress)
+  finally:
+    keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
+           mixed_precision, jit_compile, checkpoint_every_steps,
+           summary_every_steps, max_steps, seed, progress):
+  """`train` without the global mixed-precision policy handling."""
+  dist = strategies.get_strategy(strategy)
+  with dist.scope():
+    model = _make_model(problem)
+    optimizer = optimizer_fn()
+    if mixed_precision:
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+  # The step counter is host-side bookkeeping: kept out of the strategy scope.
+  step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+  checkpoint = _checkpoint(model, optimizer, step)
+  manager = tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=3)
+  if manager.latest_checkpoint:
+    _restore(checkpoint, manager.latest_checkpoint)
+    logging.info("Resumed from %s at step %d", manager.latest_checkpoint,
+                 int(step))
+  _write_operative_config(model_dir)
+
+  first = problem.dataset("train", batch_size, shuffle=True, seed=seed)
+  steps_per_epoch = _num_batches(first)
+  total_steps = epochs * steps_per_epoch
+  if max_steps is not None:
+    total_steps = min(total_steps, int(max_steps))
+  unrolled = unrolled_layers(model)
+  num_replicas = dist.num_replicas_in_sync
+
+  def replica_step(features, labels):
+    with tf.GradientTape() as tape:
+      outputs = model(features, training=True)
+      loss = problem.loss(labels, outputs)
+      if model.losses:
+        loss += tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+      scaled = optimizer.scale_loss(loss / num_replicas)
+    variables = model.trainable_variables
+    grads = tape.gradient(scaled, variables)
+    optimizer.apply(grads, variables)
+    logs = {"loss": loss}
+    for name in ("energy", "grad_norm"):
+      if name in outputs:
+        logs[name] = tf.reduce_mean(tf.cast(outputs[name], tf.float32), axis=-1)
+    return logs
+
+  @tf.function(jit_compile=jit_compile)
+  def train_step(features, labels):
+    logs = dist.run(replica_step, args=(features, labels))
+    return {k: dist.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in logs.items()}
+
+  writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "train"))
+  bar = tqdm.tqdm(total=total_steps, initial=int(step), desc="train",
+                  disable=not progress, dynamic_ncols=True)
+  config_written_after_step = False
+  try:
+    while int(step) < total_steps:
+      epoch, skip = divmod(int(step), steps_per_epoch)
+      data = first if epoch == 0 else problem.dataset(
+          "train", batch_size, shuffle=True, seed=seed + epoch)
+      data = data.skip(skip).take(total_steps - int(step))
+      for features, labels in dist.experimental_distribute_dataset(data):
+        logs = train_step(features, labels)
+        step.assign_add(1)
+        current = int(step)
+        bar.update(1)
+        loss = float(logs["loss"])
+        if not math.isfinite(loss):
+          raise FloatingPointError(
+              f"training loss is {loss} at step {current}; last good "
+              f"checkpoint: {manager.latest_checkpoint}")
+        if not config_written_after_step:
+          _write_operative_config(model_dir)
+          config_written_after_step = True
+        if current % summary_every_steps == 0 or current == total_steps:
+          bar.set_postfix(loss=f"{loss:.4g}", epoch=epoch)
+          _write_train_summaries(writer, current, logs, optimizer, unrolled)
+        if current % checkpoint_every_steps == 0:
+          manager.save(checkpoint_number=current)
+      manager.save(checkpoint_number=int(step))
+  finally:
+    bar.close()
+    writer.flush()
+  if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(
+      f"-{int(step)}"):
+    manager.save(checkpoint_number=int(step))
+  return int(step)
+
+
+def _write_train_summaries(writer, step, logs, optimizer, unrolled):
+  with writer.as_default(step=step):
+    tf.summary.scalar("loss", logs["loss"])
+    lr = optimizer.learning_rate
+    tf.summary.scalar("outer/learning_rate", lr() if callable(lr) else lr)
+    for name in ("energy", "grad_norm"):
+      if name in logs:
+        for t, value in enumerate(np.asarray(logs[name]).reshape(-1)):
+          tf.summary.scalar(f"inner/{name}/step_{t}", value)
+    for i, layer in enumerate(unrolled):
+      prefix = "inner" if len(unrolled) == 1 else f"inner_{i}"
+      for name, value in layer.hyperparameters().items():
+        tf.summary.scalar(f"{prefix}/{name}", value)
+
+
+def restore_model(problem, model_dir):
+  """Builds the problem's model and loads the latest checkpoint of `model_dir`.
+
+  Raises:
+    FileNotFoundError: `model_dir` has no checkpoint.
+    CheckpointError: the checkpoint cannot be restored.
+  """
+  model_dir = _require_model_dir(model_dir)
+  latest = tf.train.latest_checkpoint(model_dir)
+  if latest is None:
+    raise FileNotFoundError(
+        f"no checkpoint in model_dir {model_dir!r}: train a model there first")
+  model = _make_model(problem)
+  checkpoint = tf.train.Checkpoint(model=model)
+  _restore(checkpoint, latest, expect_partial=True)
+  return model
+
+
+@gin.configurable(denylist=["problem", "model_dir"])
+def evaluate(problem, model_dir, split="test", batch_size=256,
+             jit_compile=False, progress=True):
+  """Evaluates the latest checkpoint and writes `metrics.json`.
+
+  Returns:
+    dict metric name -> list of T+1 floats (mean over the split at every
+    step), plus `"<metric>_per_<group>": {group value: [T+1 floats]}` for
+    the problem's groups and anything `finalize_metrics` adds.
+  """
+  model_dir = _require_model_dir(model_dir)
+  model = restore_model(problem, model_dir)
+
+  @tf.function(jit_compile=jit_compile)
+  def eval_step(features, labels):
+    outputs = model(features, training=False)
+    return problem.metrics(labels, outputs), problem.groups(labels)
+
+  sums, counts = {}, 0
+  group_sums = {}  # (group, value) -> {metric: sum [T+1]}, count
+  data = problem.dataset(split, batch_size, shuffle=False)
+  total = int(data.cardinality())
+  for features, labels in tqdm.tqdm(data, total=total if total >= 0 else None,
+                                    desc=f"evaluate {split}",
+                                    disable=not progress, dynamic_ncols=True):
+    values, groups = eval_step(features, labels)
+    values = {k: np.asarray(v, np.float64) for k, v in values.items()}
+    for name, v in values.items():
+      sums[name] = sums.get(name, 0.0) + v.sum(axis=1)
+    counts += next(iter(values.values())).shape[1]
+    for group, keys in groups.items():
+      keys = [k.decode() if isinstance(k, bytes) else str(k)
+              for k in np.asarray(keys).reshape(-1)]
+      for key in set(keys):
+        mask = np.array([k == key for k in keys])
+        entry = group_sums.setdefault((group, key), [{}, 0])
+        for name, v in values.items():
+          entry[0][name] = entry[0].get(name, 0.0) + v[:, mask].sum(axis=1)
+        entry[1] += int(mask.sum())
+  if counts == 0:
+    raise ValueError(f"the {split!r} split is empty")
+  metrics = {name: (s / counts).tolist() for name, s in sums.items()}
+  for (group, key), (gsums, n) in sorted(group_sums.items()):
+    for name, s in gsums.items():
+      metrics.setdefault(f"{name}_per_{group}", {})[key] = (s / n).tolist()
+  metrics = problem.finalize_metrics(metrics)
+  _atomic_write(os.path.join(model_dir, METRICS_FILE),
+                json.dumps(metrics, indent=2, sort_keys=True))
+  writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "eval"))
+  step = int(os.path.basename(tf.train.latest_checkpoint(model_dir)).split("-")[-1])
+  with writer.as_default(step=step):
+    for name, values in metrics.items():
+      if isinstance(values, list):
+        tf.summary.scalar(f"{split}/{name}/final", values[-1])
+        for t, value in enumerate(values):
+          tf.summary.scalar(f"{split}/{name}/step_{t}", value)
+  writer.flush()
+  return metrics
+
+
+@gin.configurable(denylist=["problem", "model_dir"])
+def export(problem, model_dir, export_dir=None):
+  """Writes a SavedModel of the latest checkpoint.
+
+  The "serve" signature takes the problem's raw serving inputs and returns
+  `{"final": [B, ...], "steps": [T+1, B, ...]}`.
+
+  Returns:
+    The export directory (str), `model_dir/export` by default.
+  """
+  model_dir = _require_model_dir(model_dir)
+  model = restore_model(problem, model_dir)
+  export_dir = export_dir or os.path.join(model_dir, EXPORT_DIR)
+  fn, signature = problem.serving_function(model)
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.add_endpoint("serve", fn, input_signature=signature)
+  tmp = export_dir.rstrip("/") + ".tmp"
+  if tf.io.gfile.exists(tmp):
+    tf.io.gfile.rmtree(tmp)
+  archive.write_out(tmp, verbose=False)
+  if tf.io.gfile.exists(export_dir):
+    tf.io.gfile.rmtree(export_dir)
+  tf.io.gfile.rename(tmp, export_dir)
+  return export_dir
+
+
+@gin.configurable(denylist=["problem"])
+def model_stats(problem):
+  """Parameter counts per component and multiply-adds per example.
+
+  Returns:
+    `{"trainable_params": {component: n, ..., "total": n}, "multiply_adds": n}`.
+  """
+  model = _make_model(problem)
+  params = dict(problem.component_params(model))
+  params["total"] = int(sum(int(tf.size(v)) for v in model.trainable_weights))
+  return {"trainable_params": params,
+          "multiply_adds": int(problem.multiply_adds(model))}

@@ -1,0 +1,193 @@
+"""UnrolledSGD: closed-form iterates, learned hyper-parameters, gradients."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ige_tf.core import EnergyMLP, UnrolledSGD
+
+
+@keras.saving.register_keras_serializable(package="ige_tf_tests")
+class DiagonalQuadratic(keras.layers.Layer):
+  """E(y; c) = 0.5 * sum(d * (y - c)^2) with fixed curvature d [F]."""
+
+  def __init__(self, curvature, **kwargs):
+    super().__init__(**kwargs)
+    self.curvature = list(curvature)
+
+  def call(self, y, context, training=None):
+    d = tf.constant(self.curvature, y.dtype)
+    return 0.5 * tf.reduce_sum(d * tf.square(y - context), axis=-1)
+
+  def get_config(self):
+    return dict(super().get_config(), curvature=self.curvature)
+
+
+@keras.saving.register_keras_serializable(package="ige_tf_tests")
+class MLPEnergy(keras.layers.Layer):
+  """A non-quadratic learned energy: EnergyMLP([y, c, y * c])."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.mlp = EnergyMLP((5,), 3, kernel_scale=0.5, dtype=self.dtype_policy)
+
+  def call(self, y, context, training=None):
+    return self.mlp(tf.concat([y, context, y * context], axis=-1))
+
+
+def test_fixed_rate_gives_closed_form_iterates():
+  d = np.array([0.5, 1.0, 1.5, 3.0])
+  c = np.array([[1.0, -2.0, 0.5, 3.0], [0.0, 1.0, -1.0, 2.0]])
+  y0 = np.zeros_like(c)
+  lr, num_steps = 0.4, 5
+  layer = UnrolledSGD(DiagonalQuadratic(d), num_steps, learning_rate=lr)
+  steps = layer(tf.constant(y0, tf.float32), tf.constant(c, tf.float32)).numpy()
+  assert steps.shape == (num_steps + 1, 2, 4)
+  for t in range(num_steps + 1):
+    expected = c + (1 - lr * d) ** t * (y0 - c)
+    np.testing.assert_allclose(steps[t], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_momentum_and_clipping_follow_the_documented_update():
+  d = np.array([0.5, 4.0, 2.0])
+  c = np.array([[3.0, -2.0, 0.5]])
+  lr, mu, clip, num_steps = 0.3, -0.6, 0.8, 4
+  layer = UnrolledSGD(DiagonalQuadratic(d), num_steps, learning_rate=lr,
+                      momentum=mu, clip_value=clip)
+  steps = layer(tf.zeros((1, 3)), tf.constant(c, tf.float32)).numpy()
+  y, m = np.zeros((1, 3)), np.zeros((1, 3))
+  for t in range(num_steps):
+    g = np.clip(d * (y - c), -clip, clip)
+    m = abs(mu) * m + g  # momentum enters as |mu|
+    y = y - lr * m
+    np.testing.assert_allclose(steps[t + 1], y, rtol=1e-5, atol=1e-6)
+
+
+def test_learning_the_rate_reaches_the_minimizer():
+  d = np.full(3, 2.0)  # the exact one-step rate is 1 / d = 0.5
+  layer = UnrolledSGD(DiagonalQuadratic(d), 1, learning_rate=0.1,
+                      learn_learning_rate=True)
+  rng = np.random.default_rng(0)
+  c = tf.constant(rng.normal(size=(8, 3)), tf.float32)
+  y0 = tf.zeros((8, 3))
+  layer(y0, c)
+  opt = keras.optimizers.SGD(0.1)
+  initial_error = float(tf.norm(layer(y0, c)[-1] - c))
+  for _ in range(100):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(tf.square(layer(y0, c)[-1] - c))
+    opt.apply(tape.gradient(loss, layer.trainable_variables),
+              layer.trainable_variables)
+  final_error = float(tf.norm(layer(y0, c)[-1] - c))
+  assert final_error < 1e-3 * initial_error
+  assert float(layer.learning_rate) == pytest.approx(0.5, abs=0.02)
+
+
+def _scalar_loss(layer, y0, c):
+  steps = layer(y0, c)
+  weights = tf.constant([0.3, 0.7, 1.1, 1.9], steps.dtype)[:, None, None]
+  return tf.reduce_sum(weights * tf.sin(steps))
+
+
+def _central_difference(fn, variable, eps=1e-6):
+  value = variable.numpy()
+  flat = value.reshape(-1)
+  grad = np.zeros_like(flat)
+  for i in range(flat.size):
+    for sign in (1, -1):
+      shifted = flat.copy()
+      shifted[i] += sign * eps
+      variable.assign(shifted.reshape(value.shape))
+      grad[i] += sign * float(fn()) / (2 * eps)
+  variable.assign(value)
+  return grad.reshape(value.shape)
+
+
+def test_gradients_match_finite_differences():
+  keras.utils.set_random_seed(1)
+  layer = UnrolledSGD(MLPEnergy(dtype="float64"), 3, learning_rate=0.7,
+                      momentum=0.3, clip_value=0.9, learn_learning_rate=True,
+                      learn_momentum=True, learn_clip_value=True,
+                      dtype="float64", name="inner")
+  rng = np.random.default_rng(2)
+  y0 = tf.Variable(rng.normal(size=(2, 3)))
+  c = tf.constant(rng.normal(size=(2, 3)))
+  layer(y0, c)
+  variables = [y0] + layer.trainable_variables
+  names = ["initial"] + [v.path for v in layer.trainable_variables]
+  assert {"inner/learning_rate", "inner/momentum",
+          "inner/clip_value"} <= set(names)
+  assert any("mlp" in n and "kernel" in n for n in names)
+  with tf.GradientTape() as tape:
+    loss = _scalar_loss(layer, y0, c)
+  grads = tape.gradient(loss, variables)
+  for name, variable, grad in zip(names, variables, grads):
+    assert grad is not None, name
+    numeric = _central_difference(lambda: _scalar_loss(layer, y0, c), variable)
+    np.testing.assert_allclose(np.asarray(grad), numeric, rtol=1e-5, atol=1e-7,
+                               err_msg=name)
+
+
+def test_negative_learned_momentum_acts_as_its_absolute_value():
+  energy = DiagonalQuadratic([1.0, 2.0])
+  pos = UnrolledSGD(energy, 3, learning_rate=0.2, momentum=0.5,
+                    learn_momentum=True)
+  neg = UnrolledSGD(energy, 3, learning_rate=0.2, momentum=0.5,
+                    learn_momentum=True)
+  y0, c = tf.zeros((1, 2)), tf.ones((1, 2))
+  pos(y0, c)
+  neg(y0, c)
+  neg.trainable_variables[0].assign(-0.5)  # changed after build: used per call
+  np.testing.assert_allclose(pos(y0, c).numpy(), neg(y0, c).numpy())
+
+
+def test_zero_steps_returns_initial_and_empty_diagnostics():
+  layer = UnrolledSGD(DiagonalQuadratic([1.0]), 0)
+  out = layer(tf.ones((3, 1)), tf.zeros((3, 1)), return_diagnostics=True)
+  assert out["steps"].shape == (1, 3, 1)
+  assert out["energy"].shape == (0, 3)
+
+
+def test_diagnostics_energy_and_gradient_norm():
+  d = np.array([1.0, 3.0])
+  layer = UnrolledSGD(DiagonalQuadratic(d), 2, learning_rate=0.1)
+  c = np.array([[1.0, 2.0]])
+  out = layer(tf.zeros((1, 2)), tf.constant(c, tf.float32),
+              return_diagnostics=True)
+  y0 = out["steps"][0].numpy()
+  np.testing.assert_allclose(out["energy"][0], 0.5 * np.sum(d * (y0 - c) ** 2),
+                             rtol=1e-6)
+  np.testing.assert_allclose(out["grad_norm"][0],
+                             np.linalg.norm(d * (y0 - c)), rtol=1e-6)
+  assert float(out["energy"][1, 0]) < float(out["energy"][0, 0])
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_compiled_matches_eager(jit_compile):
+  keras.utils.set_random_seed(3)
+  layer = UnrolledSGD(MLPEnergy(), 3, learn_learning_rate=True,
+                      learn_clip_value=True, learn_momentum=True)
+  y0 = tf.random.normal((4, 3))
+  c = tf.random.normal((4, 3))
+  eager = layer(y0, c)
+
+  @tf.function(jit_compile=jit_compile)
+  def compiled_grads(y0, c):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(tf.square(layer(y0, c)))
+    return layer(y0, c), tape.gradient(loss, layer.trainable_variables)
+
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(tf.square(layer(y0, c)))
+  eager_grads = tape.gradient(loss, layer.trainable_variables)
+  steps, grads = compiled_grads(y0, c)
+  np.testing.assert_allclose(steps, eager, rtol=1e-4, atol=1e-5)
+  for g, e in zip(grads, eager_grads):
+    np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-5)
+
+
+def test_rejects_bad_arguments():
+  with pytest.raises(TypeError, match="energy must be callable"):
+    UnrolledSGD(3, 2)
+  with pytest.raises(ValueError, match="num_steps must be >= 0"):
+    UnrolledSGD(DiagonalQuadratic([1.0]), -1)

@@ -1,0 +1,228 @@
+"""The generic loop on the denoising problem: train, resume, evaluate, export."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ige_tf.examples.denoising import DenoisingProblem
+from ige_tf.train import cli
+from ige_tf.train import loop
+
+SMALL = {"train": 256, "validation": 64, "test": 128}
+
+
+def small_problem(**kwargs):
+  return DenoisingProblem(split_sizes=SMALL, **kwargs)
+
+
+def fast_adam():
+  return loop.adam_optimizer(learning_rate=1e-2)
+
+
+def test_training_makes_the_unrolled_estimate_beat_the_initial_one(tmp_path):
+  problem = DenoisingProblem(split_sizes={"train": 2048, "test": 256})
+  steps = loop.train(problem, str(tmp_path), epochs=6, batch_size=64,
+                     optimizer_fn=fast_adam, progress=False,
+                     summary_every_steps=20)
+  assert steps == 6 * 2048 // 64
+  metrics = loop.evaluate(problem, str(tmp_path), progress=False)
+  with open(tmp_path / "metrics.json") as f:
+    assert json.load(f) == metrics
+  assert len(metrics["mse"]) == problem.num_steps + 1
+  # Step 0 is the noisy input: its MSE is the noise variance.
+  assert metrics["mse"][0] == pytest.approx(0.3 ** 2, rel=0.1)
+  assert metrics["mse"][-1] < 0.6 * metrics["mse"][0]
+  # TensorBoard: loss, learned inner hyper-parameters, per-step energy.
+  tags = set()
+  for path in glob.glob(str(tmp_path / "logs" / "train" / "events*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  assert {"loss", "inner/learning_rate", "inner/momentum", "inner/clip_value",
+          "inner/energy/step_0", "inner/grad_norm/step_3"} <= tags
+
+
+def test_resume_after_interruption_replays_the_uninterrupted_run(tmp_path):
+  kwargs = dict(epochs=3, batch_size=32, optimizer_fn=fast_adam, progress=False,
+                checkpoint_every_steps=5)
+  full_dir, split_dir = str(tmp_path / "full"), str(tmp_path / "split")
+  total = loop.train(small_problem(), full_dir, **kwargs)
+  # "Killed" after 13 steps: mid-epoch, between checkpoints (last one at 10).
+  assert loop.train(small_problem(), split_dir, max_steps=13, **kwargs) == 13
+  for path in glob.glob(os.path.join(split_dir, "ckpt-13*")):
+    os.remove(path)  # the kill came before the step-13 save
+  with open(os.path.join(split_dir, "checkpoint"), "w") as f:
+    f.write('model_checkpoint_path: "ckpt-10"\n'
+            'all_model_checkpoint_paths: "ckpt-10"\n')
+  assert loop.train(small_problem(), split_dir, **kwargs) == total == 24
+
+  def restore(model_dir):
+    problem = small_problem()
+    model = problem.build_model()
+    optimizer = fast_adam()
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64)
+    tf.train.Checkpoint(model=model, optimizer=optimizer, step=step).restore(
+        tf.train.latest_checkpoint(model_dir)).assert_existing_objects_matched()
+    return model, optimizer, int(step)
+
+  full_model, full_opt, full_step = restore(full_dir)
+  split_model, split_opt, split_step = restore(split_dir)
+  assert full_step == split_step == int(split_opt.iterations) == total
+  for a, b in zip(full_opt.variables, split_opt.variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+  for a, b in zip(full_model.weights, split_model.weights):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def _run_bin(repo_dir, name, *args, **popen):
+  cmd = [sys.executable, os.path.join(repo_dir, "bin", name), *args]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def test_sigkilled_training_resumes_to_the_same_step_count(tmp_path, repo_dir):
+  model_dir = str(tmp_path / "run")
+  args = ["--gin_file=core/denoise.gin", f"--model_dir={model_dir}",
+          "--gin_param=train.epochs = 40",
+          "--gin_param=train.checkpoint_every_steps = 20",
+          "--gin_param=DenoisingProblem.split_sizes = {'train': 640}"]
+  proc = _run_bin(repo_dir, "train.py", *args)
+  deadline = time.time() + 120
+  while time.time() < deadline and not glob.glob(
+      os.path.join(model_dir, "ckpt-40.index")):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = tf.train.latest_checkpoint(model_dir)
+  assert killed_at is not None
+  assert int(killed_at.split("-")[-1]) < 400
+  proc = _run_bin(repo_dir, "train.py", *args)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out
+  assert "Resumed from" in out
+  assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-400")
+
+
+def test_export_reloads_with_the_keras_outputs(tmp_path, repo_dir):
+  model_dir = str(tmp_path / "run")
+  loop.train(small_problem(), model_dir, epochs=1, batch_size=64,
+             progress=False)
+  proc = _run_bin(repo_dir, "export.py", "--gin_file=core/denoise.gin",
+                  f"--model_dir={model_dir}")
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out
+  model = loop.restore_model(small_problem(), model_dir)
+  reloaded = tf.saved_model.load(os.path.join(model_dir, "export"))
+  noisy = np.random.default_rng(0).normal(size=(5, 32)).astype(np.float32)
+  served = reloaded.signatures["serve"](noisy=tf.constant(noisy))
+  expected = model({"noisy": noisy})["steps"].numpy()
+  np.testing.assert_allclose(served["steps"], expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(served["final"], expected[-1], rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_operative_config_records_the_model(tmp_path):
+  cli.parse_gin(["core/denoise.gin"], ["train.epochs = 1",
+                                      "DenoisingProblem.num_steps = 2"])
+  loop.train(cli.make_problem(), str(tmp_path), progress=False)
+  text = (tmp_path / "operative_config.gin").read_text()
+  assert "DenoisingProblem.num_steps = 2" in text
+  assert "train.epochs = 1" in text
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, repo_dir):
+  script = f"""
+import json, sys
+from ige_tf.train import strategies
+strategies.split_cpu(2)
+from ige_tf.examples.denoising import DenoisingProblem
+from ige_tf.train import loop
+import tensorflow as tf
+assert strategies.get_strategy("mirrored").num_replicas_in_sync == 2
+p = DenoisingProblem(split_sizes={SMALL!r})
+n = loop.train(p, {str(tmp_path)!r}, epochs=1, batch_size=32,
+               strategy="mirrored", progress=False)
+print(json.dumps({{"steps": n, "mse": loop.evaluate(p, {str(tmp_path)!r},
+                                                   progress=False)["mse"]}}))
+"""
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                       text=True, timeout=300,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["steps"] == 8
+  assert all(np.isfinite(result["mse"]))
+
+
+def test_mixed_precision_trains_and_restores_the_policy(tmp_path):
+  steps = loop.train(small_problem(), str(tmp_path), epochs=1, batch_size=64,
+                     mixed_precision=True, progress=False)
+  assert steps == 4
+  assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_xla_training_step(tmp_path):
+  assert loop.train(small_problem(), str(tmp_path), epochs=1, batch_size=64,
+                    jit_compile=True, progress=False) == 4
+
+
+def test_model_stats_components_add_up(repo_dir):
+  proc = _run_bin(repo_dir, "model_stats.py", "--gin_file=core/denoise.gin")
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  stats = json.loads(out.strip().splitlines()[-1])
+  params = stats["trainable_params"]
+  assert params["energy"] + params["inner_optimizer"] == params["total"]
+  assert params["inner_optimizer"] == 3  # learning rate, momentum, clip value
+  # 64 filters over [y - x, Dy, D^2 y] (3 * 32 - 3 = 93): forward and gradient.
+  assert stats["multiply_adds"] == 2 * 93 * 64 * 4
+
+
+def test_every_gin_file_parses_strictly(repo_dir):
+  files = sorted(glob.glob(os.path.join(repo_dir, "gin", "**", "*.gin"),
+                           recursive=True))
+  assert files
+  for path in files:
+    gin.clear_config()
+    cli.parse_gin([path])
+
+
+def test_unknown_gin_parameter_is_a_clear_error():
+  with pytest.raises(ValueError, match="No configurable matching 'trian'"):
+    cli.parse_gin(["core/denoise.gin"], ["trian.epochs = 3"])
+  with pytest.raises(FileNotFoundError, match="gin file 'nope.gin' not found"):
+    cli.parse_gin(["nope.gin"])
+
+
+def test_missing_model_dir_is_a_clear_error(repo_dir, tmp_path):
+  proc = _run_bin(repo_dir, "train.py", "--gin_file=core/denoise.gin")
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode != 0
+  assert "--model_dir" in out
+  with pytest.raises(FileNotFoundError, match="no checkpoint in model_dir"):
+    loop.evaluate(small_problem(), str(tmp_path / "empty"))
+  with pytest.raises(ValueError, match="model_dir is required"):
+    loop.train(small_problem(), "")
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+  loop.train(small_problem(), str(tmp_path), epochs=1, batch_size=64,
+             progress=False)
+  data = glob.glob(str(tmp_path / "ckpt-4.data-*"))[0]
+  with open(data, "r+b") as f:
+    f.truncate(100)
+  with pytest.raises(loop.CheckpointError, match="cannot restore checkpoint .*ckpt-4"):
+    loop.train(small_problem(), str(tmp_path), epochs=2, batch_size=64,
+               progress=False)
+  with pytest.raises(loop.CheckpointError, match="corrupt"):
+    loop.evaluate(small_problem(), str(tmp_path), progress=False)
