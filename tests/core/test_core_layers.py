@@ -98,3 +98,25 @@ def test_unrolled_model_saves_and_reloads_with_equal_outputs(tmp_path):
   b = keras.models.load_model(path)(x)
   for key in ("steps", "energy", "grad_norm"):
     np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-6)
+
+
+def test_object_checkpoints_restore_every_energy_weight(tmp_path):
+  """Layers held in lists (hidden Dense / Conv layers) are checkpointed too."""
+
+  def build():
+    y = keras.Input((8,))
+    feats = keras.Input((6, 6, 2))
+    return keras.Model([y, feats], [EnergyMLP((5, 4), 3)(y),
+                                    EnergyConv2D((3, 2), 3)(feats)])
+
+  keras.utils.set_random_seed(0)
+  source = build()
+  for v in source.weights:
+    v.assign(v + 1.0)
+  path = tf.train.Checkpoint(model=source).save(str(tmp_path / "ckpt"))
+  keras.utils.set_random_seed(1)
+  target = build()
+  tf.train.Checkpoint(model=target).restore(path).assert_consumed()
+  assert len(target.weights) == 2 * 3 + 2 * 2
+  for a, b in zip(source.weights, target.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -226,3 +226,34 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
                progress=False)
   with pytest.raises(loop.CheckpointError, match="corrupt"):
     loop.evaluate(small_problem(), str(tmp_path), progress=False)
+
+
+def test_multi_worker_strategy_from_tf_config(tmp_path):
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  tf_config = json.dumps({"cluster": {"worker": [f"localhost:{port}"]},
+                          "task": {"type": "worker", "index": 0}})
+  script = f"""
+from ige_tf.examples.denoising import DenoisingProblem
+from ige_tf.train import loop
+p = DenoisingProblem(split_sizes={SMALL!r})
+print("STEPS", loop.train(p, {str(tmp_path)!r}, epochs=1, batch_size=32,
+                          strategy="multi_worker", progress=False))
+"""
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                       text=True, timeout=300,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                                TF_CONFIG=tf_config))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "STEPS 8" in out.stdout
+
+
+def test_multi_worker_without_tf_config_is_a_clear_error(monkeypatch):
+  from ige_tf.train import strategies
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  with pytest.raises(ValueError, match="needs the TF_CONFIG"):
+    strategies.get_strategy("multi_worker")
+  with pytest.raises(ValueError, match="unknown strategy 'tpu'"):
+    strategies.get_strategy("tpu")
