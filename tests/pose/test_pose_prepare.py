@@ -1,0 +1,265 @@
+"""prepare_h36m: record round trip, manifest skips, resume, bad input."""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from ige_tf.pose import skeleton
+from ige_tf.pose.data import h36m
+from ige_tf.pose.data import pipeline
+from ige_tf.pose.data import prepare
+from ige_tf.pose.data import records
+# pylint: disable=import-error,unused-import
+from test_pose_camera import reference_projection
+from test_pose_readers import read_raw_3d
+from test_pose_readers import write_videopose3d_npz
+# Session fixtures shared by the data tests (pytest finds them here).
+from test_pose_readers import (
+    tiny_h36m,  # noqa: F401
+    tiny_records_gt,  # noqa: F401
+    tiny_records_sh,  # noqa: F401
+)
+
+
+def load_manifest(out_dir):
+  with open(os.path.join(out_dir, "manifest.json")) as f:
+    return json.load(f)
+
+
+def expected_examples(h36m_dir, subject, sequence, source, frames=None):
+  """Examples of one shard, computed independently from the raw files."""
+  with h5py.File(os.path.join(h36m_dir, "cameras.h5"), "r") as h5:
+    out = {}
+    world = read_raw_3d(h36m_dir, subject, sequence)
+    for k, camera_id in enumerate(h36m.CAMERAS, start=1):
+      g = h5[f"subject{subject[1:]}/camera{k}"]
+      rot, centre = g["R"][()].T, g["T"][()][:, 0]
+      f, c, kk, p = (g[n][()][:, 0] for n in "fckp")
+      cam_3d = (world - centre) @ rot.T
+      if source == "gt":
+        mpii = skeleton.conversion_indices("h36m32", "mpii16")
+        pose_2d = np.array([[reference_projection(cam_3d[n, j], f, c, kk, p)
+                             for j in mpii] for n in range(len(world))])
+      else:
+        path = os.path.join(h36m_dir, subject, "StackedHourglass",
+                            f"{sequence.replace(' ', '_')}.{camera_id}.h5")
+        if not os.path.exists(path):
+          continue
+        with h5py.File(path, "r") as d:
+          pose_2d = d["poses"][()]
+      idx = np.arange(len(world)) if frames is None else frames
+      out[camera_id] = dict(
+          pose_2d=pose_2d[idx],
+          pose_3d=cam_3d[idx][:, skeleton.H36M32_TO_H36M17] / 1000.0,
+          f=f, c=c, k=kk, p=p, frames=idx)
+  return out
+
+
+def by_camera_frame(data):
+  return {(c, int(fr)): i for i, (c, fr) in enumerate(zip(data["camera"],
+                                                          data["frame"]))}
+
+
+@pytest.mark.parametrize("source", ["gt", "sh"])
+def test_records_round_trip(tiny_h36m, tiny_records_gt, tiny_records_sh,
+                            source):
+  out = tiny_records_gt if source == "gt" else tiny_records_sh
+  sequence = h36m.MartinezLayout(tiny_h36m).sequences("S9")[1]
+  path = os.path.join(out, "test", prepare.shard_name("S9", sequence) +
+                      ".tfrecord")
+  data = records.read_records(path)
+  expected = expected_examples(tiny_h36m, "S9", sequence, source)
+  index = by_camera_frame(data)
+  assert len(index) == len(data["frame"]) == 12 * len(expected)
+  for camera_id, exp in expected.items():
+    for n, frame in enumerate(exp["frames"]):
+      i = index[(camera_id, frame)]
+      np.testing.assert_allclose(data["pose_2d"][i], exp["pose_2d"][n],
+                                 rtol=1e-6, atol=1e-3)
+      np.testing.assert_allclose(data["pose_3d"][i], exp["pose_3d"][n],
+                                 rtol=1e-6, atol=1e-6)
+      for key in "fckp":
+        np.testing.assert_allclose(data[key][i], exp[key], rtol=1e-6)
+  assert set(data["subject"]) == {"S9"}
+  assert set(data["sequence"]) == {sequence}
+  assert set(data["action"]) == {h36m.action_of(sequence)}
+
+
+def test_manifest_counts_and_skips(tiny_records_sh):
+  manifest = load_manifest(tiny_records_sh)
+  train, test = manifest["splits"]["train"], manifest["splits"]["test"]
+  # S1: 6 sequences x 12 frames x 4 cameras; test: S9 full, S11 minus one
+  # camera of Directions.
+  assert train["examples"] == 6 * 12 * 4
+  assert test["examples"] == 2 * 6 * 12 * 4 - 12
+  assert train["subjects"] == {"S1": 288}
+  assert sum(test["actions"].values()) == test["examples"]
+  shards = glob.glob(os.path.join(tiny_records_sh, "*", "*.tfrecord"))
+  assert len(shards) == len(train["shards"]) + len(test["shards"]) == 18
+  [skip] = manifest["skipped"]
+  assert skip["subject"] == "S11" and skip["sequence"] == "Directions"
+  assert skip["camera"] == "54138969" and skip["scope"] == "camera"
+  assert skip["file"].endswith("Directions.54138969.h5")
+  assert "no detection file" in skip["reason"]
+  assert manifest["joints"]["pose_2d"] == list(skeleton.MPII16.joints)
+  assert not glob.glob(os.path.join(tiny_records_sh, "**", "*.tmp-*"),
+                       recursive=True)
+
+
+def test_subsample_keeps_every_nth_frame(tiny_h36m, tmp_path):
+  prepare.prepare_h36m(str(tmp_path), "gt", h36m_dir=tiny_h36m,
+                       subsample=5, subjects=("S9",), progress=False)
+  data = records.read_records(sorted(glob.glob(str(tmp_path / "test" /
+                                                   "*.tfrecord"))))
+  assert sorted(set(data["frame"].tolist())) == [0, 5, 10]
+  assert load_manifest(str(tmp_path))["splits"]["test"]["examples"] == (
+      6 * 3 * 4)
+
+
+def test_missing_subjects_are_listed(tiny_h36m, tmp_path):
+  manifest = prepare.prepare_h36m(str(tmp_path), "gt",
+                                  h36m_dir=tiny_h36m,
+                                  subjects=("S1", "S5"), progress=False)
+  [skip] = manifest["skipped"]
+  assert skip["subject"] == "S5" and skip["scope"] == "subject"
+  assert "3D positions folder not found" in skip["reason"]
+
+
+def test_resume_skips_finished_shards(tiny_h36m, tmp_path):
+  out = str(tmp_path / "rec")
+  kwargs = dict(h36m_dir=tiny_h36m, subjects=("S9",), progress=False)
+  first = prepare.prepare_h36m(out, "sh", **kwargs)
+  shards = sorted(glob.glob(os.path.join(out, "test", "*.tfrecord")))
+  mtimes = {p: os.stat(p).st_mtime_ns for p in shards}
+  # Simulate an interrupted run: one shard lost its summary (and a stale
+  # temporary file is lying around).
+  os.remove(shards[0][:-len(".tfrecord")] + ".json")
+  with open(shards[0] + ".tmp-123", "w") as f:
+    f.write("partial")
+  second = prepare.prepare_h36m(out, "sh", **kwargs)
+  assert second == first
+  for p in shards[1:]:
+    assert os.stat(p).st_mtime_ns == mtimes[p]
+  assert os.stat(shards[0]).st_mtime_ns != mtimes[shards[0]]
+  with pytest.raises(ValueError, match="prepared with other settings.*"
+                     "subsample"):
+    prepare.prepare_h36m(out, "sh", subsample=2, **kwargs)
+
+
+def test_bad_inputs_become_manifest_entries(tiny_h36m, tmp_path):
+  h36m_dir = str(tmp_path / "h36m")
+  shutil.copytree(tiny_h36m, h36m_dir)
+  layout = h36m.MartinezLayout(h36m_dir)
+  seq = layout.sequences("S9")
+  # 1) truncated 3D file, 2) NaN joints in 3D, 3) wrong joint count in 2D,
+  # 4) NaN in 2D.
+  truncated = layout.positions_3d_path("S9", seq[0])
+  with open(truncated, "rb") as f:
+    data = f.read()
+  with open(truncated, "wb") as f:
+    f.write(data[:100])
+  nan_path = layout.positions_3d_path("S9", seq[1])
+  with h5py.File(nan_path, "a") as h5:
+    values = h5["3D_positions"][()]
+    values[5, [2, 7]] = np.nan  # joint 1 (y) in frames 2 and 7
+    h5["3D_positions"][...] = values
+  wrong = layout.detection_path("S9", seq[2], h36m.CAMERAS[3], "sh")
+  with h5py.File(wrong, "w") as h5:
+    h5["poses"] = np.zeros((12, 17, 2))
+  nan_2d = layout.detection_path("S9", seq[3], h36m.CAMERAS[1], "sh")
+  with h5py.File(nan_2d, "a") as h5:
+    values = h5["poses"][()]
+    values[4, 3, 0] = np.nan
+    h5["poses"][...] = values
+  manifest = prepare.prepare_h36m(str(tmp_path / "rec"), "sh",
+                                  h36m_dir=h36m_dir, subjects=("S9",),
+                                  progress=False)
+  skipped = {(s["sequence"], s["camera"], s["scope"]): s
+             for s in manifest["skipped"]}
+  entry = skipped[(seq[0], None, "sequence")]
+  assert entry["file"] == truncated and "truncated" in entry["reason"]
+  entry = skipped[(seq[1], None, "frames")]
+  assert entry["file"] == nan_path and entry["frames"] == 2
+  assert "non-finite 3D joints in 2 of 12 frames" in entry["reason"]
+  entry = skipped[(seq[2], h36m.CAMERAS[3], "camera")]
+  assert entry["file"] == wrong and "(12, 17, 2)" in entry["reason"]
+  entry = skipped[(seq[3], h36m.CAMERAS[1], "frames")]
+  assert entry["file"] == nan_2d and entry["frames"] == 1
+  # 6 sequences x 4 cameras x 12 frames, minus what was skipped.
+  expected = 6 * 4 * 12 - 4 * 12 - 4 * 2 - 12 - 1
+  assert manifest["splits"]["test"]["examples"] == expected
+
+
+def test_missing_cameras_h5_is_fatal_and_named(tiny_h36m, tmp_path):
+  h36m_dir = str(tmp_path / "h36m")
+  shutil.copytree(tiny_h36m, h36m_dir)
+  os.remove(os.path.join(h36m_dir, "cameras.h5"))
+  with pytest.raises(h36m.H36MDataError, match="cameras.h5: file not found"):
+    prepare.prepare_h36m(str(tmp_path / "rec"), "gt", h36m_dir=h36m_dir,
+                         progress=False)
+
+
+def test_bad_settings(tiny_h36m, tmp_path):
+  with pytest.raises(ValueError, match="subsample must be >= 1"):
+    prepare.prepare_h36m(str(tmp_path), "gt", h36m_dir=tiny_h36m,
+                         subsample=0)
+  with pytest.raises(ValueError, match="give --npz_2d"):
+    prepare.prepare_h36m(str(tmp_path), "cpn", h36m_dir=tiny_h36m)
+  with pytest.raises(ValueError, match="unknown subjects"):
+    prepare.prepare_h36m(str(tmp_path), "gt", h36m_dir=tiny_h36m,
+                         subjects=("S2",))
+
+
+def test_npz_source_round_trip(tiny_h36m, tmp_path):
+  npz_3d, npz_2d, first = write_videopose3d_npz(tiny_h36m,
+                                                str(tmp_path / "vp3d"))
+  out = str(tmp_path / "rec")
+  manifest = prepare.prepare_h36m(
+      out, "test17", npz_3d=npz_3d, npz_2d=npz_2d,
+      cameras=os.path.join(tiny_h36m, "cameras.h5"),
+      subjects=("S1", "S9"), progress=False)
+  assert manifest["splits"]["test"]["examples"] == 6 * 12 * 4 - 12
+  [skip] = manifest["skipped"]
+  assert (skip["sequence"], skip["camera"]) == (first, h36m.CAMERAS[0])
+  assert skip["file"] == npz_2d
+  # The npz 2D is the exact projection: it must equal the gt source.
+  gt_out = str(tmp_path / "gt")
+  prepare.prepare_h36m(gt_out, "gt", h36m_dir=tiny_h36m,
+                       subjects=("S9",), progress=False)
+  name = prepare.shard_name("S9", first) + ".tfrecord"
+  a = records.read_records(os.path.join(out, "test", name))
+  b = records.read_records(os.path.join(gt_out, "test", name))
+  ib = by_camera_frame(b)
+  order = [ib[key] for key in zip(a["camera"], a["frame"].tolist())]
+  np.testing.assert_allclose(a["pose_2d"], b["pose_2d"][order], atol=1e-3)
+  np.testing.assert_allclose(a["pose_3d"], b["pose_3d"][order], atol=1e-6)
+
+
+def test_statistics_file_matches_records(tiny_records_gt):
+  stored = pipeline.load_statistics(tiny_records_gt, "train")
+  computed = pipeline.compute_statistics(tiny_records_gt, "train")
+  assert stored["count"] == computed["count"] == 6 * 12 * 4
+  for key, value in stored.items():
+    np.testing.assert_allclose(value, computed[key], rtol=1e-4, atol=1e-6,
+                               err_msg=key)
+  assert stored["pose_3d_mean"].shape == (16, 3)
+  assert stored["pose_2d_std"].shape == (16, 2)
+
+
+@pytest.mark.slow
+def test_prepare_binary(tiny_h36m, repo_dir, tmp_path):
+  out = str(tmp_path / "rec")
+  result = subprocess.run(
+      [sys.executable, os.path.join(repo_dir, "bin", "prepare_h36m.py"),
+       f"--h36m_dir={tiny_h36m}", "--source=sh_ft", f"--out_dir={out}",
+       "--subjects=S11"], capture_output=True, text=True, check=True,
+      env=dict(os.environ, PYTHONPATH=repo_dir))
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary == {"examples": {"train": 0, "test": 6 * 12 * 4 - 12},
+                     "skipped": 1}
