@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "scipy==1.17.1",
     "trimesh==5.2.0",
+    "numba==0.68.1",
     "embreex==4.4.0.post1",
     "matplotlib==3.11.2",
     "tqdm==4.70.1",

@@ -21,7 +21,6 @@ in ``[-0.5, 0.5]^3`` with ShapeNet's axes (+y up).
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 

@@ -192,3 +192,15 @@ def test_find_models_v1_and_v2(tmp_path):
     assert [m.model_id for m in M.find_models(root, synsets=["02691156"])] == ["plane1"]
     with pytest.raises(FileNotFoundError, match="ShapeNet directory not found"):
         M.find_models(tmp_path / "missing")
+
+
+def test_texture_without_uvs_uses_material_colour(tmp_path):
+    model = tmp_path / "nouv"
+    obj = _write(model / "model.obj", "mtllib m.mtl\n" + TETRA_V + "usemtl tex\nf 1 2 3\nf 1 2 4\n")
+    _write(model / "m.mtl", "newmtl tex\nKd 0 0 1\nmap_Kd tex.png\n")
+    Image.fromarray(np.full((2, 2, 3), 50, np.uint8)).save(model / "tex.png")
+    mesh = M.load_mesh(obj)
+    assert np.all(mesh.face_texture == -1)
+    np.testing.assert_array_equal(mesh.face_colors[:, :3], [[0, 0, 255]] * 2)
+    assert len(mesh.warnings) == 1 and "has no texture coordinates" in mesh.warnings[0]
+    assert mesh.warnings[0].startswith(obj)
