@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "numba==0.68.1",
     "embreex==4.4.0.post1",
     "matplotlib==3.11.2",
+    "pillow==13.0.0",
     "tqdm==4.70.1",
 ]
 

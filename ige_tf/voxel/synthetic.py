@@ -29,22 +29,10 @@ import PIL.Image
 import trimesh
 from trimesh.visual.material import SimpleMaterial
 
-# Synset id -> category name, the 13 categories of 3D-R2N2 (Choy et al.).
-CATEGORY_NAMES = {
-    "02691156": "plane",
-    "02828884": "bench",
-    "02933112": "cabinet",
-    "02958343": "car",
-    "03001627": "chair",
-    "03211117": "monitor",
-    "03636649": "lamp",
-    "03691459": "speaker",
-    "04090263": "rifle",
-    "04256520": "sofa",
-    "04379243": "table",
-    "04401088": "telephone",
-    "04530566": "watercraft",
-}
+from ige_tf.voxel.mesh import SYNSETS
+
+# Synset id -> category name: the 13 categories of 3D-R2N2, defined once in mesh.py.
+CATEGORY_NAMES = SYNSETS
 
 TEXTURE_SIZE = 32
 
