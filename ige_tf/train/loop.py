@@ -106,7 +106,8 @@ def _make_model(problem):
 def train(problem, model_dir, epochs=1, batch_size=64, optimizer_fn=adam_optimizer,
           strategy="default", mixed_precision=False, jit_compile=False,
           checkpoint_every_steps=1000, summary_every_steps=100, max_steps=None,
-          seed=0, progress=True):
+          seed=0, progress=True, validation_split=None,
+          validate_every_epochs=1):
   """Trains `problem`'s model, resuming from the latest checkpoint if any.
 
   Args:
@@ -124,6 +125,10 @@ def train(problem, model_dir, epochs=1, batch_size=64, optimizer_fn=adam_optimiz
     max_steps: stop after this many total steps (None: run all epochs).
     seed: base seed; epoch e shuffles with seed + e.
     progress: show a tqdm progress bar.
+    validation_split: if set (e.g. "validation"), per-step metrics on this
+      split are written to TensorBoard (`logs/validation`) every
+      `validate_every_epochs` epochs.
+    validate_every_epochs: validation period in epochs.
 
   Returns:
     The total number of optimizer steps taken (int), counted across resumes.
@@ -138,14 +143,15 @@ def train(problem, model_dir, epochs=1, batch_size=64, optimizer_fn=adam_optimiz
     return _train(problem, model_dir, epochs, batch_size, optimizer_fn,
                   strategy, mixed_precision, jit_compile,
                   checkpoint_every_steps, summary_every_steps, max_steps, seed,
-                  progress)
+                  progress, validation_split, validate_every_epochs)
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
            mixed_precision, jit_compile, checkpoint_every_steps,
-           summary_every_steps, max_steps, seed, progress):
+           summary_every_steps, max_steps, seed, progress, validation_split,
+           validate_every_epochs):
   """`train` without the global mixed-precision policy handling."""
   dist = strategies.get_strategy(strategy)
   with dist.scope():
@@ -198,6 +204,7 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
   bar = tqdm.tqdm(total=total_steps, initial=int(step), desc="train",
                   disable=not progress, dynamic_ncols=True)
   config_written_after_step = False
+  validation_writer = None
   try:
     while int(step) < total_steps:
       epoch, skip = divmod(int(step), steps_per_epoch)
@@ -223,6 +230,16 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
         if current % checkpoint_every_steps == 0:
           manager.save(checkpoint_number=current)
       manager.save(checkpoint_number=int(step))
+      finished_epoch = int(step) // steps_per_epoch
+      if (validation_split and int(step) % steps_per_epoch == 0
+          and finished_epoch % validate_every_epochs == 0):
+        if validation_writer is None:
+          validation_writer = tf.summary.create_file_writer(
+              os.path.join(model_dir, "logs", "validation"))
+        _write_metric_summaries(
+            validation_writer, int(step), validation_split,
+            compute_metrics(problem, model, validation_split, batch_size,
+                            progress=False))
   finally:
     bar.close()
     writer.flush()
@@ -265,18 +282,15 @@ def restore_model(problem, model_dir):
   return model
 
 
-@gin.configurable(denylist=["problem", "model_dir"])
-def evaluate(problem, model_dir, split="test", batch_size=256,
-             jit_compile=False, progress=True):
-  """Evaluates the latest checkpoint and writes `metrics.json`.
+def compute_metrics(problem, model, split, batch_size=256, jit_compile=False,
+                    progress=True):
+  """Mean per-step metrics of `model` over a split.
 
   Returns:
     dict metric name -> list of T+1 floats (mean over the split at every
     step), plus `"<metric>_per_<group>": {group value: [T+1 floats]}` for
     the problem's groups and anything `finalize_metrics` adds.
   """
-  model_dir = _require_model_dir(model_dir)
-  model = restore_model(problem, model_dir)
 
   @tf.function(jit_compile=jit_compile)
   def eval_step(features, labels):
@@ -284,7 +298,7 @@ def evaluate(problem, model_dir, split="test", batch_size=256,
     return problem.metrics(labels, outputs), problem.groups(labels)
 
   sums, counts = {}, 0
-  group_sums = {}  # (group, value) -> {metric: sum [T+1]}, count
+  group_sums = {}  # (group, value) -> [{metric: sum [T+1]}, count]
   data = problem.dataset(split, batch_size, shuffle=False)
   total = int(data.cardinality())
   for features, labels in tqdm.tqdm(data, total=total if total >= 0 else None,
@@ -296,11 +310,11 @@ def evaluate(problem, model_dir, split="test", batch_size=256,
       sums[name] = sums.get(name, 0.0) + v.sum(axis=1)
     counts += next(iter(values.values())).shape[1]
     for group, keys in groups.items():
-      keys = [k.decode() if isinstance(k, bytes) else str(k)
-              for k in np.asarray(keys).reshape(-1)]
-      for key in set(keys):
-        mask = np.array([k == key for k in keys])
-        entry = group_sums.setdefault((group, key), [{}, 0])
+      keys = np.array([k.decode() if isinstance(k, bytes) else str(k)
+                       for k in np.asarray(keys).reshape(-1)])
+      for key in np.unique(keys):
+        mask = keys == key
+        entry = group_sums.setdefault((group, str(key)), [{}, 0])
         for name, v in values.items():
           entry[0][name] = entry[0].get(name, 0.0) + v[:, mask].sum(axis=1)
         entry[1] += int(mask.sum())
@@ -310,11 +324,11 @@ def evaluate(problem, model_dir, split="test", batch_size=256,
   for (group, key), (gsums, n) in sorted(group_sums.items()):
     for name, s in gsums.items():
       metrics.setdefault(f"{name}_per_{group}", {})[key] = (s / n).tolist()
-  metrics = problem.finalize_metrics(metrics)
-  _atomic_write(os.path.join(model_dir, METRICS_FILE),
-                json.dumps(metrics, indent=2, sort_keys=True))
-  writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "eval"))
-  step = int(os.path.basename(tf.train.latest_checkpoint(model_dir)).split("-")[-1])
+  return problem.finalize_metrics(metrics)
+
+
+def _write_metric_summaries(writer, step, split, metrics):
+  """Per-step and final values of every list-valued metric."""
   with writer.as_default(step=step):
     for name, values in metrics.items():
       if isinstance(values, list):
@@ -322,6 +336,26 @@ def evaluate(problem, model_dir, split="test", batch_size=256,
         for t, value in enumerate(values):
           tf.summary.scalar(f"{split}/{name}/step_{t}", value)
   writer.flush()
+
+
+@gin.configurable(denylist=["problem", "model_dir"])
+def evaluate(problem, model_dir, split="test", batch_size=256,
+             jit_compile=False, progress=True):
+  """Evaluates the latest checkpoint and writes `metrics.json`.
+
+  Returns:
+    The metrics of `compute_metrics`.
+  """
+  model_dir = _require_model_dir(model_dir)
+  model = restore_model(problem, model_dir)
+  metrics = compute_metrics(problem, model, split, batch_size, jit_compile,
+                            progress)
+  _atomic_write(os.path.join(model_dir, METRICS_FILE),
+                json.dumps(metrics, indent=2, sort_keys=True))
+  step = int(os.path.basename(tf.train.latest_checkpoint(model_dir)).split("-")[-1])
+  _write_metric_summaries(
+      tf.summary.create_file_writer(os.path.join(model_dir, "logs", "eval")),
+      step, split, metrics)
   return metrics
 
 

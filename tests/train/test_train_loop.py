@@ -30,9 +30,11 @@ def fast_adam():
 
 def test_training_makes_the_unrolled_estimate_beat_the_initial_one(tmp_path):
   problem = DenoisingProblem(split_sizes={"train": 2048, "test": 256})
+  problem.split_sizes["validation"] = 128
   steps = loop.train(problem, str(tmp_path), epochs=6, batch_size=64,
                      optimizer_fn=fast_adam, progress=False,
-                     summary_every_steps=20)
+                     summary_every_steps=20, validation_split="validation",
+                     validate_every_epochs=3)
   assert steps == 6 * 2048 // 64
   metrics = loop.evaluate(problem, str(tmp_path), progress=False)
   with open(tmp_path / "metrics.json") as f:
@@ -48,6 +50,13 @@ def test_training_makes_the_unrolled_estimate_beat_the_initial_one(tmp_path):
       tags.update(v.tag for v in event.summary.value)
   assert {"loss", "inner/learning_rate", "inner/momentum", "inner/clip_value",
           "inner/energy/step_0", "inner/grad_norm/step_3"} <= tags
+  # Validation every 3 epochs: per-step metrics at steps 96 and 192.
+  steps_seen = set()
+  for path in glob.glob(str(tmp_path / "logs" / "validation" / "events*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      if any(v.tag == "validation/mse/step_4" for v in event.summary.value):
+        steps_seen.add(event.step)
+  assert steps_seen == {96, 192}
 
 
 def test_resume_after_interruption_replays_the_uninterrupted_run(tmp_path):
