@@ -1,0 +1,271 @@
+"""Training-step time and peak memory of IGE-MN vs a 3D-deconvolution decoder.
+
+The paper's scaling claim (6.1) made measurable: for R = 32, 64, 128 (256
+where it fits) and a fixed batch, one training step (forward, backward
+through the unrolled inner optimizer, Adam update) of
+
+- IGE-MN (`ige_voxel_model("mn", R)`, T inner steps, continuous-IoU loss
+  over all steps), and
+- the MN 3D-deconvolution baseline extended to R
+  (`baseline_voxel_model("mn", R)`: Wu et al.-style deconvolutions with the
+  features doubled, channels halving down to 4, continuous-IoU loss).
+
+Every configuration runs in a fresh subprocess. Memory per example is the
+slope between two batch sizes, `(peak(B2) - peak(B1)) / (B2 - B1)`, which
+cancels the weights, optimizer slots, traced graph and runtime, for two
+peaks: the TensorFlow CPU allocator's peak during the timed training steps
+above what was allocated before them (`tf.config.experimental.
+get_memory_info`; the precise figure) and the process's peak resident set
+size (includes tracing and allocator slack). Time per step is the median of
+the timed steps after one warm-up (tracing) step; the machine is shared, so
+times are noisy.
+
+`--mode=params` instead builds every Table 2 model at 32^3 and writes the
+measured trainable parameters per component and multiply-adds per example.
+
+Usage (writes bench/results/voxel_scaling.{json,md}):
+  python bench/bench_voxel_scaling.py
+  python bench/bench_voxel_scaling.py --mode=params   # voxel_params.{json,md}
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("mode", "scaling", ["scaling", "params", "worker"],
+                  "scaling: the time/memory sweep; params: Table 2 counts; "
+                  "worker: one configuration (internal).")
+flags.DEFINE_list("resolutions", ["32", "64", "128", "256"],
+                  "Resolutions R to measure.")
+flags.DEFINE_list("batch_sizes", ["2", "4"],
+                  "Two batch sizes; time is reported for the larger one.")
+flags.DEFINE_list("batch_sizes_256", ["1", "2"],
+                  "Batch sizes used instead at R >= 256 (memory).")
+flags.DEFINE_list("models", ["ige", "base"], "Models to measure.")
+flags.DEFINE_integer("num_steps", 3, "IGE inner steps T.")
+flags.DEFINE_integer("timed_steps", 3, "Timed training steps per run.")
+flags.DEFINE_string("output_dir", os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "results"),
+                    "Where the JSON and markdown results go.")
+flags.DEFINE_integer("max_rss_gb", 14,
+                     "Skip larger batches/resolutions after a run above this "
+                     "peak (the machine is shared).")
+# Worker flags.
+flags.DEFINE_string("model", "ige", "Worker: ige or base.")
+flags.DEFINE_integer("resolution", 32, "Worker: R.")
+flags.DEFINE_integer("batch_size", 2, "Worker: B.")
+
+
+def _peak_rss_mb():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_worker(model_name, resolution, batch_size, num_steps, timed_steps):
+  """One configuration in this process; returns a dict of measurements."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  from ige_tf.core import MultiStepLoss  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import losses  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import models  # pylint: disable=g-import-not-at-top
+
+  keras.utils.set_random_seed(0)
+  if model_name == "ige":
+    model = models.ige_voxel_model("mn", resolution=resolution,
+                                   num_steps=num_steps)
+  else:
+    model = models.baseline_voxel_model("mn", resolution=resolution)
+  loss = MultiStepLoss(losses.ContinuousIoU())
+  optimizer = keras.optimizers.Adam(1e-4)
+  optimizer.build(model.trainable_variables)
+  rng = np.random.default_rng(0)
+  images = tf.constant(rng.random((batch_size, 128, 128, 3), np.float32))
+  labels = tf.constant(
+      (rng.random((batch_size,) + (resolution,) * 3) > 0.7).astype(
+          np.float32))
+
+  @tf.function
+  def train_step(images, labels):
+    with tf.GradientTape() as tape:
+      outputs = model({"image": images}, training=True)
+      value = loss(labels, outputs["steps"])
+    gradients = tape.gradient(value, model.trainable_variables)
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+    return value
+
+  rss_built = _peak_rss_mb()
+  start = time.perf_counter()
+  train_step(images, labels).numpy()
+  first_step = time.perf_counter() - start
+  times = []
+  tf.config.experimental.reset_memory_stats("CPU:0")
+  resident = tf.config.experimental.get_memory_info("CPU:0")["current"]
+  for _ in range(timed_steps):
+    start = time.perf_counter()
+    train_step(images, labels).numpy()
+    times.append(time.perf_counter() - start)
+  step_peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+  return {"model": model_name, "resolution": resolution,
+          "batch_size": batch_size, "num_steps": num_steps,
+          "params": models.component_params(model)["total"],
+          "step_seconds": float(np.median(times)),
+          "min_step_seconds": float(np.min(times)),
+          "tf_step_peak_mb": (step_peak - resident) / 2 ** 20,
+          "first_step_seconds": first_step,
+          "peak_rss_mb": _peak_rss_mb(), "rss_after_build_mb": rss_built}
+
+
+def _spawn(model_name, resolution, batch_size):
+  command = [sys.executable, os.path.abspath(__file__), "--mode=worker",
+             f"--model={model_name}", f"--resolution={resolution}",
+             f"--batch_size={batch_size}", f"--num_steps={FLAGS.num_steps}",
+             f"--timed_steps={FLAGS.timed_steps}"]
+  result = subprocess.run(command, capture_output=True, text=True,
+                          check=False)
+  for line in reversed(result.stdout.splitlines()):
+    if line.startswith("{"):
+      return json.loads(line)
+  return {"model": model_name, "resolution": resolution,
+          "batch_size": batch_size, "error": result.stderr[-2000:]}
+
+
+def _write(name, payload, markdown):
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  for suffix, text in ((".json", json.dumps(payload, indent=2)),
+                       (".md", markdown)):
+    path = os.path.join(FLAGS.output_dir, name + suffix)
+    with open(path + ".tmp", "w") as f:
+      f.write(text + "\n")
+    os.replace(path + ".tmp", path)
+    print("wrote", path)
+
+
+def _batches(resolution):
+  sizes = FLAGS.batch_sizes_256 if resolution >= 256 else FLAGS.batch_sizes
+  return sorted(int(b) for b in sizes)
+
+
+def run_scaling():
+  """The sweep: every (model, R, B) in a subprocess; writes the results."""
+  runs = []
+  for resolution in (int(r) for r in FLAGS.resolutions):
+    for model_name in FLAGS.models:
+      for batch_size in _batches(resolution):
+        run = _spawn(model_name, resolution, batch_size)
+        print(json.dumps(run)[:400], flush=True)
+        runs.append(run)
+        if "error" in run or run["peak_rss_mb"] > FLAGS.max_rss_gb * 1024:
+          break
+  summary = []
+  for resolution in sorted({r["resolution"] for r in runs}):
+    batches = _batches(resolution)
+    row = {"resolution": resolution, "batch_sizes": batches}
+    for model_name in FLAGS.models:
+      by_batch = {r["batch_size"]: r for r in runs
+                  if r["model"] == model_name and r["resolution"] == resolution
+                  and "error" not in r}
+      if len(by_batch) == len(batches):
+        low, high = by_batch[batches[0]], by_batch[batches[-1]]
+        span = batches[-1] - batches[0]
+        row[model_name] = {
+            "step_seconds": high["step_seconds"],
+            "peak_rss_mb": high["peak_rss_mb"],
+            "tf_step_peak_mb": high["tf_step_peak_mb"],
+            "mb_per_example": (high["tf_step_peak_mb"]
+                               - low["tf_step_peak_mb"]) / span,
+            "rss_mb_per_example": (high["peak_rss_mb"]
+                                   - low["peak_rss_mb"]) / span}
+    if all(m in row for m in ("ige", "base")):
+      row["memory_ratio_ige_over_base"] = (row["ige"]["mb_per_example"]
+                                           / row["base"]["mb_per_example"])
+      row["time_ratio_ige_over_base"] = (row["ige"]["step_seconds"]
+                                         / row["base"]["step_seconds"])
+    summary.append(row)
+  lines = [
+      f"IGE T = {FLAGS.num_steps}, 128^2 images, CPU, {os.cpu_count()} "
+      "cores. Time and peak at the larger batch B; MB/example is the peak "
+      "slope between the two batches.", "",
+      "| R | B | IGE s/step | base s/step | IGE MB/example | base MB/example "
+      "| IGE/base memory | IGE/base time | IGE step peak MB | base step peak "
+      "MB | IGE RSS MB/example | base RSS MB/example |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+  def cell(row, model_name, key, fmt):
+    return fmt.format(row[model_name][key]) if model_name in row else "-"
+
+  for row in summary:
+    lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} "
+                 "|".format(
+        row["resolution"], "/".join(str(b) for b in row["batch_sizes"]), cell(row, "ige", "step_seconds", "{:.2f}"),
+        cell(row, "base", "step_seconds", "{:.2f}"),
+        cell(row, "ige", "mb_per_example", "{:.0f}"),
+        cell(row, "base", "mb_per_example", "{:.0f}"),
+        "{:.2f}".format(row["memory_ratio_ige_over_base"])
+        if "memory_ratio_ige_over_base" in row else "-",
+        "{:.2f}".format(row["time_ratio_ige_over_base"])
+        if "time_ratio_ige_over_base" in row else "-",
+        cell(row, "ige", "tf_step_peak_mb", "{:.0f}"),
+        cell(row, "base", "tf_step_peak_mb", "{:.0f}"),
+        cell(row, "ige", "rss_mb_per_example", "{:.0f}"),
+        cell(row, "base", "rss_mb_per_example", "{:.0f}")))
+  failed = [r for r in runs if "error" in r]
+  for r in failed:
+    lines.append(f"\nFailed: {r['model']} R={r['resolution']} "
+                 f"B={r['batch_size']}: {r['error'].splitlines()[-1:]}")
+  _write("voxel_scaling", {"runs": runs, "summary": summary},
+         "\n".join(lines))
+
+
+def run_params():
+  """Table 2: trainable parameters per component and MACs at 32^3."""
+  from ige_tf.voxel import models  # pylint: disable=g-import-not-at-top
+  rows = {}
+  for label, build in (
+      ("IGE-MN", lambda: models.ige_voxel_model("mn", 32)),
+      ("IGE-I4", lambda: models.ige_voxel_model("i4", 32)),
+      ("IGE-Inception-v4", lambda: models.ige_voxel_model("inception_v4", 32)),
+      ("Base-MN", lambda: models.baseline_voxel_model("mn", 32)),
+      ("Base-I4", lambda: models.baseline_voxel_model("i4", 32)),
+      ("Base-Inception-v4",
+       lambda: models.baseline_voxel_model("inception_v4", 32))):
+    model = build()
+    rows[label] = {"params": models.component_params(model),
+                   "multiply_adds": models.multiply_adds_by_component(model)}
+    print(label, json.dumps(rows[label]), flush=True)
+    del model
+  keys = ("image_encoder", "3d_decoder", "image_decoder", "inner_cnn",
+          "inner_optimizer", "total")
+  lines = ["| component | " + " | ".join(rows) + " |",
+           "|---" * (len(rows) + 1) + "|"]
+  for key in keys:
+    lines.append(f"| {key} | " + " | ".join(
+        f"{rows[m]['params'][key]:,}" for m in rows) + " |")
+  lines.append("| multiply-adds | " + " | ".join(
+      f"{rows[m]['multiply_adds']['total']:,}" for m in rows) + " |")
+  _write("voxel_params", rows, "\n".join(lines))
+
+
+def main(argv):
+  del argv
+  if FLAGS.mode == "worker":
+    print(json.dumps(run_worker(FLAGS.model, FLAGS.resolution,
+                                FLAGS.batch_size, FLAGS.num_steps,
+                                FLAGS.timed_steps)))
+  elif FLAGS.mode == "params":
+    run_params()
+  else:
+    run_scaling()
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+      __file__))))
+  app.run(main)

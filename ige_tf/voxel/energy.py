@@ -1,0 +1,270 @@
+"""The frustum energy of single-view reconstruction (paper 6.1, eq. 10).
+
+    E(y; x) = sum_i CNN_i(x_i ⊕ pool_i(occupancy(y)))
+
+`y` is a proposed frustum grid `[B, H, W, D]` (H = W = D = R: image row, image
+column, depth bin); `x_i` are image feature maps `[B, h_i, w_i, f_i]`.
+`pool_i` average-pools the grid anisotropically to `(h_i, w_i, d_i)` and the
+`d_i` depth bins become channels, concatenated to the image features along
+the feature axis. `CNN_i` is a short 2D network (`ige_tf.core.EnergyConv2D`):
+two VALID convolutions, 3x3 then 3x3 (3x3 then 2x2 at the coarsest, 4^2,
+level), softplus then softabs, summed over positions and channels. There are
+no 3D convolutions.
+
+Equal cost per level: with `d_i` and the filters proportional to `f_i` and
+`f_i` halving as `h_i`, `w_i` double, every level costs
+`h_i w_i (f_i + d_i) n_i` ~ constant multiply-adds.
+
+Occupancy range: the inner optimizer's iterate `y` is a grid of LOGITS by
+default (`occupancy="sigmoid"`): the energy pools `sigmoid(y)`, so the pooled
+occupancies always lie in (0, 1) whatever step the optimizer takes, gradients
+stay defined everywhere (no clipping kink) and the outer losses can be
+computed stably from logits. `occupancy="identity"` pools `y` unchanged (for
+iterates that already are occupancies).
+"""
+import keras
+import tensorflow as tf
+
+from ige_tf.core import EnergyConv2D
+from ige_tf.voxel import flops
+
+OCCUPANCY_TRANSFORMS = ("sigmoid", "identity")
+
+
+def pool_frustum(grid, height, width, depth):
+  """Anisotropic average pooling of frustum grids.
+
+  Args:
+    grid: float `[B, H, W, D]`; H, W, D static and divisible by
+      `height`, `width`, `depth`.
+    height: int h, output rows.
+    width: int w, output columns.
+    depth: int d, output depth bins.
+
+  Returns:
+    float `[B, h, w, d]`: the mean of each `(H/h, W/w, D/d)` block.
+  """
+  grid = tf.convert_to_tensor(grid)
+  _, rows, cols, bins = grid.shape
+  for name, full, pooled in (("H", rows, height), ("W", cols, width),
+                             ("D", bins, depth)):
+    if full is None or pooled < 1 or full % pooled:
+      raise ValueError(
+          f"cannot average-pool frustum grid axis {name} of size {full} "
+          f"to {pooled}")
+  # One reshape + mean per pooled axis, largest reduction first and none for
+  # a factor of 1, so intermediates stay small; ranks stay <= 5 (the CPU
+  # BroadcastTo kernel used by reduce_mean's gradient rejects a rank-7
+  # single-reshape version).
+  sizes = {"H": rows, "W": cols, "D": bins}
+  targets = {"H": height, "W": width, "D": depth}
+  for axis in sorted(sizes, key=lambda a: -(sizes[a] // targets[a])):
+    factor = sizes[axis] // targets[axis]
+    if factor == 1:
+      continue
+    h, w, d = sizes["H"], sizes["W"], sizes["D"]
+    if axis == "H":
+      grid = tf.reduce_mean(
+          tf.reshape(grid, [-1, targets["H"], factor, w * d]), axis=2)
+    elif axis == "W":
+      grid = tf.reduce_mean(
+          tf.reshape(grid, [-1, h, targets["W"], factor, d]), axis=3)
+    else:
+      grid = tf.reduce_mean(
+          tf.reshape(grid, [-1, h, w, targets["D"], factor]), axis=4)
+    sizes[axis] = targets[axis]
+  return tf.reshape(grid, [-1, height, width, depth])
+
+
+def pool_frustum_levels(grid, level_sizes, depth_bins):
+  """`pool_frustum` for every energy level, computed as a pyramid.
+
+  Levels are visited from the finest to the coarsest: the grid is first
+  average-pooled over rows and columns to the level's `(h, h)` from the
+  previous (finer) level's row/column pooling, then over depth to `d`. The
+  result equals `pool_frustum(grid, h, h, d)` per level (averages of
+  averages of equal-sized blocks), but the gradient with respect to `grid`
+  (taken at every inner step, and differentiated again by the outer
+  optimizer) is accumulated coarse-to-fine through the pyramid: one
+  `[B, R, R, R]` sum of two terms instead of one full-size term per level.
+
+  Args:
+    grid: float `[B, R, R, R]`.
+    level_sizes: ints h_i (any order); each must divide R.
+    depth_bins: ints d_i, one per level, each dividing R.
+
+  Returns:
+    List of float `[B, h_i, h_i, d_i]`, in the order of `level_sizes`.
+  """
+  grid = tf.convert_to_tensor(grid)
+  depth = grid.shape[3]
+  pooled = [None] * len(level_sizes)
+  current, current_size = grid, grid.shape[1]
+  for index in sorted(range(len(level_sizes)),
+                      key=lambda i: -level_sizes[i]):
+    size = level_sizes[index]
+    if current_size % size:  # Not nested: pool from the full grid.
+      current, current_size = grid, grid.shape[1]
+    current = pool_frustum(current, size, size, depth)
+    current_size = size
+    pooled[index] = pool_frustum(current, size, size, depth_bins[index])
+  return pooled
+
+
+def default_depth_bins(resolution, feature_channels):
+  """`d_i = R f_i / f_0`: depth bins proportional to the feature channels.
+
+  Args:
+    resolution: int R.
+    feature_channels: channels f_i per level, coarsest (largest f) first.
+
+  Returns:
+    Tuple of ints d_i (at least 1), each dividing R.
+
+  Raises:
+    ValueError: if some `d_i` does not divide R.
+  """
+  f0 = max(feature_channels)
+  bins = tuple(max(1, (int(resolution) * int(f)) // f0)
+               for f in feature_channels)
+  for d in bins:
+    if resolution % d:
+      raise ValueError(
+          f"depth bins {bins} (R f_i / f_0) do not divide resolution "
+          f"{resolution}; pass depth_bins explicitly")
+  return bins
+
+
+def level_kernel_sizes(size):
+  """Kernel sizes of `CNN_i` for a level of spatial size `size`.
+
+  Two 3x3 VALID convolutions; when the first leaves fewer than 3 positions
+  (the 4^2 level) the second kernel covers what is left: 3x3 then 2x2.
+  """
+  if size < 3:
+    raise ValueError(
+        f"energy level of spatial size {size} is too small for a 3x3 VALID "
+        "convolution")
+  return (3, min(3, size - 2))
+
+
+@keras.saving.register_keras_serializable(package="ige_tf")
+class FrustumEnergy(keras.layers.Layer):
+  """Multi-level frustum energy `E(y; x) = sum_i CNN_i(x_i ⊕ pool_i(y))`.
+
+  Args:
+    resolution: int R, the frustum grid is `[B, R, R, R]`.
+    level_sizes: spatial size h_i = w_i of each image feature map, in the
+      order of the context list (e.g. `(4, 8, 16, 32)`).
+    feature_channels: channels f_i of each image feature map.
+    depth_bins: depth bins d_i per level; default `R f_i / max(f)`.
+    filters: per level, the two convolutions' filters `(n_i, m_i)`; default
+      `(2 f_i, 2 f_i)`.
+    kernel_scale: factor on each level's last (softabs) Glorot kernel.
+    occupancy: "sigmoid" (iterate holds logits, default) or "identity".
+
+  Call args:
+    y: float `[B, R, R, R]` proposed frustum grid (logits or occupancies).
+    context: list of float `[B, h_i, h_i, f_i]` image feature maps.
+
+  Returns:
+    float `[B]` energy.
+  """
+
+  def __init__(self, resolution, level_sizes, feature_channels,
+               depth_bins=None, filters=None, kernel_scale=1e-3,
+               occupancy="sigmoid", **kwargs):
+    super().__init__(**kwargs)
+    self.resolution = int(resolution)
+    self.level_sizes = tuple(int(s) for s in level_sizes)
+    self.feature_channels = tuple(int(f) for f in feature_channels)
+    if len(self.level_sizes) != len(self.feature_channels):
+      raise ValueError(
+          f"FrustumEnergy: {len(self.level_sizes)} level sizes but "
+          f"{len(self.feature_channels)} feature channel counts")
+    if depth_bins is None:
+      depth_bins = default_depth_bins(self.resolution, self.feature_channels)
+    self.depth_bins = tuple(int(d) for d in depth_bins)
+    if filters is None:
+      filters = [(2 * f, 2 * f) for f in self.feature_channels]
+    self.filters = tuple(tuple(int(n) for n in pair) for pair in filters)
+    if not (len(self.depth_bins) == len(self.filters) == len(self.level_sizes)):
+      raise ValueError(
+          "FrustumEnergy: level_sizes, depth_bins and filters need one entry "
+          f"per level, got {len(self.level_sizes)}, {len(self.depth_bins)}, "
+          f"{len(self.filters)}")
+    for size, d in zip(self.level_sizes, self.depth_bins):
+      if self.resolution % size or self.resolution % d:
+        raise ValueError(
+            f"FrustumEnergy: level ({size}, {size}, {d}) does not divide the "
+            f"resolution {self.resolution}")
+    if occupancy not in OCCUPANCY_TRANSFORMS:
+      raise ValueError(
+          f"occupancy must be one of {OCCUPANCY_TRANSFORMS}, got {occupancy!r}")
+    self.occupancy = occupancy
+    self.kernel_scale = float(kernel_scale)
+    self.level_cnns = [
+        EnergyConv2D(filters=pair, kernel_sizes=level_kernel_sizes(size),
+                     kernel_scale=self.kernel_scale, dtype=self.dtype_policy,
+                     name=f"level_{size}")
+        for size, pair in zip(self.level_sizes, self.filters)
+    ]
+
+  def level_input_shapes(self):
+    """Per level, the CNN input shape `(h_i, h_i, f_i + d_i)` (no batch)."""
+    return [(s, s, f + d) for s, f, d in
+            zip(self.level_sizes, self.feature_channels, self.depth_bins)]
+
+  def build(self, y_shape, context_shape=None):
+    del y_shape, context_shape  # Everything follows from the configuration.
+    for cnn, shape in zip(self.level_cnns, self.level_input_shapes()):
+      cnn.build((None,) + shape)
+
+  def call(self, y, context, training=None):
+    del training
+    context = list(context) if isinstance(context, (list, tuple)) else [context]
+    if len(context) != len(self.level_cnns):
+      raise ValueError(
+          f"FrustumEnergy expects {len(self.level_cnns)} context feature maps "
+          f"(sizes {self.level_sizes}), got {len(context)}")
+    occupancy = tf.sigmoid(y) if self.occupancy == "sigmoid" else y
+    energies = []
+    levels = pool_frustum_levels(occupancy, self.level_sizes, self.depth_bins)
+    for cnn, features, pooled in zip(self.level_cnns, context, levels):
+      inputs = tf.concat([tf.cast(features, pooled.dtype), pooled], axis=-1)
+      energies.append(cnn(inputs))
+    return tf.add_n(energies)
+
+  def compute_output_shape(self, y_shape, context_shape=None):
+    return (y_shape[0],)
+
+  def multiply_adds(self):
+    """Multiply-adds of one energy evaluation per example, per level.
+
+    Returns:
+      List of ints, one per level (convolutions only; pooling, activations
+      and sums are not multiply-adds of a weight layer).
+    """
+    counts = []
+    for size, (f, d), pair in zip(
+        self.level_sizes, zip(self.feature_channels, self.depth_bins),
+        self.filters):
+      total, rows, channels = 0, size, f + d
+      for k, filters in zip(level_kernel_sizes(size), pair):
+        rows = rows - k + 1
+        total += flops.conv_multiply_adds((rows, rows), (k, k), channels,
+                                          filters)
+        channels = filters
+      counts.append(total)
+    return counts
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(resolution=self.resolution,
+                  level_sizes=list(self.level_sizes),
+                  feature_channels=list(self.feature_channels),
+                  depth_bins=list(self.depth_bins),
+                  filters=[list(p) for p in self.filters],
+                  kernel_scale=self.kernel_scale,
+                  occupancy=self.occupancy)
+    return config

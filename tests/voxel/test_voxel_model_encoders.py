@@ -1,0 +1,95 @@
+"""Image encoders: Table 2 parameter counts, feature-map shapes, weights."""
+import keras
+import numpy as np
+import pytest
+
+from ige_tf.voxel import encoders
+
+
+def _count(model):
+  return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def _shapes(model):
+  return [tuple(o.shape[1:]) for o in model.outputs]
+
+
+@pytest.mark.parametrize("name,params,top_channels", [
+    ("mn", 1811712, 320), ("mn_full", 2223872, 1280)])
+def test_mobilenet_v2_counts_and_maps(name, params, top_channels):
+  encoder = encoders.build_image_encoder(name, 128)
+  assert encoder.name == "image_encoder"
+  assert _count(encoder) == params  # Table 2.
+  assert _shapes(encoder) == [(64, 64, 16), (32, 32, 24), (16, 16, 32),
+                              (8, 8, 96), (4, 4, top_channels)]
+  assert encoders.encoder_channels(name) == tuple(s[-1] for s in
+                                                  _shapes(encoder))
+
+
+def test_i4_matches_inception_resnet_v2_with_a_4x4_output():
+  """Table 2's count; Keras' weights in Keras' order (ImageNet files load by
+  layer order); SAME padding gives 4^2 where Keras' VALID model gives 1^2 at
+  75^2 (2^2 at 128^2). Builds I4 once."""
+  encoder = encoders.build_image_encoder("i4", 128)
+  assert _count(encoder) == 54276192
+  assert _shapes(encoder) == [(64, 64, 64), (32, 32, 192), (16, 16, 320),
+                              (8, 8, 1088), (4, 4, 1536)]
+  reference = keras.applications.InceptionResNetV2(
+      weights=None, include_top=False, input_shape=(75, 75, 3))
+
+  def layout(model):
+    return [tuple(w.shape) for layer in model.layers
+            for w in layer.trainable_weights + layer.non_trainable_weights]
+
+  assert layout(encoder.get_layer("i4_features")) == layout(reference)
+
+
+def test_inception_v4_counts_and_maps():
+  encoder = encoders.build_image_encoder("inception_v4", 128)
+  assert _count(encoder) == 41111232
+  assert _shapes(encoder) == [(64, 64, 64), (32, 32, 192), (16, 16, 384),
+                              (8, 8, 1024), (4, 4, 1536)]
+
+
+def test_loads_keras_applications_h5_weights(tmp_path):
+  reference = keras.applications.MobileNetV2(
+      weights=None, include_top=False, input_shape=(128, 128, 3))
+  rng = np.random.default_rng(0)
+  reference.set_weights([rng.normal(size=w.shape).astype(np.float32)
+                         for w in reference.get_weights()])
+  path = str(tmp_path / "mobilenet_v2_no_top.h5")
+  reference.save(path)  # Legacy HDF5, as the Keras-applications files.
+  encoder = encoders.build_image_encoder("mn", 128, weights_path=path)
+  image = rng.random((1, 128, 128, 3)).astype(np.float32)
+  top = keras.Model(reference.input,
+                    reference.get_layer("block_16_project_BN").output)
+  np.testing.assert_allclose(encoder(image)[-1].numpy(),
+                             top(image * 2 - 1).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_weights_errors_name_the_file(tmp_path):
+  missing = str(tmp_path / "missing.h5")
+  with pytest.raises(FileNotFoundError, match="missing.h5: weights file"):
+    encoders.build_image_encoder("mn", 128, weights_path=missing)
+  other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+  wrong = str(tmp_path / "dense.weights.h5")
+  other.save_weights(wrong)
+  with pytest.raises(ValueError, match="dense.weights.h5: cannot load weights "
+                                       "into image encoder 'mn'"):
+    encoders.build_image_encoder("mn", 128, weights_path=wrong)
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match="Unknown image encoder 'vgg'"):
+    encoders.build_image_encoder("vgg")
+  with pytest.raises(ValueError, match="multiple of 32, got 100"):
+    encoders.build_image_encoder("mn", 100)
+
+
+def test_scaled_residual_config_round_trip():
+  layer = encoders.ScaledResidual(0.17, name="block")
+  clone = encoders.ScaledResidual.from_config(layer.get_config())
+  assert clone.get_config() == layer.get_config()
+  a, b = np.ones((1, 2)), np.full((1, 2), 2.0)
+  np.testing.assert_allclose(clone([a, b]).numpy(), [[1.34, 1.34]])
