@@ -21,7 +21,7 @@ def scaled_glorot_uniform(scale, seed=None):
       scale=float(scale) ** 2, mode="fan_avg", distribution="uniform", seed=seed)
 
 
-def _track_for_checkpoints(layer, sublayers):
+def track_sublayers(layer, sublayers):
   """Makes sublayers held in a list visible to `tf.train.Checkpoint`.
 
   Keras 3 tracks a list attribute with its own `TrackedList`, which
@@ -29,7 +29,8 @@ def _track_for_checkpoints(layer, sublayers):
   listed layers' weights are saved only through the optimizer and are not
   restored by `tf.train.Checkpoint(model=...)` (evaluation, export). Each
   sublayer is also assigned to an attribute `_<its name>`; Keras de-duplicates
-  by identity, so nothing is tracked twice.
+  by identity, so nothing is tracked twice. Call it on every list of layers a
+  layer holds.
   """
   for sublayer in sublayers:
     setattr(layer, f"_{sublayer.name}", sublayer)
@@ -57,7 +58,7 @@ class EnergyMLP(keras.layers.Layer):
                            dtype=self.dtype_policy, name=f"hidden_{i}")
         for i, units in enumerate(self.hidden_units)
     ]
-    _track_for_checkpoints(self, self.hidden_layers)
+    track_sublayers(self, self.hidden_layers)
     self.output_layer = keras.layers.Dense(
         self.output_units, activation=softabs,
         kernel_initializer=scaled_glorot_uniform(self.kernel_scale),
@@ -126,7 +127,7 @@ class EnergyConv2D(keras.layers.Layer):
             dtype=self.dtype_policy, name=f"conv_{i}")
         for i, (f, k) in enumerate(zip(self.filters, self.kernel_sizes))
     ]
-    _track_for_checkpoints(self, self.conv_layers)
+    track_sublayers(self, self.conv_layers)
 
   def build(self, input_shape):
     shape = tuple(input_shape)

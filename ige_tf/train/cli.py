@@ -6,6 +6,7 @@ Gin files are found as given or, failing that, relative to the repository's
 changing the working directory. Parsing is strict: an unknown configurable or
 parameter is an error.
 """
+import importlib.util
 import os
 
 from absl import flags
@@ -40,10 +41,51 @@ def resolve_gin_file(path):
       f"gin file {path!r} not found (also looked in {GIN_DIR})")
 
 
+def _in_regular_package(path):
+  """Whether `path`'s folder names an importable, regular Python package."""
+  head = os.path.dirname(path)
+  if not head or os.path.isabs(path):
+    return False
+  try:
+    spec = importlib.util.find_spec(head.replace("/", "."))
+  except (ImportError, ValueError):
+    return False
+  return spec is not None and spec.origin is not None
+
+
+def _guard_package_lookup():
+  """Makes gin's "file inside a Python package" lookup safe and quiet.
+
+  For an include like 'pose/base.gin', gin first asks whether `pose` is an
+  importable package holding `base.gin`. If `pose` resolves to a namespace
+  package (any folder called `pose` on `sys.path`, e.g. `tests/pose` under
+  pytest), gin crashes with a TypeError instead of moving on to the search
+  path; otherwise it logs "ERROR ... Path not found" for every include. The
+  check is wrapped to answer False, silently, unless the folder is a regular
+  package.
+  """
+  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
+  for i, (reader, exists) in enumerate(readers):
+    if getattr(exists, "_ige_guarded", False) or exists is os.path.isfile:
+      continue
+
+    def guarded(path, exists=exists):
+      if not _in_regular_package(path):
+        return False
+      try:
+        return exists(path)
+      except TypeError:
+        return False
+
+    guarded._ige_guarded = True  # pylint: disable=protected-access
+    readers[i] = (reader, guarded)
+
+
 def parse_gin(gin_files, gin_params=()):
   """Parses gin files and bindings strictly (unknown names are errors)."""
   if GIN_DIR not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
     gin.add_config_file_search_path(GIN_DIR)
+  _guard_package_lookup()
   files = [resolve_gin_file(f) for f in gin_files]
   gin.parse_config_files_and_bindings(files, list(gin_params),
                                       skip_unknown=False, finalize_config=False)

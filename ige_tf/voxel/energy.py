@@ -25,7 +25,7 @@ iterates that already are occupancies).
 import keras
 import tensorflow as tf
 
-from ige_tf.core import EnergyConv2D
+from ige_tf.core import EnergyConv2D, track_sublayers
 from ige_tf.voxel import flops
 
 OCCUPANCY_TRANSFORMS = ("sigmoid", "identity")
@@ -209,6 +209,7 @@ class FrustumEnergy(keras.layers.Layer):
                      name=f"level_{size}")
         for size, pair in zip(self.level_sizes, self.filters)
     ]
+    track_sublayers(self, self.level_cnns)
 
   def level_input_shapes(self):
     """Per level, the CNN input shape `(h_i, h_i, f_i + d_i)` (no batch)."""

@@ -1,0 +1,49 @@
+"""Figure 3 as a PNG: an example's estimates after 0..T inner steps.
+
+Example:
+  python bin/visualize.py --task=pose --model=runs/pose/ige4 \
+      --records_dir=records/h36m_gt --index=100 --out=fig3.png
+
+--model is a run directory (bin/train.py --model_dir) or a SavedModel
+(bin/export.py). See ige_tf/pose/visualize.py for what the figure shows.
+"""
+import json
+
+from absl import app
+from absl import flags
+
+flags.DEFINE_enum("task", "pose", ["pose", "voxel"], "Which task's figure to "
+                  "draw: pose (Figure 3) or voxel (Figure 6, N examples from "
+                  "--index on; ige_tf/voxel/visualize.py).")
+flags.DEFINE_string("model", None, "Run directory or SavedModel.")
+flags.DEFINE_string("records_dir", None, "Prepared records holding the "
+                    "example (bin/prepare_h36m.py --out_dir).")
+flags.DEFINE_string("split", "test", "Split of the example.")
+flags.DEFINE_integer("index", 0, "Example index in the split (file order).")
+flags.DEFINE_integer("num_examples", 3, "voxel: examples in Figure 6.")
+flags.DEFINE_float("azimuth", 70.0, "Novel-view rotation, degrees.")
+flags.DEFINE_integer("dpi", 100, "PNG resolution.")
+flags.DEFINE_string("out", None, "Output PNG path.")
+flags.mark_flags_as_required(["model", "records_dir", "out"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  if FLAGS.task == "pose":
+    from ige_tf.pose import visualize  # pylint: disable=import-outside-toplevel
+    result = visualize.figure3_from_records(
+        FLAGS.model, FLAGS.records_dir, FLAGS.out, split=FLAGS.split,
+        index=FLAGS.index, azimuth_deg=FLAGS.azimuth, dpi=FLAGS.dpi)
+  else:
+    from ige_tf.voxel import visualize  # pylint: disable=import-outside-toplevel
+    result = visualize.figure6_from_records(
+        FLAGS.model, FLAGS.records_dir, FLAGS.out, split=FLAGS.split,
+        indices=range(FLAGS.index, FLAGS.index + FLAGS.num_examples),
+        azimuth_deg=FLAGS.azimuth, dpi=FLAGS.dpi)
+    result["example"] = result.pop("examples")
+  print(json.dumps({k: result[k] for k in ("png", "size", "example")}))
+
+
+if __name__ == "__main__":
+  app.run(main)
