@@ -1,0 +1,179 @@
+"""Figure 4 of the paper: Protocol 2 against multiply-adds, from evaluated runs.
+
+Every run directory must hold `metrics.json` (written by `bin/evaluate.py`).
+Its `model_stats` entry (added by `PoseProblem.finalize_metrics`: trainable
+parameters, multiply-adds, architecture) is used when present; otherwise the
+model is rebuilt from the run's `operative_config.gin` to count them.
+
+Points: baselines with 1 residual block red, 2 blocks blue, IGE black; x is
+the dense-layer multiply-adds per example at inference (log scale), y the
+final-step metric, the dot area is proportional to the trainable parameters.
+"""
+import glob
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ige_tf.train import loop  # noqa: E402
+
+COLOURS = {("baseline", 1): "tab:red", ("baseline", 2): "tab:blue",
+           "ige": "black"}
+
+
+def expand_run_dirs(patterns):
+  """Run directories from paths or glob patterns (sorted, de-duplicated).
+
+  Only directories holding `metrics.json` are kept when a pattern is a glob;
+  an explicit path without it is an error.
+
+  Raises:
+    FileNotFoundError: an explicit directory without `metrics.json`, or no
+      run at all.
+  """
+  dirs = []
+  for pattern in patterns:
+    if any(ch in pattern for ch in "*?["):
+      matches = sorted(d for d in glob.glob(pattern)
+                       if os.path.isfile(os.path.join(d, loop.METRICS_FILE)))
+    else:
+      if not os.path.isfile(os.path.join(pattern, loop.METRICS_FILE)):
+        raise FileNotFoundError(
+            f"{pattern}: no {loop.METRICS_FILE}; evaluate the run first "
+            "(bin/evaluate.py)")
+      matches = [pattern]
+    dirs.extend(d for d in matches if d not in dirs)
+  if not dirs:
+    raise FileNotFoundError(f"no evaluated runs match {list(patterns)}")
+  return dirs
+
+
+def run_stats(run_dir):
+  """`model_stats` of a run: from metrics.json, else rebuilt from its config."""
+  with open(os.path.join(run_dir, loop.METRICS_FILE)) as f:
+    metrics = json.load(f)
+  stats = metrics.get("model_stats")
+  if stats is None:
+    from ige_tf.pose import inference  # pylint: disable=import-outside-toplevel
+    from ige_tf.pose import problem as problem_lib  # pylint: disable=import-outside-toplevel
+    problem = inference.problem_from_run(run_dir)
+    stats = problem_lib.model_stats_of(problem, problem.build_model())
+  return metrics, stats
+
+
+def collect(run_dirs, metric="protocol2_mm"):
+  """One point per run.
+
+  Returns:
+    list of dicts: run, kind, units, blocks, num_steps, `metric` (final
+    step), step0 (the same metric at step 0), params (total trainable),
+    multiply_adds.
+  """
+  points = []
+  for run_dir in run_dirs:
+    metrics, stats = run_stats(run_dir)
+    if metric not in metrics:
+      raise KeyError(f"{run_dir}/{loop.METRICS_FILE} has no {metric!r}")
+    arch = stats["architecture"]
+    points.append({
+        "run": run_dir, "kind": arch["kind"], "units": arch["units"],
+        "blocks": arch["blocks"], "num_steps": arch["num_steps"],
+        metric: metrics[metric][-1], "step0": metrics[metric][0],
+        "params": stats["trainable_params"]["total"],
+        "multiply_adds": stats["multiply_adds"]})
+  return points
+
+
+def plot_figure4(run_dirs, out, metric="protocol2_mm", dpi=120):
+  """Writes the Figure 4 PNG and a JSON of its points beside it.
+
+  Args:
+    run_dirs: evaluated run directories or glob patterns.
+    out: PNG path; the points go to the same path with `.json`.
+    metric: y axis (final step of that metrics.json entry).
+    dpi: resolution.
+
+  Returns:
+    The list of points (`collect`).
+  """
+  points = collect(expand_run_dirs(run_dirs), metric)
+  largest = max(p["params"] for p in points)
+  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=dpi)
+  labelled = set()
+  for p in points:
+    if p["kind"] == "ige":
+      colour, label = COLOURS["ige"], "IGE (steps)"
+      text = f"T={p['num_steps']}"
+    else:
+      colour = COLOURS.get(("baseline", p["blocks"]), "tab:gray")
+      label = f"base, {p['blocks']} block(s)"
+      text = f"{p['units']}"
+    ax.scatter(p["multiply_adds"], p[metric],
+               s=20 + 600 * p["params"] / largest, color=colour, alpha=0.7,
+               edgecolors="k", linewidths=0.5,
+               label=None if label in labelled else label)
+    labelled.add(label)
+    ax.annotate(text, (p["multiply_adds"], p[metric]), fontsize=7,
+                xytext=(4, 4), textcoords="offset points")
+  ax.set_xscale("log")
+  ax.set_xlabel("multiply-adds per example (dense layers, inference)")
+  ax.set_ylabel(f"{metric} (final step)")
+  ax.set_title("Figure 4: dot area ~ trainable parameters", fontsize=10)
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  tmp = out + ".tmp.png"
+  fig.savefig(tmp, dpi=dpi)
+  plt.close(fig)
+  os.replace(tmp, out)
+  json_path = os.path.splitext(out)[0] + ".json"
+  with open(json_path + ".tmp", "w") as f:
+    json.dump(points, f, indent=1)
+  os.replace(json_path + ".tmp", json_path)
+  return points
+
+
+TABLE1_MODELS = (("Base 1024/2", "b1024-2"), ("IGE_4", "ige4"),
+                 ("IGE_8", "ige8"))
+TABLE1_SOURCES = (("SH", "sh"), ("FT", "ft"), ("GT", "gt"))
+
+
+def table1(runs_root, out=None):
+  """Table 1 of the paper as markdown, from evaluated runs.
+
+  Reads `runs_root/<model>_<source>/metrics.json` for model in b1024-2,
+  ige4, ige8 and source in sh, ft, gt (the run names of
+  docs/reproducing_pose.md); a missing run shows as "-".
+
+  Args:
+    runs_root: folder of the Table 1 runs (e.g. runs/pose/table1).
+    out: optional path to also write the markdown to.
+
+  Returns:
+    The markdown table (str): final-step Protocol 1a and Protocol 2 in mm.
+  """
+  lines = ["| 2D source | P1a SH | P1a FT | P1a GT | P2 SH | P2 FT | P2 GT |",
+           "|---|---|---|---|---|---|---|"]
+  for label, model in TABLE1_MODELS:
+    cells = {}
+    for _, source in TABLE1_SOURCES:
+      path = os.path.join(runs_root, f"{model}_{source}", loop.METRICS_FILE)
+      if os.path.isfile(path):
+        with open(path) as f:
+          metrics = json.load(f)
+        cells[source] = (metrics["protocol1a_mm"][-1],
+                         metrics["protocol2_mm"][-1])
+    row = [label]
+    for index in (0, 1):
+      for _, source in TABLE1_SOURCES:
+        row.append(f"{cells[source][index]:.1f}" if source in cells else "-")
+    lines.append("| " + " | ".join(row) + " |")
+  text = "\n".join(lines) + "\n"
+  if out:
+    with open(out, "w") as f:
+      f.write(text)
+  return text

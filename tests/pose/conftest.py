@@ -1,0 +1,92 @@
+"""Shared pose fixtures: a tiny generated Human3.6M, its records, trained runs.
+
+Session-scoped, so every pose test reads the same files: a synthetic
+Human3.6M in the Martinez layout (S1 for training, S9 and S11 for testing;
+the 6 default actions, one take of 12 frames each, 4 cameras; S11
+"Directions" lacks detections for camera 54138969 as in the real data),
+prepared through `prepare_h36m` exactly like real data, and a b128-1 run
+trained for a few steps on it (the INIT_MODEL_DIR of IGE tests).
+"""
+import gin
+import pytest
+
+from ige_tf.pose.data import prepare
+from ige_tf.pose.data import synthetic
+from ige_tf.train import cli
+from ige_tf.train import loop
+
+SYNTHETIC_SUBJECTS = ("S1", "S9", "S11")
+SYNTHETIC_FRAMES = 12
+SYNTHETIC_SEED = 1  # its S1 has a take name with a space ("Walking 1")
+
+
+@pytest.fixture(scope="session")
+def synthetic_h36m(tmp_path_factory):
+  """The synthetic `h36m/` folder (Martinez layout)."""
+  out = str(tmp_path_factory.mktemp("h36m"))
+  synthetic.make_synthetic_h36m(out, frames_per_sequence=SYNTHETIC_FRAMES,
+                                takes=1, subjects=SYNTHETIC_SUBJECTS,
+                                seed=SYNTHETIC_SEED, progress=False)
+  return out
+
+
+@pytest.fixture(scope="session")
+def records_gt(synthetic_h36m, tmp_path_factory):
+  """Records with ground-truth 2D (train 288, test 576 examples)."""
+  out = str(tmp_path_factory.mktemp("records_gt"))
+  prepare.prepare_h36m(out, "gt", h36m_dir=synthetic_h36m,
+                       subjects=SYNTHETIC_SUBJECTS, progress=False)
+  return out
+
+
+@pytest.fixture(scope="session")
+def records_sh(synthetic_h36m, tmp_path_factory):
+  """Records with stacked-hourglass-like detections (one camera skipped)."""
+  out = str(tmp_path_factory.mktemp("records_sh"))
+  prepare.prepare_h36m(out, "sh", h36m_dir=synthetic_h36m,
+                       subjects=SYNTHETIC_SUBJECTS, progress=False)
+  return out
+
+
+def gin_overrides(records, epochs=1, batch_size=16, init_model_dir=None):
+  """The gin bindings that point an experiment at test data and budget."""
+  params = [f"RECORDS_DIR = {records!r}", f"EPOCHS = {epochs}",
+            f"BATCH_SIZE = {batch_size}", "PoseProblem.shuffle_buffer = 64"]
+  if init_model_dir is not None:
+    params.append(f"INIT_MODEL_DIR = {init_model_dir!r}")
+  return params
+
+
+@pytest.fixture(scope="session")
+def baseline_run(records_gt, tmp_path_factory):
+  """A b128-1 run (gin/pose/b128-1.gin) trained for 18 steps on
+  `records_gt`: the INIT_MODEL_DIR of IGE tests."""
+  model_dir = str(tmp_path_factory.mktemp("b128-1"))
+  gin.clear_config()
+  cli.parse_gin(["pose/b128-1.gin"], gin_overrides(records_gt))
+  loop.train(cli.make_problem(), model_dir, progress=False)
+  gin.clear_config()
+  return model_dir
+
+
+@pytest.fixture(scope="session")
+def ige_run(records_gt, baseline_run, tmp_path_factory):
+  """An IGE-4 run (gin/pose/ige4.gin from `baseline_run`): 3 training steps,
+  evaluated (metrics.json) and exported (export/). Train and evaluate run
+  eagerly (tracing the unrolled second-order graph is the slow part)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  model_dir = str(tmp_path_factory.mktemp("ige4"))
+  gin.clear_config()
+  cli.parse_gin(["pose/ige4.gin"], gin_overrides(
+      records_gt, batch_size=32, init_model_dir=baseline_run) +
+                ["train.max_steps = 3", "evaluate.batch_size = 256"])
+  problem = cli.make_problem()
+  tf.config.run_functions_eagerly(True)
+  try:
+    loop.train(problem, model_dir, progress=False)
+    loop.evaluate(problem, model_dir, progress=False)
+  finally:
+    tf.config.run_functions_eagerly(False)
+  loop.export(problem, model_dir)
+  gin.clear_config()
+  return model_dir

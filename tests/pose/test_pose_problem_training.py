@@ -1,0 +1,155 @@
+"""PoseProblem: losses, per-step metrics, evaluation, export, model stats."""
+import json
+import os
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import gin_overrides  # pylint: disable=import-error
+from ige_tf.pose import inference
+from ige_tf.pose import metrics as pose_metrics
+from ige_tf.pose import models
+from ige_tf.pose import problem as problem_lib
+from ige_tf.pose.data import pipeline
+from ige_tf.train import cli
+from ige_tf.train import loop
+
+
+def test_scaled_l2_is_the_distance_after_the_optimal_scale():
+  rng = np.random.default_rng(0)
+  target = rng.normal(size=(4, 16, 3)).astype(np.float32)
+  prediction = (0.7 * target + rng.normal(scale=0.1, size=target.shape)
+                ).astype(np.float32)
+  got = problem_lib.scaled_l2(target, prediction).numpy()
+  for b in range(4):
+    p, y = prediction[b].astype(np.float64), target[b].astype(np.float64)
+    k = np.sum(p * y) / np.sum(p * p)
+    assert got[b] == pytest.approx(np.linalg.norm(k * p - y), rel=1e-5)
+    # No other scale does better.
+    for other in (0.9 * k, 1.1 * k):
+      assert got[b] <= np.linalg.norm(other * p - y) + 1e-6
+
+
+def test_losses_on_a_batch(records_gt):
+  problem = problem_lib.PoseProblem(records_gt, models.baseline_lifter,
+                                    loss_type="standardized_mse")
+  features, labels = next(iter(problem.dataset("train", 16, shuffle=True)))
+  stats = pipeline.load_statistics(records_gt)
+  standardized = np.random.default_rng(1).normal(size=(16, 16, 3)).astype(
+      np.float32)
+  target = (labels["pose_3d"].numpy() - labels["root_3d"].numpy()[:, None]
+            - stats["pose_3d_mean"]) / stats["pose_3d_std"]
+  mse = problem.loss(labels, {"standardized": standardized,
+                              "steps": tf.zeros((1, 16, 16, 3))})
+  assert float(mse) == pytest.approx(np.mean((standardized - target)**2),
+                                     rel=1e-5)
+  # Multi-step loss: sum_t 0.9^(T-t) mean_b scaled_l2(steps[t]).
+  problem = problem_lib.PoseProblem(records_gt, models.baseline_lifter)
+  steps = labels["pose_3d"].numpy()[None] + np.random.default_rng(2).normal(
+      scale=0.05, size=(3, 16, 16, 3)).astype(np.float32)
+  expected = sum(0.9**(2 - t) * np.mean(problem_lib.scaled_l2(
+      labels["pose_3d"], steps[t])) for t in range(3))
+  assert float(problem.loss(labels, {"steps": steps})) == pytest.approx(
+      expected, rel=1e-5)
+  del features
+
+
+def test_metrics_are_per_step_and_equal_the_metric_functions(records_gt):
+  problem = problem_lib.PoseProblem(records_gt, models.baseline_lifter)
+  _, labels = next(iter(problem.dataset("test", 8)))
+  steps = labels["pose_3d"].numpy()[None] * np.array(
+      [1.0, 1.1], np.float32)[:, None, None, None]
+  steps[1, :, 2, 0] += 0.05  # r_ankle, 5 cm along x
+  values = problem.metrics(labels, {"steps": tf.constant(steps)})
+  assert set(values) == {"protocol1a_mm", "protocol2_mm", "mpjpe_mm"}
+  for name, fn in pose_metrics.METRICS.items():
+    assert values[name].shape == (2, 8)
+    for t in range(2):
+      np.testing.assert_allclose(values[name][t], fn(steps[t],
+                                                     labels["pose_3d"]),
+                                 rtol=1e-6)
+  # Step 0 is the ground truth: zero error under every protocol; step 1 is
+  # scaled by 1.1 (forgiven by protocols 1a and 2, not by MPJPE) and off by
+  # 5 cm at one joint.
+  for name in values:
+    np.testing.assert_allclose(values[name][0], 0, atol=0.05)
+    assert np.all(values[name][1] > 1.0)
+  assert np.all(values["mpjpe_mm"][1] > values["protocol1a_mm"][1] + 10)
+
+
+def test_evaluate_reports_every_step_and_action(ige_run):
+  with open(os.path.join(ige_run, "metrics.json")) as f:
+    metrics = json.load(f)
+  for name in ("protocol1a_mm", "protocol2_mm", "mpjpe_mm"):
+    assert len(metrics[name]) == 5  # steps 0..4
+    assert all(np.isfinite(metrics[name]))
+    per_action = metrics[f"{name}_per_action"]
+    assert set(per_action) == {"Directions", "Eating", "Phoning", "Posing",
+                               "Sitting", "Walking"}
+    assert all(len(v) == 5 for v in per_action.values())
+  stats = metrics["model_stats"]
+  assert stats["architecture"] == {"kind": "ige", "units": 128, "blocks": 1,
+                                   "max_norm": None, "num_steps": 4}
+
+
+def _normalized(pose_2d, f, c):
+  return (pose_2d - c[:, None]) / f[:, None]
+
+
+def test_serving_signature_takes_raw_pixels(ige_run, records_gt):
+  features, _ = next(iter(pipeline.pose_dataset(records_gt, "test", 6,
+                                                shuffle=False)))
+  f = features["intrinsics"][:, :2].numpy()
+  c = features["intrinsics"][:, 2:].numpy()
+  pixels = features["pose_2d"].numpy() * f[:, None] + c[:, None]
+  distortion = features["distortion"].numpy()
+  problem, model = inference.restore_run(ige_run)
+  expected = model({"pose_2d": _normalized(pixels, f, c),
+                    "distortion": distortion}, training=False)["steps"]
+  reloaded = tf.saved_model.load(os.path.join(ige_run, "export"))
+  served = reloaded.signatures["serve"](
+      pose_2d=tf.constant(pixels), f=tf.constant(f), c=tf.constant(c),
+      k=tf.constant(distortion[:, :3]), p=tf.constant(distortion[:, 3:]))
+  np.testing.assert_allclose(served["steps"], expected, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(served["final"], expected[-1], rtol=1e-4,
+                             atol=1e-5)
+  # The same through load_lifter, from the export and from the run dir.
+  for path in (os.path.join(ige_run, "export"), ige_run):
+    out = inference.load_lifter(path)(pixels, f, c, distortion[:, :3],
+                                      distortion[:, 3:])
+    np.testing.assert_allclose(out["steps"], expected, rtol=1e-4, atol=1e-5)
+  del problem
+
+
+def _stats(config, records_gt, baseline_run, **params):
+  gin.clear_config()
+  cli.parse_gin([config], gin_overrides(records_gt,
+                                        init_model_dir=baseline_run) +
+                [f"{k} = {v}" for k, v in params.items()])
+  return loop.model_stats(cli.make_problem())
+
+
+def test_model_stats_add_up_and_meet_the_size_targets(records_gt,
+                                                      baseline_run):
+  base = _stats("pose/b1024-2.gin", records_gt, baseline_run)
+  ige8 = _stats("pose/ige8.gin", records_gt, baseline_run)
+  small = _stats("pose/b128-1.gin", records_gt, baseline_run)
+  for stats in (base, ige8, small):
+    params = stats["trainable_params"]
+    assert (params["initial_estimate"] + params["energy"] +
+            params["inner_optimizer"] == params["total"])
+  # Dense multiply-adds: Martinez's 6 layers; IGE adds 2x its energies' dense
+  # kernels per step (forward + gradient).
+  assert base["multiply_adds"] == 32 * 1024 + 4 * 1024**2 + 1024 * 48
+  assert small["multiply_adds"] == 32 * 128 + 2 * 128**2 + 128 * 48
+  energy = 496 * 64 + 64 * 16 + 120 * 64 + 64 * 16
+  assert ige8["multiply_adds"] == small["multiply_adds"] + 2 * 8 * energy
+  assert ige8["trainable_params"]["inner_optimizer"] == 3
+  assert ige8["trainable_params"]["initial_estimate"] == (
+      small["trainable_params"]["total"])
+  # Acceptance: >= 20x fewer parameters, <= half the multiply-adds.
+  assert base["trainable_params"]["total"] >= 20 * ige8["trainable_params"][
+      "total"]
+  assert 2 * ige8["multiply_adds"] <= base["multiply_adds"]
