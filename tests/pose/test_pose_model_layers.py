@@ -272,3 +272,21 @@ def test_pose_unrolled_sgd_matches_unrolled_sgd():
   y = tf.constant(adversarial_estimates()[:1].repeat(4, 0) + 3.0)
   context = _context(4)
   np.testing.assert_allclose(ours(y, context), core(y, context), atol=1e-6)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_matmul_pairwise_distances_equal_the_gather_version(dims):
+  from ige_tf.pose import geometry  # pylint: disable=import-outside-toplevel
+  points = tf.constant(np.random.default_rng(dims).normal(
+      size=(3, 16, dims)), tf.float32)
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(points)
+    ours = models.pairwise_squared_distances(points)
+    reference = geometry.pairwise_squared_distances(points)
+    weights = tf.range(1.0, ours.shape[-1] + 1.0)
+    ours_sum = tf.reduce_sum(ours * weights)
+    reference_sum = tf.reduce_sum(reference * weights)
+  np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(tape.gradient(ours_sum, points),
+                             tape.gradient(reference_sum, points),
+                             rtol=1e-5, atol=1e-5)
