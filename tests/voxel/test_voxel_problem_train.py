@@ -203,3 +203,14 @@ def test_table2_components_and_multiply_adds():
   base = loop.model_stats(cli.make_problem())["trainable_params"]
   assert base["image_encoder"] == 2_223_872     # Table 2, Base MN2
   assert base["inner_cnn"] == base["image_decoder"] == base["inner_optimizer"] == 0
+
+
+def test_ige_i4_trains_one_step(voxel_records, tmp_path):
+  """The large I4 model (Inception-ResNet-v2 trunk, SAME padding) trains."""
+  problem = _problem("voxel/ige-i4.gin", voxel_records, ["NUM_STEPS = 1"])
+  model_dir = str(tmp_path)
+  assert loop.train(problem, model_dir) == 1
+  model = loop.restore_model(problem, model_dir)
+  params = problem.component_params(model)
+  assert params["image_encoder"] == 54_276_192
+  assert all(np.all(np.isfinite(w.numpy())) for w in model.trainable_weights)
