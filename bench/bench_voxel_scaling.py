@@ -5,7 +5,9 @@ where it fits) and a fixed batch, one training step (forward, backward
 through the unrolled inner optimizer, Adam update) of
 
 - IGE-MN (`ige_voxel_model("mn", R)`, T inner steps, continuous-IoU loss
-  over all steps), and
+  over all steps), as "ige" (every inner step's intermediates stored for the
+  backward pass) and "ige_recompute" (`recompute_steps=True`: each inner step
+  recomputed in the backward pass), and
 - the MN 3D-deconvolution baseline extended to R
   (`baseline_voxel_model("mn", R)`: Wu et al.-style deconvolutions with the
   features doubled, channels halving down to 4, continuous-IoU loss).
@@ -47,7 +49,8 @@ flags.DEFINE_list("batch_sizes", ["2", "4"],
                   "Two batch sizes; time is reported for the larger one.")
 flags.DEFINE_list("batch_sizes_256", ["1", "2"],
                   "Batch sizes used instead at R >= 256 (memory).")
-flags.DEFINE_list("models", ["ige", "base"], "Models to measure.")
+MODELS = ("ige", "ige_recompute", "base")
+flags.DEFINE_list("models", list(MODELS), f"Models to measure, of {MODELS}.")
 flags.DEFINE_integer("num_steps", 3, "IGE inner steps T.")
 flags.DEFINE_integer("timed_steps", 3, "Timed training steps per run.")
 flags.DEFINE_string("output_dir", os.path.join(
@@ -57,7 +60,7 @@ flags.DEFINE_integer("max_rss_gb", 14,
                      "Skip larger batches/resolutions after a run above this "
                      "peak (the machine is shared).")
 # Worker flags.
-flags.DEFINE_string("model", "ige", "Worker: ige or base.")
+flags.DEFINE_enum("model", "ige", MODELS, "Worker: the model.")
 flags.DEFINE_integer("resolution", 32, "Worker: R.")
 flags.DEFINE_integer("batch_size", 2, "Worker: B.")
 
@@ -78,9 +81,10 @@ def run_worker(model_name, resolution, batch_size, num_steps, timed_steps):
   from ige_tf.voxel import models  # pylint: disable=g-import-not-at-top
 
   keras.utils.set_random_seed(0)
-  if model_name == "ige":
-    model = models.ige_voxel_model("mn", resolution=resolution,
-                                   num_steps=num_steps)
+  if model_name.startswith("ige"):
+    model = models.ige_voxel_model(
+        "mn", resolution=resolution, num_steps=num_steps,
+        recompute_steps=model_name == "ige_recompute")
   else:
     model = models.baseline_voxel_model("mn", resolution=resolution)
   loss = MultiStepLoss(losses.ContinuousIoU())
@@ -183,39 +187,34 @@ def run_scaling():
                                - low["tf_step_peak_mb"]) / span,
             "rss_mb_per_example": (high["peak_rss_mb"]
                                    - low["peak_rss_mb"]) / span}
-    if all(m in row for m in ("ige", "base")):
-      row["memory_ratio_ige_over_base"] = (row["ige"]["mb_per_example"]
-                                           / row["base"]["mb_per_example"])
-      row["time_ratio_ige_over_base"] = (row["ige"]["step_seconds"]
-                                         / row["base"]["step_seconds"])
+    for model_name in FLAGS.models:
+      if model_name != "base" and model_name in row and "base" in row:
+        row[model_name]["memory_over_base"] = (
+            row[model_name]["mb_per_example"] / row["base"]["mb_per_example"])
+        row[model_name]["time_over_base"] = (
+            row[model_name]["step_seconds"] / row["base"]["step_seconds"])
     summary.append(row)
   lines = [
       f"IGE T = {FLAGS.num_steps}, 128^2 images, CPU, {os.cpu_count()} "
       "cores. Time and peak at the larger batch B; MB/example is the peak "
-      "slope between the two batches.", "",
-      "| R | B | IGE s/step | base s/step | IGE MB/example | base MB/example "
-      "| IGE/base memory | IGE/base time | IGE step peak MB | base step peak "
-      "MB | IGE RSS MB/example | base RSS MB/example |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-
-  def cell(row, model_name, key, fmt):
-    return fmt.format(row[model_name][key]) if model_name in row else "-"
-
+      "slope between the two batches; ratios are to the baseline at the same "
+      "R.", "",
+      "| R | B | model | s/step | MB/example | memory / base | time / base "
+      "| step peak MB | RSS MB/example |",
+      "|---|---|---|---|---|---|---|---|---|"]
   for row in summary:
-    lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} "
-                 "|".format(
-        row["resolution"], "/".join(str(b) for b in row["batch_sizes"]), cell(row, "ige", "step_seconds", "{:.2f}"),
-        cell(row, "base", "step_seconds", "{:.2f}"),
-        cell(row, "ige", "mb_per_example", "{:.0f}"),
-        cell(row, "base", "mb_per_example", "{:.0f}"),
-        "{:.2f}".format(row["memory_ratio_ige_over_base"])
-        if "memory_ratio_ige_over_base" in row else "-",
-        "{:.2f}".format(row["time_ratio_ige_over_base"])
-        if "time_ratio_ige_over_base" in row else "-",
-        cell(row, "ige", "tf_step_peak_mb", "{:.0f}"),
-        cell(row, "base", "tf_step_peak_mb", "{:.0f}"),
-        cell(row, "ige", "rss_mb_per_example", "{:.0f}"),
-        cell(row, "base", "rss_mb_per_example", "{:.0f}")))
+    for model_name in FLAGS.models:
+      if model_name not in row:
+        continue
+      cells = row[model_name]
+      ratio = lambda key: (f"{cells[key]:.2f}" if key in cells else "-")  # pylint: disable=cell-var-from-loop
+      lines.append(
+          f"| {row['resolution']} | "
+          f"{'/'.join(str(b) for b in row['batch_sizes'])} | {model_name} | "
+          f"{cells['step_seconds']:.2f} | {cells['mb_per_example']:.0f} | "
+          f"{ratio('memory_over_base')} | {ratio('time_over_base')} | "
+          f"{cells['tf_step_peak_mb']:.0f} | "
+          f"{cells['rss_mb_per_example']:.0f} |")
   failed = [r for r in runs if "error" in r]
   for r in failed:
     lines.append(f"\nFailed: {r['model']} R={r['resolution']} "

@@ -31,9 +31,11 @@ def per_step_mean(fn, labels, steps):
   num = steps.shape[0]
   if num is None:
     raise ValueError("per_step_mean: the number of steps must be static")
+  # unstack, not steps[t]: the gradient of T+1 strided slices is T+1
+  # full-size [T+1, B, ...] tensors summed, that of unstack one stack.
   return tf.stack([
-      tf.reduce_mean(tf.cast(fn(labels, steps[t]), tf.float32))
-      for t in range(num)
+      tf.reduce_mean(tf.cast(fn(labels, step), tf.float32))
+      for step in tf.unstack(steps, num=num, axis=0)
   ])
 
 

@@ -6,6 +6,18 @@ gradient-descent steps. Each step's gradient is taken with a nested
 differentiates through the whole unrolled sequence: second-order gradients
 reach the energy's weights, the learned step hyper-parameters and the initial
 estimate.
+
+Memory: by default the outer backward pass keeps every inner step's
+intermediates (the energy's activations and its gradient graph), O(T) times
+one step's worth. With `recompute_steps=True` each step is a
+`tf.custom_gradient` block that keeps only its inputs (the iterate, the
+velocity, the context) and recomputes the step, inner tape included, when the
+outer backward pass reaches it: one step's intermediates live at a time, for
+about one extra forward step of compute per step. (`tf.recompute_grad` cannot
+be used: it pauses every tape while it runs, so the inner tape that takes the
+energy's gradient would record nothing.) The saving is realized inside
+`tf.function`, as in training; an eager outer `GradientTape` still records
+the forward ops.
 """
 import keras
 import tensorflow as tf
@@ -35,7 +47,9 @@ class UnrolledSGD(keras.layers.Layer):
   Args:
     energy: callable `energy(y, context) -> [B]`, `y` of shape `[B, ...]`.
       A Keras layer (registered serializable) so that its weights are tracked
-      and the layer's config round-trips.
+      and the layer's config round-trips. If the layer defines `build`, it
+      must accept `build(y_shape, context_shape)` (Keras' convention for a
+      two-input call); it is then built with this layer, from shapes.
     num_steps: T, the number of unrolled steps (0 returns the initial value).
     learning_rate: step size, or its initial value when learned.
     momentum: momentum coefficient, or None for plain gradient descent. When
@@ -44,11 +58,15 @@ class UnrolledSGD(keras.layers.Layer):
       `learn_clip_value` is set and this is None, it starts at 1.
     learn_learning_rate, learn_momentum, learn_clip_value: make the
       corresponding hyper-parameter a trainable scalar weight.
+    recompute_steps: recompute each step in the outer backward pass instead
+      of storing its intermediates (gradient checkpointing per step; see the
+      module docstring). Values and gradients are unchanged.
   """
 
   def __init__(self, energy, num_steps, learning_rate=DEFAULT_LEARNING_RATE,
                momentum=None, clip_value=None, learn_learning_rate=False,
-               learn_momentum=False, learn_clip_value=False, **kwargs):
+               learn_momentum=False, learn_clip_value=False,
+               recompute_steps=False, **kwargs):
     super().__init__(**kwargs)
     if not callable(energy):
       raise TypeError(f"UnrolledSGD: energy must be callable, got {energy!r}")
@@ -59,6 +77,7 @@ class UnrolledSGD(keras.layers.Layer):
     self.learn_learning_rate = bool(learn_learning_rate)
     self.learn_momentum = bool(learn_momentum)
     self.learn_clip_value = bool(learn_clip_value)
+    self.recompute_steps = bool(recompute_steps)
     if momentum is None and self.learn_momentum:
       momentum = DEFAULT_MOMENTUM
     if clip_value is None and self.learn_clip_value:
@@ -82,6 +101,41 @@ class UnrolledSGD(keras.layers.Layer):
         "momentum", self.initial_momentum, self.learn_momentum)
     self._clip_value_weight = scalar(
         "clip_value", self.initial_clip_value, self.learn_clip_value)
+    if self._energy_builds_from_shapes() and not self.energy.built:
+      self.energy.build(initial_shape, context_shape)
+
+  def _energy_builds_from_shapes(self):
+    """Whether the energy is a Keras layer with its own `build`.
+
+    Keras builds a layer `call(y, context)` as `build(y_shape,
+    context_shape)`; such an energy is built here, from the shapes, so a
+    functional model needs no symbolic trace of the inner loop.
+    """
+    return (isinstance(self.energy, keras.layers.Layer)
+            and type(self.energy).build is not keras.layers.Layer.build)
+
+  def compute_output_spec(self, initial, context=None, training=None,
+                          return_diagnostics=False):
+    """Output shapes without tracing the T nested-gradient steps.
+
+    Building a functional model calls every layer once symbolically; for
+    this layer a trace would cost seconds per step. An energy layer without
+    its own `build` creates its weights when first called, so it is still
+    traced once.
+    """
+    if isinstance(self.energy, keras.layers.Layer) and not self.energy.built:
+      return super().compute_output_spec(
+          initial, context, training=training,
+          return_diagnostics=return_diagnostics)
+    steps = keras.KerasTensor((self.num_steps + 1,) + tuple(initial.shape),
+                              dtype=initial.dtype)
+    if not return_diagnostics:
+      return steps
+    shape = (self.num_steps, initial.shape[0])
+    return {"steps": steps,
+            "energy": keras.KerasTensor(shape, dtype=initial.dtype),
+            "grad_norm": keras.KerasTensor(shape, dtype=initial.dtype)}
+
 
   # -- the hyper-parameters as used by a step ------------------------------
   @property
@@ -127,6 +181,128 @@ class UnrolledSGD(keras.layers.Layer):
       total = tf.reduce_sum(energy)
     return energy, tape.gradient(total, y)
 
+  def _step(self, y, velocity, lr, mu, clip, context, training):
+    """One update; returns `(y_next, velocity_next, energy [B], grad_norm [B])`.
+
+    `velocity` is None before the first momentum step and without momentum.
+    `grad_norm` is a diagnostic: no gradient flows through it.
+    """
+    energy, grad = self._energy_and_gradient(y, context, training)
+    reduce_axes = list(range(1, len(y.shape)))
+    grad_norm = tf.stop_gradient(
+        tf.sqrt(tf.reduce_sum(tf.square(grad), axis=reduce_axes)))
+    if clip is not None:
+      grad = tf.clip_by_value(grad, -clip, clip)
+    if mu is not None:
+      velocity = grad if velocity is None else mu * velocity + grad
+      grad = velocity
+    return y - lr * grad, velocity, energy, grad_norm
+
+  def _unroll(self, initial, lr, mu, clip, context, training):
+    """The T steps, every tensor kept (the default, fully recorded path).
+
+    Returns:
+      Lists: iterates `[T+1]` of `[B, ...]` (`iterates[0] is initial`),
+      the velocity entering each step `[T]` (None without momentum and at
+      the first step), energies `[T]` and gradient norms `[T]` of `[B]`.
+    """
+    y, velocity = initial, None
+    iterates, velocities, energies, grad_norms = [y], [], [], []
+    for _ in range(self.num_steps):
+      velocities.append(velocity)
+      y, velocity, energy, grad_norm = self._step(y, velocity, lr, mu, clip,
+                                                  context, training)
+      iterates.append(y)
+      energies.append(energy)
+      grad_norms.append(grad_norm)
+    return iterates, velocities, energies, grad_norms
+
+  def _unroll_recomputed(self, initial, lr, mu, clip, context, training):
+    """`_unroll` as one `tf.custom_gradient` block that recomputes in backward.
+
+    The forward pass keeps the stacked iterates (the layer's output) and, with
+    momentum, the velocities; the backward pass walks the steps from last to
+    first, recomputing each step (inner tape included) under its own tape
+    and chaining the vector-Jacobian products. Only one step's
+    intermediates exist at a time.
+
+    Returns:
+      `(steps [T+1, B, ...], energies [T, B], grad_norms [T, B])`.
+    """
+    num_steps = self.num_steps
+    # custom_gradient takes a flat list of tensors; absent hyper-parameters
+    # (None) are left out and restored by `unpack`.
+    hyper = [lr, mu, clip]
+    flat_context = tf.nest.flatten(context)
+    present = [x is not None for x in hyper + flat_context]
+    tensors = [initial] + [x for x in hyper + flat_context if x is not None]
+
+    def unpack(tensors):
+      values = iter(tensors[1:])
+      full = [next(values) if p else None for p in present]
+      return full[:3], tf.nest.pack_sequence_as(context, full[3:])
+
+    @tf.custom_gradient
+    def unrolled(*tensors):
+      (lr, mu, clip), step_context = unpack(tensors)
+      iterates, velocities, energies, grad_norms = self._unroll(
+          tensors[0], lr, mu, clip, step_context, training)
+      steps = tf.stack(iterates, axis=0)
+      outputs = (steps, tf.stack(energies), tf.stack(grad_norms))
+      del iterates  # The backward pass reads the iterates from `steps`.
+
+      def grad_fn(d_steps, d_energies, d_grad_norms, variables=None):
+        del d_grad_norms  # Diagnostic without gradient.
+        variables = list(variables or [])
+        if d_steps is None:
+          d_steps = tf.zeros_like(steps)
+        d_iterates = tf.unstack(d_steps, num=num_steps + 1, axis=0)
+        d_energies = ([None] * num_steps if d_energies is None else
+                      tf.unstack(d_energies, num=num_steps, axis=0))
+        others = list(tensors[1:])  # Hyper-parameters and context.
+        d_others = [None] * len(others)
+        d_variables = [None] * len(variables)
+        d_y, d_velocity = d_iterates[num_steps], None
+        for t in reversed(range(num_steps)):
+          # Recompute step t only once its upstream gradient exists (a data
+          # dependency, which XLA respects, unlike control dependencies);
+          # otherwise the executor may recompute every step at once.
+          first = tf.reduce_max(tf.reshape(d_y, [-1])[:1])
+          y_t = steps[t] + tf.cast(tf.minimum(tf.abs(first), 0.0),
+                                   steps.dtype)
+          velocity = velocities[t]
+          with tf.GradientTape() as tape:
+            watched = [y_t] + ([] if velocity is None else [velocity])
+            tape.watch(watched + others + variables)
+            (lr, mu, clip), step_context = unpack([y_t] + others)
+            y_next, v_next, energy, _ = self._step(
+                y_t, velocity, lr, mu, clip, step_context, training)
+          targets, upstream = [y_next], [d_y]
+          if d_velocity is not None:
+            targets.append(v_next)
+            upstream.append(d_velocity)
+          if d_energies[t] is not None:
+            targets.append(energy)
+            upstream.append(d_energies[t])
+          grads = tape.gradient(
+              targets, watched + others + variables, output_gradients=upstream,
+              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+          d_y = grads[0] + d_iterates[t]
+          d_velocity = None if velocity is None else grads[1]
+          grads = grads[len(watched):]
+          d_others = [g if acc is None else acc + g
+                      for acc, g in zip(d_others, grads[:len(others)])]
+          d_variables = [g if acc is None else acc + g
+                         for acc, g in zip(d_variables, grads[len(others):])]
+        input_grads = [d_y] + d_others
+        if not variables:
+          return input_grads
+        return input_grads, d_variables
+
+      return outputs, grad_fn
+
+    return unrolled(*tensors)
+
   def call(self, initial, context=None, training=None,
            return_diagnostics=False):
     """Runs the unrolled optimizer.
@@ -141,37 +317,27 @@ class UnrolledSGD(keras.layers.Layer):
       `steps`, float `[T+1, B, ...]` with `steps[0] == initial`; or, with
       `return_diagnostics`, a dict `{"steps": [T+1, B, ...], "energy": [T, B],
       "grad_norm": [T, B]}` where entry t is the energy at, and the norm of
-      the (unclipped) energy gradient at, `steps[t]`.
+      the (unclipped) energy gradient at, `steps[t]`. `grad_norm` carries no
+      gradient.
     """
-    y = initial
-    dtype = y.dtype
+    dtype = initial.dtype
     lr = tf.cast(self.learning_rate, dtype)
     mu = None if self.momentum is None else tf.cast(self.momentum, dtype)
     clip = None if self.clip_value is None else tf.cast(self.clip_value, dtype)
-    velocity = None
-    steps, energies, grad_norms = [y], [], []
-    reduce_axes = list(range(1, len(initial.shape)))
-    for _ in range(self.num_steps):
-      energy, grad = self._energy_and_gradient(y, context, training)
-      energies.append(energy)
-      grad_norms.append(tf.sqrt(tf.reduce_sum(tf.square(grad), axis=reduce_axes)))
-      if clip is not None:
-        grad = tf.clip_by_value(grad, -clip, clip)
-      if mu is not None:
-        velocity = grad if velocity is None else mu * velocity + grad
-        grad = velocity
-      y = y - lr * grad
-      steps.append(y)
-    steps = tf.stack(steps, axis=0)
+    if self.num_steps == 0:
+      steps = tf.expand_dims(initial, 0)
+      energies = grad_norms = tf.zeros([0, tf.shape(initial)[0]], dtype)
+    elif self.recompute_steps:
+      steps, energies, grad_norms = self._unroll_recomputed(
+          initial, lr, mu, clip, context, training)
+    else:
+      iterates, _, energies, grad_norms = self._unroll(
+          initial, lr, mu, clip, context, training)
+      steps = tf.stack(iterates, axis=0)
+      energies, grad_norms = tf.stack(energies), tf.stack(grad_norms)
     if not return_diagnostics:
       return steps
-    batch = tf.shape(initial)[0]
-    empty = tf.zeros([0, batch], dtype)
-    return {
-        "steps": steps,
-        "energy": tf.stack(energies) if energies else empty,
-        "grad_norm": tf.stack(grad_norms) if grad_norms else empty,
-    }
+    return {"steps": steps, "energy": energies, "grad_norm": grad_norms}
 
   def get_config(self):
     config = super().get_config()
@@ -183,7 +349,8 @@ class UnrolledSGD(keras.layers.Layer):
         clip_value=self.initial_clip_value,
         learn_learning_rate=self.learn_learning_rate,
         learn_momentum=self.learn_momentum,
-        learn_clip_value=self.learn_clip_value)
+        learn_clip_value=self.learn_clip_value,
+        recompute_steps=self.recompute_steps)
     return config
 
   @classmethod

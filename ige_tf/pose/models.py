@@ -567,36 +567,6 @@ class PoseEnergy(keras.layers.Layer):
     return config
 
 
-@keras.saving.register_keras_serializable(package="ige_tf")
-class PoseUnrolledSGD(UnrolledSGD):
-  """`UnrolledSGD` that states its output shapes instead of tracing them.
-
-  Building a functional model calls every layer once symbolically; for
-  `UnrolledSGD` that traces T nested-gradient steps in graph mode, which
-  takes seconds per step. The shapes are known (`[T+1, B, ...]` steps and
-  `[T, B]` diagnostics), so this subclass returns them directly and builds
-  its energy in `build` (the energy must accept `build(y_shape,
-  context_shape)`, as `PoseEnergy` does). Behaviour and config are those of
-  `UnrolledSGD`.
-  """
-
-  def build(self, initial_shape, context_shape=None):
-    super().build(initial_shape, context_shape)
-    if isinstance(self.energy, keras.layers.Layer) and not self.energy.built:
-      self.energy.build(initial_shape, context_shape)
-
-  def compute_output_spec(self, initial, context=None, training=None,
-                          return_diagnostics=False):
-    steps = keras.KerasTensor((self.num_steps + 1,) + tuple(initial.shape),
-                              dtype=initial.dtype)
-    if not return_diagnostics:
-      return steps
-    shape = (self.num_steps, initial.shape[0])
-    return {"steps": steps,
-            "energy": keras.KerasTensor(shape, dtype=initial.dtype),
-            "grad_norm": keras.KerasTensor(shape, dtype=initial.dtype)}
-
-
 # ---------------------------------------------------------------------------
 # Model builders (gin-configurable).
 
@@ -769,7 +739,7 @@ def ige_lifter(num_steps=4, init_model_dir=None, train_initial_estimate=True,
   # model's structure (and checkpoint) should not depend on num_steps.
   energy.build((None, NUM_JOINTS_3D, 3),
                {"pose_2d": (None, NUM_JOINTS_2D, 2), "distortion": (None, 5)})
-  inner = PoseUnrolledSGD(
+  inner = UnrolledSGD(
       energy, int(num_steps), learning_rate=learning_rate,
       momentum=momentum, clip_value=clip_value,
       learn_learning_rate=learn_learning_rate,

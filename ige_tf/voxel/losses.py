@@ -58,6 +58,42 @@ def focal_cross_entropy(labels, predictions, alpha=0.0, gamma=0.0,
   return _sum_per_example(positive + negative)
 
 
+def _sigmoid_sums(labels, logits):
+  """Per-example `(sum_v p_v y_v, sum_v p_v)` with `p = sigmoid(logits)`.
+
+  A `tf.custom_gradient` that keeps only its inputs for the backward pass
+  (where `p` is recomputed) instead of `p` and the products: at high
+  resolution, with one loss per inner step, those would hold several
+  `[B, R, R, R]` grids per step. The gradient with respect to the logits is
+  `(dI y + dS) p (1 - p)` for upstream gradients dI, dS of the two sums.
+
+  Args:
+    labels: float `[B, ...]`, same dtype as `logits`.
+    logits: float `[B, ...]`.
+
+  Returns:
+    Two float `[B]` tensors.
+  """
+
+  @tf.custom_gradient
+  def sums(labels, logits):
+    p = tf.sigmoid(logits)
+    result = (_sum_per_example(p * labels), _sum_per_example(p))
+
+    def grad_fn(d_intersection, d_total):
+      shape = tf.concat([tf.shape(logits)[:1],
+                         tf.ones([tf.rank(logits) - 1], tf.int32)], 0)
+      d_intersection = tf.reshape(d_intersection, shape)
+      d_total = tf.reshape(d_total, shape)
+      p = tf.sigmoid(logits)
+      d_p = d_intersection * labels + d_total
+      return d_intersection * p, d_p * p * (1.0 - p)
+
+    return result, grad_fn
+
+  return sums(labels, logits)
+
+
 def continuous_iou_loss(labels, predictions, from_logits=True, epsilon=1e-6):
   """Continuous intersection-over-union loss, paper eq. 12.
 
@@ -76,10 +112,13 @@ def continuous_iou_loss(labels, predictions, from_logits=True, epsilon=1e-6):
     float `[B]` loss per example, in [0, 1].
   """
   predictions = tf.convert_to_tensor(predictions)
-  p = tf.sigmoid(predictions) if from_logits else predictions
-  labels = tf.cast(labels, p.dtype)
-  intersection = _sum_per_example(p * labels)
-  union = _sum_per_example(p + labels) - intersection
+  labels = tf.cast(labels, predictions.dtype)
+  if from_logits:
+    intersection, total = _sigmoid_sums(labels, predictions)
+  else:
+    intersection = _sum_per_example(predictions * labels)
+    total = _sum_per_example(predictions)
+  union = total + _sum_per_example(labels) - intersection
   return 1.0 - (intersection + epsilon) / (union + epsilon)
 
 

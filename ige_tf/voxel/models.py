@@ -86,7 +86,7 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
                     generator_resolution=32, depth_bins=None,
                     energy_filters=None, kernel_scale=1e-3,
                     learning_rate=1.0, clip_value=1.0, min_channels=4,
-                    name=None):
+                    recompute_steps=False, name=None):
   """IGE-Net for single-view reconstruction in frustum space.
 
   Args:
@@ -110,6 +110,10 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
     learning_rate: initial learned inner learning rate (paper 5.2: 1).
     clip_value: initial learned gradient clip value (paper 5.2: 1).
     min_channels: lower bound on decoder channels at fine levels.
+    recompute_steps: recompute each inner step in the backward pass instead
+      of storing its intermediates (`UnrolledSGD.recompute_steps`): less
+      memory at high resolution for some extra compute; same values and
+      gradients.
     name: model name (default "ige_<encoder>_<R>").
 
   Returns:
@@ -153,7 +157,7 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
   optimizer = UnrolledSGD(
       energy, num_steps, learning_rate=learning_rate, momentum=None,
       clip_value=clip_value, learn_learning_rate=True, learn_clip_value=True,
-      name="inner_optimizer")
+      recompute_steps=recompute_steps, name="inner_optimizer")
   outputs = optimizer(initial, feature_maps, return_diagnostics=True)
   return keras.Model({"image": image}, outputs,
                      name=name or f"ige_{encoder}_{resolution}")

@@ -191,3 +191,121 @@ def test_rejects_bad_arguments():
     UnrolledSGD(3, 2)
   with pytest.raises(ValueError, match="num_steps must be >= 0"):
     UnrolledSGD(DiagonalQuadratic([1.0]), -1)
+
+
+class _Twin:
+  """The same energy weights behind a recorded and a recomputed UnrolledSGD."""
+
+  def __init__(self, energy, num_steps, **kwargs):
+    self.recorded = UnrolledSGD(energy, num_steps, **kwargs)
+    self.recomputed = UnrolledSGD(energy, num_steps, recompute_steps=True,
+                                  **kwargs)
+
+
+def _loss_and_grads(layer, y0, context):
+  """Loss over every step and the energies; gradients w.r.t. everything."""
+  with tf.GradientTape() as tape:
+    tape.watch([y0] + tf.nest.flatten(context))
+    out = layer(y0, context, return_diagnostics=True)
+    weights = tf.range(1.0, out["steps"].shape[0] + 1.0, dtype=y0.dtype)
+    loss = (tf.reduce_sum(weights[:, None, None] * tf.sin(out["steps"]))
+            + 0.5 * tf.reduce_sum(out["energy"]))
+  sources = [y0] + tf.nest.flatten(context) + layer.trainable_variables
+  return out, tape.gradient(loss, sources)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+@pytest.mark.parametrize("momentum", [None, -0.4])
+def test_recompute_steps_gives_the_same_values_and_gradients(mode, momentum):
+  keras.utils.set_random_seed(4)
+  twin = _Twin(MLPEnergy(dtype="float64"), 3, learning_rate=0.6,
+               momentum=momentum, clip_value=0.5, learn_learning_rate=True,
+               learn_momentum=momentum is not None, learn_clip_value=True,
+               dtype="float64")
+  rng = np.random.default_rng(5)
+  y0 = tf.constant(rng.normal(size=(3, 3)))
+  c = tf.constant(rng.normal(size=(3, 3)))
+  twin.recorded(y0, c)
+  twin.recomputed(y0, c)
+  for src, dst in zip(twin.recorded.weights, twin.recomputed.weights):
+    dst.assign(src)  # Hyper-parameters (the energy is shared).
+  assert len(twin.recomputed.trainable_variables) >= 4
+
+  def run(layer):
+    if mode == "eager":
+      return _loss_and_grads(layer, y0, c)
+    compiled = tf.function(_loss_and_grads, jit_compile=mode == "xla")
+    return compiled(layer, y0, c)
+
+  expected_out, expected_grads = run(twin.recorded)
+  out, grads = run(twin.recomputed)
+  for key in ("steps", "energy", "grad_norm"):
+    np.testing.assert_allclose(out[key], expected_out[key], rtol=1e-12,
+                               atol=1e-12, err_msg=key)
+  names = ["initial", "context"] + [v.path for v in
+                                    twin.recomputed.trainable_variables]
+  for name, got, want in zip(names, grads, expected_grads):
+    assert got is not None and want is not None, name
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12,
+                               err_msg=name)
+
+
+def test_recompute_steps_with_a_weightless_energy_and_nested_context():
+  def energy(y, context):
+    return 0.5 * tf.reduce_sum(context["scale"] * tf.square(
+        y - context["target"]), axis=-1)
+
+  context = {"scale": tf.constant([[1.0, 3.0]]),
+             "target": tf.constant([[2.0, -1.0]])}
+  y0 = tf.zeros((1, 2))
+  recorded = UnrolledSGD(energy, 3, learning_rate=0.2, clip_value=1.5)
+  recomputed = UnrolledSGD(energy, 3, learning_rate=0.2, clip_value=1.5,
+                           recompute_steps=True)
+  _, want = _loss_and_grads(recorded, y0, context)
+  _, got = _loss_and_grads(recomputed, y0, context)
+  assert len(got) == 3
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+
+
+def test_recompute_steps_round_trips_in_the_config():
+  layer = UnrolledSGD(DiagonalQuadratic([1.0]), 2, recompute_steps=True)
+  clone = UnrolledSGD.from_config(layer.get_config())
+  assert clone.recompute_steps and clone.num_steps == 2
+  assert not UnrolledSGD(DiagonalQuadratic([1.0]), 2).recompute_steps
+
+
+@keras.saving.register_keras_serializable(package="ige_tf_tests")
+class CountingShapeEnergy(keras.layers.Layer):
+  """A learned quadratic that builds from shapes and counts its calls."""
+
+  calls = 0
+
+  def build(self, y_shape, context_shape=None):
+    del context_shape
+    self.scale = self.add_weight(shape=(y_shape[-1],), initializer="ones")
+
+  def call(self, y, context, training=None):
+    CountingShapeEnergy.calls += 1
+    return tf.reduce_sum(self.scale * tf.square(y - context), axis=-1)
+
+
+def test_functional_models_are_built_without_tracing_the_inner_loop():
+  CountingShapeEnergy.calls = 0
+  y = keras.Input((3,))
+  c = keras.Input((3,))
+  layer = UnrolledSGD(CountingShapeEnergy(), 5, learn_learning_rate=True)
+  out = layer(y, c, return_diagnostics=True)
+  model = keras.Model([y, c], out)
+  assert CountingShapeEnergy.calls == 0  # shapes stated, energy built
+  assert len(model.trainable_weights) == 2  # learning rate, scale
+  assert tuple(out["steps"].shape) == (6, None, 3)
+  assert tuple(out["energy"].shape) == (5, None)
+  result = model([tf.zeros((2, 3)), tf.ones((2, 3))])
+  assert result["steps"].shape == (6, 2, 3)
+  assert CountingShapeEnergy.calls == 5
+  # An energy without its own build still gets its weights: by a trace.
+  traced = UnrolledSGD(MLPEnergy(), 2)
+  model = keras.Model([y, c], traced(y, c))
+  assert len(model.trainable_weights) == 4  # the EnergyMLP's two layers
+  assert model([tf.zeros((2, 3)), tf.ones((2, 3))]).shape == (3, 2, 3)
