@@ -183,21 +183,51 @@ def soft_min_depth(z, min_depth, softness=None):
 def soft_limit(x, limit, power=16):
   """Elementwise soft clip `x / (1 + (x/a)^n)^(1/n)` with even `n = power`.
 
-  |result| < a; monotone with slope in (0, 1]; the relative change for
-  |x| <= r a is below r^n / n. Inputs are first hard-clipped to +-50 a, so
-  the power cannot overflow in float32 (beyond that the gradient is exactly
-  zero: still finite).
+  |result| < a; monotone with slope `(1 + (x/a)^n)^(-1 - 1/n)` in (0, 1];
+  the relative change for |x| <= r a is below r^n / n. Inputs are first
+  hard-clipped to +-50 a, so the power cannot overflow in float32 (beyond
+  that the gradient is exactly zero: still finite).
+
+  No `pow`: `(x/a)^n` is a product of squares and, for n a power of two
+  (the default 16), the root is square roots and one `rsqrt`:
+  `(1 + v)^(-1/16) = rsqrt(sqrt(sqrt(sqrt(1 + v))))`.
 
   Args:
     x: float tensor, any shape.
     limit: a > 0.
-    power: even integer n.
+    power: even integer n >= 2.
+
+  Returns:
+    Tensor like `x`.
+
+  Raises:
+    ValueError: `power` is not an even integer >= 2.
   """
+  n = int(power)
+  if n != power or n < 2 or n % 2:
+    raise ValueError(f"soft_limit power must be an even integer >= 2, got "
+                     f"{power!r}")
   x = tf.convert_to_tensor(x)
   a = tf.cast(limit, x.dtype)
   x = tf.clip_by_value(x, -50.0 * a, 50.0 * a)
-  u = tf.square(x / a)
-  return x * tf.pow(1.0 + tf.pow(u, power // 2), -1.0 / power)
+  t = 1.0 + _integer_power(tf.square(x / a), n // 2)
+  if n & (n - 1):  # not a power of two
+    return x * tf.pow(t, -1.0 / n)
+  for _ in range(n.bit_length() - 2):  # t^(1/2^(k-1)) for n = 2^k
+    t = tf.sqrt(t)
+  return x * tf.math.rsqrt(t)
+
+
+def _integer_power(u, m):
+  """`u^m` for a Python int m >= 1 by repeated squaring (no `pow`)."""
+  result = None
+  while True:
+    if m & 1:
+      result = u if result is None else result * u
+    m >>= 1
+    if not m:
+      return result
+    u = tf.square(u)
 
 
 def distort(x, k=None, p=None):

@@ -311,7 +311,7 @@ def mesh_from_arrays(
     if face_colors is not None:
         face_colors = np.asarray(face_colors, dtype=np.uint8)
         colors[:, : face_colors.shape[1]] = face_colors
-    parts = _Parts(
+    raw = Mesh(
         vertices=np.asarray(vertices, dtype=np.float64),
         faces=faces,
         face_colors=colors,
@@ -319,28 +319,27 @@ def mesh_from_arrays(
         face_uv=np.zeros((num_faces, 3, 2), np.float32),
         face_texture=np.full(num_faces, -1, np.int32),
         textures=[],
+        center=np.zeros(3),
+        scale=1.0,
+        path=os.fspath(path),
+        warnings=[],
     )
-    return _finish(parts, os.fspath(path), canonical, max_faces, [])
+    return _finish(raw, canonical, max_faces)
 
 
-@dataclasses.dataclass
-class _Parts:
-    vertices: np.ndarray
-    faces: np.ndarray
-    face_colors: np.ndarray
-    corner_colors: Optional[np.ndarray]
-    face_uv: np.ndarray
-    face_texture: np.ndarray
-    textures: List[np.ndarray]
+def _finish(raw: Mesh, canonical: bool, max_faces: int) -> Mesh:
+    """Cleans (:func:`clean_mesh`) and optionally canonicalizes a mesh as read.
 
-
-def _finish(parts: _Parts, path: str, canonical: bool, max_faces: int, warnings: List[str]) -> Mesh:
-    if parts.faces.ndim != 2 or len(parts.faces) == 0:
+    ``raw`` holds the arrays as read (``center`` zero, ``scale`` 1). The
+    result keeps its textures, path and warnings (plus the clean-up's) and the
+    per-face data of the faces that survive.
+    """
+    path = raw.path
+    if raw.faces.ndim != 2 or len(raw.faces) == 0:
         raise MeshError(path, "empty mesh (no faces)")
-    if len(parts.faces) > max_faces:
-        raise MeshError(path, f"too many faces: {len(parts.faces)} > max_faces={max_faces}")
-    vertices, faces, kept, clean_warnings = clean_mesh(parts.vertices, parts.faces, path)
-    warnings = list(warnings) + clean_warnings
+    if len(raw.faces) > max_faces:
+        raise MeshError(path, f"too many faces: {len(raw.faces)} > max_faces={max_faces}")
+    vertices, faces, kept, clean_warnings = clean_mesh(raw.vertices, raw.faces, path)
     center = np.zeros(3)
     scale = 1.0
     if canonical:
@@ -348,19 +347,17 @@ def _finish(parts: _Parts, path: str, canonical: bool, max_faces: int, warnings:
             vertices, center, scale = canonicalize(vertices)
         except ValueError as error:
             raise MeshError(path, str(error)) from None
-    corner = parts.corner_colors[kept] if parts.corner_colors is not None else None
-    return Mesh(
+    return dataclasses.replace(
+        raw,
         vertices=vertices,
         faces=faces,
-        face_colors=np.ascontiguousarray(parts.face_colors[kept]),
-        corner_colors=corner,
-        face_uv=np.ascontiguousarray(parts.face_uv[kept]),
-        face_texture=np.ascontiguousarray(parts.face_texture[kept]),
-        textures=parts.textures,
+        face_colors=np.ascontiguousarray(raw.face_colors[kept]),
+        corner_colors=raw.corner_colors[kept] if raw.corner_colors is not None else None,
+        face_uv=np.ascontiguousarray(raw.face_uv[kept]),
+        face_texture=np.ascontiguousarray(raw.face_texture[kept]),
         center=center,
         scale=scale,
-        path=path,
-        warnings=warnings,
+        warnings=list(raw.warnings) + clean_warnings,
     )
 
 
@@ -519,11 +516,11 @@ def load_mesh(path, max_faces: int = DEFAULT_MAX_FACES, canonical: bool = True) 
         if not (mtl_missing and name in libraries):
             warnings.append(f"{path}: texture '{name}' not found; using the material colour")
 
-    parts = _scene_parts(scene, path, mtl_missing, resolver, warnings)
-    return _finish(parts, path, canonical, max_faces, warnings)
+    return _finish(_scene_mesh(scene, path, mtl_missing, resolver, warnings), canonical, max_faces)
 
 
-def _scene_parts(scene, path: str, mtl_missing: bool, resolver: _AssetResolver, warnings: List[str]) -> _Parts:
+def _scene_mesh(scene, path: str, mtl_missing: bool, resolver: _AssetResolver, warnings: List[str]) -> Mesh:
+    """All parts of a trimesh scene as one raw (uncleaned) :class:`Mesh` for :func:`_finish`."""
     vertices, faces, colors, corners, uvs, tex_ids = [], [], [], [], [], []
     textures: List[np.ndarray] = []
     texture_index: Dict[int, int] = {}
@@ -589,7 +586,7 @@ def _scene_parts(scene, path: str, mtl_missing: bool, resolver: _AssetResolver, 
         corner_colors = np.concatenate(
             [c if c is not None else np.repeat(col[:, None, :], 3, axis=1) for c, col in zip(corners, colors)]
         )
-    return _Parts(
+    return Mesh(
         vertices=np.concatenate(vertices),
         faces=np.concatenate(faces),
         face_colors=np.concatenate(colors),
@@ -597,6 +594,10 @@ def _scene_parts(scene, path: str, mtl_missing: bool, resolver: _AssetResolver, 
         face_uv=np.concatenate(uvs),
         face_texture=np.concatenate(tex_ids),
         textures=textures,
+        center=np.zeros(3),
+        scale=1.0,
+        path=path,
+        warnings=warnings,
     )
 
 

@@ -58,13 +58,6 @@ def test_multi_step_loss_weights_and_value():
   assert float(loss(labels, steps)) == pytest.approx(0.25 * 1.5 + 0.5 * 0.5)
 
 
-def _round_trip(layer):
-  config = layer.get_config()
-  clone = layer.__class__.from_config(config)
-  assert clone.get_config() == config
-  return clone
-
-
 @pytest.mark.parametrize("make_layer", [
     lambda: EnergyMLP((3, 4), 2, kernel_scale=0.1),
     lambda: EnergyConv2D((3, 2), ((3, 3), (2, 2))),
@@ -73,8 +66,8 @@ def _round_trip(layer):
                         momentum=-0.2, clip_value=2.0, learn_learning_rate=True,
                         learn_momentum=True),
 ])
-def test_config_round_trip(make_layer):
-  _round_trip(make_layer())
+def test_config_round_trip(make_layer, config_round_trip):
+  config_round_trip(make_layer())
 
 
 def test_unrolled_model_saves_and_reloads_with_equal_outputs(tmp_path):

@@ -1,11 +1,13 @@
 """Shared pose fixtures: a tiny generated Human3.6M, its records, trained runs.
 
-Session-scoped, so every pose test reads the same files: a synthetic
-Human3.6M in the Martinez layout (S1 for training, S9 and S11 for testing;
-the 6 default actions, one take of 12 frames each, 4 cameras; S11
-"Directions" lacks detections for camera 54138969 as in the real data),
-prepared through `prepare_h36m` exactly like real data, and a b128-1 run
-trained for a few steps on it (the INIT_MODEL_DIR of IGE tests).
+Session-scoped, so every pose test (the data readers' and the models')
+reads the same files: a synthetic Human3.6M in the Martinez layout (S1 for
+training, S9 and S11 for testing; the 6 default actions, one take of 12
+frames each, 4 cameras; S11 "Directions" lacks detections for camera
+54138969 as in the real data), prepared through `prepare_h36m` exactly like
+real data (records: train 6 x 12 x 4 = 288 examples, test 576, sh test 564),
+and a b128-1 run trained for a few steps on it (the INIT_MODEL_DIR of IGE
+tests).
 """
 import gin
 import pytest
@@ -17,7 +19,8 @@ from ige_tf.train import loop
 
 SYNTHETIC_SUBJECTS = ("S1", "S9", "S11")
 SYNTHETIC_FRAMES = 12
-SYNTHETIC_SEED = 1  # its S1 has a take name with a space ("Walking 1")
+# Its S1 and S9 have take names with a space ("Directions 1", "Sitting 1").
+SYNTHETIC_SEED = 1
 
 
 @pytest.fixture(scope="session")
@@ -30,22 +33,24 @@ def synthetic_h36m(tmp_path_factory):
   return out
 
 
+def _prepare(source, h36m_dir, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp(f"records_{source}"))
+  prepare.prepare_h36m(out, source, h36m_dir=h36m_dir,
+                       subjects=SYNTHETIC_SUBJECTS, progress=False)
+  return out
+
+
 @pytest.fixture(scope="session")
 def records_gt(synthetic_h36m, tmp_path_factory):
   """Records with ground-truth 2D (train 288, test 576 examples)."""
-  out = str(tmp_path_factory.mktemp("records_gt"))
-  prepare.prepare_h36m(out, "gt", h36m_dir=synthetic_h36m,
-                       subjects=SYNTHETIC_SUBJECTS, progress=False)
-  return out
+  return _prepare("gt", synthetic_h36m, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def records_sh(synthetic_h36m, tmp_path_factory):
-  """Records with stacked-hourglass-like detections (one camera skipped)."""
-  out = str(tmp_path_factory.mktemp("records_sh"))
-  prepare.prepare_h36m(out, "sh", h36m_dir=synthetic_h36m,
-                       subjects=SYNTHETIC_SUBJECTS, progress=False)
-  return out
+  """Records with stacked-hourglass-like detections (one camera skipped:
+  train 288, test 564 examples)."""
+  return _prepare("sh", synthetic_h36m, tmp_path_factory)
 
 
 def gin_overrides(records, epochs=1, batch_size=16, init_model_dir=None):

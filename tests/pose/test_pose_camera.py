@@ -150,6 +150,68 @@ def test_soft_min_depth_properties():
   assert np.all((grad >= 0) & (grad <= 1))
 
 
+def _soft_limit_with_pow(x, a, n):
+  """The former `soft_limit` (two `pow`s): the reference of the cheaper form."""
+  x = tf.clip_by_value(x, -50.0 * a, 50.0 * a)
+  return x * tf.pow(1.0 + tf.pow(tf.square(x / a), n // 2), -1.0 / n)
+
+
+def _value_and_two_derivatives(fn, x):
+  with tf.GradientTape() as outer:
+    outer.watch(x)
+    with tf.GradientTape() as inner:
+      inner.watch(x)
+      y = fn(x)
+    slope = inner.gradient(y, x)
+  return y.numpy(), slope.numpy(), outer.gradient(slope, x).numpy()
+
+
+@pytest.mark.parametrize("power", [2, 4, 6, 8, 16])
+def test_soft_limit_is_the_pow_formula_with_its_derivatives(power):
+  a = 1.5
+  big = np.finfo(np.float64).max
+  x = np.concatenate([
+      [0.0, -0.0, 1e-300, -1e-300, 1e-8, a, -a, 49.9 * a, -50.0 * a,
+       51.0 * a, 1e6, -1e30, 1e300, big, -big],
+      np.linspace(-3.0 * a, 3.0 * a, 241)])
+  got = _value_and_two_derivatives(
+      lambda t: camera.soft_limit(t, a, power), tf.constant(x, tf.float64))
+  want = _value_and_two_derivatives(
+      lambda t: _soft_limit_with_pow(t, a, power), tf.constant(x, tf.float64))
+  # Closed forms, v = (x/a)^n, t = 1 + v: value x t^(-1/n), slope
+  # t^(-1 - 1/n) in (0, 1], curvature -(n + 1) (v/x) t^(-2 - 1/n); all three
+  # are exactly 0 beyond the +-50 a hard clip (value: +-50 a t^(-1/n)).
+  c = np.clip(x, -50.0 * a, 50.0 * a)
+  v = (c / a)**power
+  clipped = np.abs(x) > 50.0 * a
+  closed = [c * (1 + v)**(-1 / power),
+            np.where(clipped, 0.0, (1 + v)**(-1 - 1 / power)),
+            np.where(clipped, 0.0, -(power + 1) * c**(power - 1) / a**power *
+                     (1 + v)**(-2 - 1 / power))]
+  for g, w, exact in zip(got, want, closed):
+    assert np.all(np.isfinite(g))
+    # Values agree to rounding; derivatives up to the cancellation of
+    # autodiff's product-rule terms (~eps |value / x|, eps |value / x^2|),
+    # in both forms.
+    tol = dict(rtol=1e-14, atol=0) if g is got[0] else dict(rtol=1e-12,
+                                                              atol=1e-14)
+    np.testing.assert_allclose(g, exact, **tol)
+    finite = np.isfinite(w)  # pow's curvature is NaN at x = 0 for n = 2
+    np.testing.assert_allclose(g[finite], w[finite], **tol)
+    assert np.all(finite | ((c / a)**2 == 0))
+  assert got[1][0] == 1.0 and np.all(np.abs(got[0]) <= a)
+
+
+def test_soft_limit_float32_and_bad_power():
+  x = np.linspace(-80.0, 80.0, 1601, dtype=np.float32)
+  np.testing.assert_allclose(camera.soft_limit(x, 1.0),
+                             _soft_limit_with_pow(x, 1.0, 16), rtol=3e-7,
+                             atol=0)
+  for power in (0, 3, 2.5, -2):
+    with pytest.raises(ValueError, match="even integer >= 2, got"):
+      camera.soft_limit(x, 1.0, power)
+
+
 def test_mirrored_distortion_mirrors_the_projection():
   points, f, c, k, p = random_batch(7)
   distortion = np.concatenate([k, p], -1)

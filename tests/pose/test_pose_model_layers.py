@@ -116,7 +116,7 @@ def test_unrolled_steps_and_outer_gradients_stay_finite():
   # the hips together; values and all outer gradients must stay finite.
   keras.utils.set_random_seed(1)
   energy = models.PoseEnergy(kernel_scale=1.0)
-  inner = models.PoseUnrolledSGD(
+  inner = UnrolledSGD(
       energy, 6, learning_rate=1.0, momentum=0.1, clip_value=1.0,
       learn_learning_rate=True, learn_momentum=True, learn_clip_value=True)
   initial = tf.constant(adversarial_estimates())
@@ -156,13 +156,6 @@ def test_baseline_size_matches_martinez(units, blocks):
       expected + batch_norm)
 
 
-def _round_trip(layer):
-  config = layer.get_config()
-  clone = layer.__class__.from_config(config)
-  assert clone.get_config() == config
-  return clone
-
-
 @pytest.mark.parametrize("make_layer", [
     lambda: models.NormClippedDense(7, max_norm=2.0),
     lambda: models.MartinezBaseline(32, 1, 0.25, max_norm=1.0),
@@ -171,12 +164,12 @@ def _round_trip(layer):
     lambda: models.PoseEnergy((8,), 4, (6,), 3, kernel_scale=0.1,
                               hip_min_length=0.02,
                               feasibility_feature_scale=0.5),
-    lambda: models.PoseUnrolledSGD(models.PoseEnergy((8,), 4, (6,), 3), 2,
-                                   momentum=0.2, clip_value=0.5,
-                                   learn_learning_rate=True),
+    lambda: UnrolledSGD(models.PoseEnergy((8,), 4, (6,), 3), 2,
+                        momentum=0.2, clip_value=0.5,
+                        learn_learning_rate=True),
 ])
-def test_config_round_trip(make_layer):
-  _round_trip(make_layer())
+def test_config_round_trip(make_layer, config_round_trip):
+  config_round_trip(make_layer())
 
 
 def _inputs(batch=5, seed=0):
@@ -208,7 +201,7 @@ def _models_per_layer():
       {"y": y, **inputs},
       energy(y, {"pose_2d": inputs["pose_2d"],
                  "distortion": inputs["distortion"]}))
-  yield "PoseUnrolledSGD", models.ige_lifter(
+  yield "UnrolledSGD", models.ige_lifter(
       num_steps=2, initial_estimate_fn=lambda statistics=None:
       models.baseline_lifter(units=16, num_blocks=1),
       energy_fn=lambda name: models.PoseEnergy((8,), 4, (8,), 4, name=name))
@@ -219,12 +212,12 @@ def _models_per_layer():
 def test_saved_model_and_keras_file_reload_equal(name, model, tmp_path):
   # Moderate weights for the unrolled model: a steep energy makes the steps
   # sensitive to float rounding, which differs between eager and graph.
-  _perturb(model, scale=0.01 if name == "PoseUnrolledSGD" else 0.05)
+  _perturb(model, scale=0.01 if name == "UnrolledSGD" else 0.05)
   x = _inputs()
   if name == "PoseEnergy":
     x["y"] = adversarial_estimates()[:1].repeat(5, 0) + np.float32(3.0)
   expected = keras.tree.map_structure(np.asarray, model(x))
-  if name == "PoseUnrolledSGD":  # the inner steps really move the estimate
+  if name == "UnrolledSGD":  # the inner steps really move the estimate
     assert np.abs(expected["steps"][-1] - expected["steps"][0]).max() > 1e-3
   saved = os.path.join(tmp_path, "saved")
   model.export(saved, verbose=False)
@@ -261,17 +254,6 @@ def test_checkpoint_restores_every_weight_of_an_ige_model(tmp_path):
   for a, b in zip(model.weights, clone.weights):
     assert a.path == b.path
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
-
-
-def test_pose_unrolled_sgd_matches_unrolled_sgd():
-  keras.utils.set_random_seed(0)
-  energy = models.PoseEnergy((8,), 4, (8,), 4, kernel_scale=1.0)
-  args = dict(learning_rate=0.3, momentum=0.1, clip_value=1.0)
-  ours = models.PoseUnrolledSGD(energy, 3, **args)
-  core = UnrolledSGD(energy, 3, **args)
-  y = tf.constant(adversarial_estimates()[:1].repeat(4, 0) + 3.0)
-  context = _context(4)
-  np.testing.assert_allclose(ours(y, context), core(y, context), atol=1e-6)
 
 
 @pytest.mark.parametrize("dims", [2, 3])

@@ -11,11 +11,6 @@ from ige_tf.pose import camera
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import pipeline
 from ige_tf.pose.data import records
-# Session fixtures shared by the data tests (pytest finds them here).
-from test_pose_readers import (  # pylint: disable=import-error,unused-import
-    tiny_h36m,  # noqa: F401
-    tiny_records_gt,  # noqa: F401
-)
 
 TRAIN_EXAMPLES = 6 * 12 * 4  # S1: 6 sequences x 12 frames x 4 cameras
 
@@ -38,8 +33,8 @@ def keys_of(data):
       data["subject"], data["sequence"], data["camera"], data["frame"])]
 
 
-def test_batch_keys_shapes_dtypes(tiny_records_gt, in_memory):
-  dataset = pipeline.pose_dataset(tiny_records_gt, "train", 64, seed=0,
+def test_batch_keys_shapes_dtypes(records_gt, in_memory):
+  dataset = pipeline.pose_dataset(records_gt, "train", 64, seed=0,
                                   in_memory=in_memory)
   assert dataset.cardinality().numpy() == int(np.ceil(TRAIN_EXAMPLES / 64))
   features, labels = next(iter(dataset))
@@ -58,23 +53,23 @@ def test_batch_keys_shapes_dtypes(tiny_records_gt, in_memory):
   assert labels["root_3d"].numpy()[:, 2].max() < 8.0
 
 
-def test_epoch_covers_every_example_once(tiny_records_gt, in_memory):
-  data = collect(pipeline.pose_dataset(tiny_records_gt, "train", 100, seed=1,
+def test_epoch_covers_every_example_once(records_gt, in_memory):
+  data = collect(pipeline.pose_dataset(records_gt, "train", 100, seed=1,
                                        in_memory=in_memory))
   keys = keys_of(data)
   assert len(keys) == len(set(keys)) == TRAIN_EXAMPLES
   shuffled = keys[:50]
   in_order = keys_of(collect(pipeline.pose_dataset(
-      tiny_records_gt, "train", 100, shuffle=False)))
+      records_gt, "train", 100, shuffle=False)))
   assert shuffled != in_order[:50]
 
 
-def test_unshuffled_order_and_values_match_records(tiny_records_gt, in_memory):
-  data = collect(pipeline.pose_dataset(tiny_records_gt, "test", 50,
+def test_unshuffled_order_and_values_match_records(records_gt, in_memory):
+  data = collect(pipeline.pose_dataset(records_gt, "test", 50,
                                        shuffle=False,
                                        in_memory=in_memory))
   raw = records.read_records(sorted(glob.glob(os.path.join(
-      tiny_records_gt, "test", "*.tfrecord"))))
+      records_gt, "test", "*.tfrecord"))))
   np.testing.assert_allclose(
       data["pose_2d"],
       (raw["pose_2d"] - raw["c"][:, None]) / raw["f"][:, None], rtol=1e-6)
@@ -89,8 +84,8 @@ def test_unshuffled_order_and_values_match_records(tiny_records_gt, in_memory):
 
 
 @pytest.mark.parametrize("flip", [False, True])
-def test_gt_projection_relation_holds(tiny_records_gt, flip, in_memory):
-  data = collect(pipeline.pose_dataset(tiny_records_gt, "train", 128, seed=2,
+def test_gt_projection_relation_holds(records_gt, flip, in_memory):
+  data = collect(pipeline.pose_dataset(records_gt, "train", 128, seed=2,
                                        flip_augment=flip,
                                        in_memory=in_memory))
   k, p = camera.split_distortion(data["distortion"])
@@ -113,11 +108,11 @@ def test_gt_projection_relation_holds(tiny_records_gt, flip, in_memory):
 _MPII_NON_PELVIS = [i for i, j in enumerate(skeleton.MPII16.joints)
                     if j != "pelvis"]
 
-def test_flip_mirrors_the_same_example(tiny_records_gt, in_memory):
-  plain = collect(pipeline.pose_dataset(tiny_records_gt, "test", 64,
+def test_flip_mirrors_the_same_example(records_gt, in_memory):
+  plain = collect(pipeline.pose_dataset(records_gt, "test", 64,
                                         shuffle=False,
                                         in_memory=in_memory))
-  flipped = collect(pipeline.pose_dataset(tiny_records_gt, "test", 64,
+  flipped = collect(pipeline.pose_dataset(records_gt, "test", 64,
                                           shuffle=False, flip_augment=True,
                                           seed=3, in_memory=in_memory))
   assert keys_of(plain) == keys_of(flipped)
@@ -134,10 +129,10 @@ def test_flip_mirrors_the_same_example(tiny_records_gt, in_memory):
   np.testing.assert_array_equal(flipped["pose_2d"][~f], plain["pose_2d"][~f])
 
 
-def test_same_seed_same_order_and_flips(tiny_records_gt, in_memory):
+def test_same_seed_same_order_and_flips(records_gt, in_memory):
   def first(seed):
     features, labels = next(iter(pipeline.pose_dataset(
-        tiny_records_gt, "train", 32, seed=seed, flip_augment=True,
+        records_gt, "train", 32, seed=seed, flip_augment=True,
         in_memory=in_memory)))
     return (labels["frame"].numpy(), labels["camera"].numpy(),
             labels["flipped"].numpy(), features["pose_2d"].numpy())
@@ -147,20 +142,20 @@ def test_same_seed_same_order_and_flips(tiny_records_gt, in_memory):
   assert not all(np.array_equal(x, y) for x, y in zip(a, c))
 
 
-def test_repeat_and_drop_remainder(tiny_records_gt, in_memory):
-  dataset = pipeline.pose_dataset(tiny_records_gt, "train", 100, repeat=True,
+def test_repeat_and_drop_remainder(records_gt, in_memory):
+  dataset = pipeline.pose_dataset(records_gt, "train", 100, repeat=True,
                                   drop_remainder=True, seed=0,
                                   in_memory=in_memory)
   assert dataset.cardinality().numpy() == tf.data.INFINITE_CARDINALITY
   batches = list(dataset.take(4))
   assert all(f["pose_2d"].shape[0] == 100 for f, _ in batches)
-  finite = pipeline.pose_dataset(tiny_records_gt, "train", 100,
+  finite = pipeline.pose_dataset(records_gt, "train", 100,
                                  drop_remainder=True, in_memory=in_memory)
   assert finite.cardinality().numpy() == TRAIN_EXAMPLES // 100
 
 
-def test_repeated_epochs_are_reshuffled(tiny_records_gt, in_memory):
-  dataset = pipeline.pose_dataset(tiny_records_gt, "train", 96, repeat=True,
+def test_repeated_epochs_are_reshuffled(records_gt, in_memory):
+  dataset = pipeline.pose_dataset(records_gt, "train", 96, repeat=True,
                                   seed=4, in_memory=in_memory)
   data = collect(dataset.take(2 * TRAIN_EXAMPLES // 96))
   keys = keys_of(data)
@@ -169,8 +164,8 @@ def test_repeated_epochs_are_reshuffled(tiny_records_gt, in_memory):
   assert first != second
 
 
-def test_mirrored_statistics_are_symmetric(tiny_records_gt):
-  stats = pipeline.compute_statistics(tiny_records_gt, "train",
+def test_mirrored_statistics_are_symmetric(records_gt):
+  stats = pipeline.compute_statistics(records_gt, "train",
                                       include_mirrored=True)
   mean = stats["pose_3d_mean"]
   perm = list(skeleton.H36M16.flip_permutation)
@@ -180,9 +175,9 @@ def test_mirrored_statistics_are_symmetric(tiny_records_gt):
   assert stats["count"] == 2 * TRAIN_EXAMPLES
 
 
-def test_standardize_round_trip(tiny_records_gt):
-  stats = pipeline.load_statistics(tiny_records_gt)
-  features, labels = next(iter(pipeline.pose_dataset(tiny_records_gt,
+def test_standardize_round_trip(records_gt):
+  stats = pipeline.load_statistics(records_gt)
+  features, labels = next(iter(pipeline.pose_dataset(records_gt,
                                                      "train", 256,
                                                      seed=0)))
   rel = labels["pose_3d"] - labels["root_3d"][:, None]
@@ -197,8 +192,8 @@ def test_standardize_round_trip(tiny_records_gt):
   assert np.abs(z2.mean()) < 0.3 and 0.7 < z2.std() < 1.3
 
 
-def test_missing_split_and_manifest_errors(tiny_records_gt, tmp_path):
+def test_missing_split_and_manifest_errors(records_gt, tmp_path):
   with pytest.raises(FileNotFoundError, match="validation: no such split"):
-    pipeline.pose_dataset(tiny_records_gt, "validation", 8)
+    pipeline.pose_dataset(records_gt, "validation", 8)
   with pytest.raises(FileNotFoundError, match="manifest.json: no manifest"):
     pipeline.num_examples(str(tmp_path), "train")

@@ -19,12 +19,6 @@ from ige_tf.pose.data import records
 from test_pose_camera import reference_projection
 from test_pose_readers import read_raw_3d
 from test_pose_readers import write_videopose3d_npz
-# Session fixtures shared by the data tests (pytest finds them here).
-from test_pose_readers import (
-    tiny_h36m,  # noqa: F401
-    tiny_records_gt,  # noqa: F401
-    tiny_records_sh,  # noqa: F401
-)
 
 
 def load_manifest(out_dir):
@@ -67,14 +61,14 @@ def by_camera_frame(data):
 
 
 @pytest.mark.parametrize("source", ["gt", "sh"])
-def test_records_round_trip(tiny_h36m, tiny_records_gt, tiny_records_sh,
+def test_records_round_trip(synthetic_h36m, records_gt, records_sh,
                             source):
-  out = tiny_records_gt if source == "gt" else tiny_records_sh
-  sequence = h36m.MartinezLayout(tiny_h36m).sequences("S9")[1]
+  out = records_gt if source == "gt" else records_sh
+  sequence = h36m.MartinezLayout(synthetic_h36m).sequences("S9")[1]
   path = os.path.join(out, "test", prepare.shard_name("S9", sequence) +
                       ".tfrecord")
   data = records.read_records(path)
-  expected = expected_examples(tiny_h36m, "S9", sequence, source)
+  expected = expected_examples(synthetic_h36m, "S9", sequence, source)
   index = by_camera_frame(data)
   assert len(index) == len(data["frame"]) == 12 * len(expected)
   for camera_id, exp in expected.items():
@@ -91,8 +85,8 @@ def test_records_round_trip(tiny_h36m, tiny_records_gt, tiny_records_sh,
   assert set(data["action"]) == {h36m.action_of(sequence)}
 
 
-def test_manifest_counts_and_skips(tiny_records_sh):
-  manifest = load_manifest(tiny_records_sh)
+def test_manifest_counts_and_skips(records_sh):
+  manifest = load_manifest(records_sh)
   train, test = manifest["splits"]["train"], manifest["splits"]["test"]
   # S1: 6 sequences x 12 frames x 4 cameras; test: S9 full, S11 minus one
   # camera of Directions.
@@ -100,7 +94,7 @@ def test_manifest_counts_and_skips(tiny_records_sh):
   assert test["examples"] == 2 * 6 * 12 * 4 - 12
   assert train["subjects"] == {"S1": 288}
   assert sum(test["actions"].values()) == test["examples"]
-  shards = glob.glob(os.path.join(tiny_records_sh, "*", "*.tfrecord"))
+  shards = glob.glob(os.path.join(records_sh, "*", "*.tfrecord"))
   assert len(shards) == len(train["shards"]) + len(test["shards"]) == 18
   [skip] = manifest["skipped"]
   assert skip["subject"] == "S11" and skip["sequence"] == "Directions"
@@ -108,12 +102,12 @@ def test_manifest_counts_and_skips(tiny_records_sh):
   assert skip["file"].endswith("Directions.54138969.h5")
   assert "no detection file" in skip["reason"]
   assert manifest["joints"]["pose_2d"] == list(skeleton.MPII16.joints)
-  assert not glob.glob(os.path.join(tiny_records_sh, "**", "*.tmp-*"),
+  assert not glob.glob(os.path.join(records_sh, "**", "*.tmp-*"),
                        recursive=True)
 
 
-def test_subsample_keeps_every_nth_frame(tiny_h36m, tmp_path):
-  prepare.prepare_h36m(str(tmp_path), "gt", h36m_dir=tiny_h36m,
+def test_subsample_keeps_every_nth_frame(synthetic_h36m, tmp_path):
+  prepare.prepare_h36m(str(tmp_path), "gt", h36m_dir=synthetic_h36m,
                        subsample=5, subjects=("S9",), progress=False)
   data = records.read_records(sorted(glob.glob(str(tmp_path / "test" /
                                                    "*.tfrecord"))))
@@ -122,18 +116,18 @@ def test_subsample_keeps_every_nth_frame(tiny_h36m, tmp_path):
       6 * 3 * 4)
 
 
-def test_missing_subjects_are_listed(tiny_h36m, tmp_path):
+def test_missing_subjects_are_listed(synthetic_h36m, tmp_path):
   manifest = prepare.prepare_h36m(str(tmp_path), "gt",
-                                  h36m_dir=tiny_h36m,
+                                  h36m_dir=synthetic_h36m,
                                   subjects=("S1", "S5"), progress=False)
   [skip] = manifest["skipped"]
   assert skip["subject"] == "S5" and skip["scope"] == "subject"
   assert "3D positions folder not found" in skip["reason"]
 
 
-def test_resume_skips_finished_shards(tiny_h36m, tmp_path):
+def test_resume_skips_finished_shards(synthetic_h36m, tmp_path):
   out = str(tmp_path / "rec")
-  kwargs = dict(h36m_dir=tiny_h36m, subjects=("S9",), progress=False)
+  kwargs = dict(h36m_dir=synthetic_h36m, subjects=("S9",), progress=False)
   first = prepare.prepare_h36m(out, "sh", **kwargs)
   shards = sorted(glob.glob(os.path.join(out, "test", "*.tfrecord")))
   mtimes = {p: os.stat(p).st_mtime_ns for p in shards}
@@ -152,9 +146,9 @@ def test_resume_skips_finished_shards(tiny_h36m, tmp_path):
     prepare.prepare_h36m(out, "sh", subsample=2, **kwargs)
 
 
-def test_bad_inputs_become_manifest_entries(tiny_h36m, tmp_path):
+def test_bad_inputs_become_manifest_entries(synthetic_h36m, tmp_path):
   h36m_dir = str(tmp_path / "h36m")
-  shutil.copytree(tiny_h36m, h36m_dir)
+  shutil.copytree(synthetic_h36m, h36m_dir)
   layout = h36m.MartinezLayout(h36m_dir)
   seq = layout.sequences("S9")
   # 1) truncated 3D file, 2) NaN joints in 3D, 3) wrong joint count in 2D,
@@ -196,33 +190,33 @@ def test_bad_inputs_become_manifest_entries(tiny_h36m, tmp_path):
   assert manifest["splits"]["test"]["examples"] == expected
 
 
-def test_missing_cameras_h5_is_fatal_and_named(tiny_h36m, tmp_path):
+def test_missing_cameras_h5_is_fatal_and_named(synthetic_h36m, tmp_path):
   h36m_dir = str(tmp_path / "h36m")
-  shutil.copytree(tiny_h36m, h36m_dir)
+  shutil.copytree(synthetic_h36m, h36m_dir)
   os.remove(os.path.join(h36m_dir, "cameras.h5"))
   with pytest.raises(h36m.H36MDataError, match="cameras.h5: file not found"):
     prepare.prepare_h36m(str(tmp_path / "rec"), "gt", h36m_dir=h36m_dir,
                          progress=False)
 
 
-def test_bad_settings(tiny_h36m, tmp_path):
+def test_bad_settings(synthetic_h36m, tmp_path):
   with pytest.raises(ValueError, match="subsample must be >= 1"):
-    prepare.prepare_h36m(str(tmp_path), "gt", h36m_dir=tiny_h36m,
+    prepare.prepare_h36m(str(tmp_path), "gt", h36m_dir=synthetic_h36m,
                          subsample=0)
   with pytest.raises(ValueError, match="give --npz_2d"):
-    prepare.prepare_h36m(str(tmp_path), "cpn", h36m_dir=tiny_h36m)
+    prepare.prepare_h36m(str(tmp_path), "cpn", h36m_dir=synthetic_h36m)
   with pytest.raises(ValueError, match="unknown subjects"):
-    prepare.prepare_h36m(str(tmp_path), "gt", h36m_dir=tiny_h36m,
+    prepare.prepare_h36m(str(tmp_path), "gt", h36m_dir=synthetic_h36m,
                          subjects=("S2",))
 
 
-def test_npz_source_round_trip(tiny_h36m, tmp_path):
-  npz_3d, npz_2d, first = write_videopose3d_npz(tiny_h36m,
+def test_npz_source_round_trip(synthetic_h36m, tmp_path):
+  npz_3d, npz_2d, first = write_videopose3d_npz(synthetic_h36m,
                                                 str(tmp_path / "vp3d"))
   out = str(tmp_path / "rec")
   manifest = prepare.prepare_h36m(
       out, "test17", npz_3d=npz_3d, npz_2d=npz_2d,
-      cameras=os.path.join(tiny_h36m, "cameras.h5"),
+      cameras=os.path.join(synthetic_h36m, "cameras.h5"),
       subjects=("S1", "S9"), progress=False)
   assert manifest["splits"]["test"]["examples"] == 6 * 12 * 4 - 12
   [skip] = manifest["skipped"]
@@ -230,7 +224,7 @@ def test_npz_source_round_trip(tiny_h36m, tmp_path):
   assert skip["file"] == npz_2d
   # The npz 2D is the exact projection: it must equal the gt source.
   gt_out = str(tmp_path / "gt")
-  prepare.prepare_h36m(gt_out, "gt", h36m_dir=tiny_h36m,
+  prepare.prepare_h36m(gt_out, "gt", h36m_dir=synthetic_h36m,
                        subjects=("S9",), progress=False)
   name = prepare.shard_name("S9", first) + ".tfrecord"
   a = records.read_records(os.path.join(out, "test", name))
@@ -241,9 +235,9 @@ def test_npz_source_round_trip(tiny_h36m, tmp_path):
   np.testing.assert_allclose(a["pose_3d"], b["pose_3d"][order], atol=1e-6)
 
 
-def test_statistics_file_matches_records(tiny_records_gt):
-  stored = pipeline.load_statistics(tiny_records_gt, "train")
-  computed = pipeline.compute_statistics(tiny_records_gt, "train")
+def test_statistics_file_matches_records(records_gt):
+  stored = pipeline.load_statistics(records_gt, "train")
+  computed = pipeline.compute_statistics(records_gt, "train")
   assert stored["count"] == computed["count"] == 6 * 12 * 4
   for key, value in stored.items():
     np.testing.assert_allclose(value, computed[key], rtol=1e-4, atol=1e-6,
@@ -253,11 +247,11 @@ def test_statistics_file_matches_records(tiny_records_gt):
 
 
 @pytest.mark.slow
-def test_prepare_binary(tiny_h36m, repo_dir, tmp_path):
+def test_prepare_binary(synthetic_h36m, repo_dir, tmp_path):
   out = str(tmp_path / "rec")
   result = subprocess.run(
       [sys.executable, os.path.join(repo_dir, "bin", "prepare_h36m.py"),
-       f"--h36m_dir={tiny_h36m}", "--source=sh_ft", f"--out_dir={out}",
+       f"--h36m_dir={synthetic_h36m}", "--source=sh_ft", f"--out_dir={out}",
        "--subjects=S11"], capture_output=True, text=True, check=True,
       env=dict(os.environ, PYTHONPATH=repo_dir))
   summary = json.loads(result.stdout.strip().splitlines()[-1])

@@ -8,38 +8,7 @@ import pytest
 
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import h36m
-from ige_tf.pose.data import prepare
 from ige_tf.pose.data import synthetic
-
-# The data tests' own tiny Human3.6M (other test modules import these
-# fixtures): 3 subjects x 3 actions x 2 takes x 12 frames.
-TINY = dict(frames_per_sequence=12, takes=2, seed=3,
-            subjects=("S1", "S9", "S11"),
-            actions=("Directions", "Sitting", "Walking"), progress=False)
-
-
-@pytest.fixture(scope="session")
-def tiny_h36m(tmp_path_factory):
-  """Martinez-layout folder generated with `TINY`."""
-  out = str(tmp_path_factory.mktemp("tiny_h36m"))
-  synthetic.make_synthetic_h36m(out, **TINY)
-  return out
-
-
-@pytest.fixture(scope="session")
-def tiny_records_gt(tiny_h36m, tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("tiny_records_gt"))
-  prepare.prepare_h36m(out, "gt", h36m_dir=tiny_h36m,
-                       subjects=TINY["subjects"], progress=False)
-  return out
-
-
-@pytest.fixture(scope="session")
-def tiny_records_sh(tiny_h36m, tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("tiny_records_sh"))
-  prepare.prepare_h36m(out, "sh", h36m_dir=tiny_h36m,
-                       subjects=TINY["subjects"], progress=False)
-  return out
 
 
 def read_raw_3d(h36m_dir, subject, sequence):
@@ -91,26 +60,26 @@ def write_videopose3d_npz(h36m_dir, out_dir, subjects=("S1", "S9")):
 
 
 @pytest.fixture(scope="module")
-def npz_files(tiny_h36m, tmp_path_factory):
-  return write_videopose3d_npz(tiny_h36m,
+def npz_files(synthetic_h36m, tmp_path_factory):
+  return write_videopose3d_npz(synthetic_h36m,
                                str(tmp_path_factory.mktemp("vp3d")))
 
 
-def test_martinez_sequences_and_3d(tiny_h36m):
-  layout = h36m.MartinezLayout(tiny_h36m)
+def test_martinez_sequences_and_3d(synthetic_h36m):
+  layout = h36m.MartinezLayout(synthetic_h36m)
   sequences = layout.sequences("S1")
   assert len(sequences) == 6
   assert all("_" not in s for s in sequences)
   assert any(" " in s for s in sequences)  # take numbers with a space
   world = layout.positions_3d("S1", sequences[0])
   assert world.shape == (12, 32, 3) and world.dtype == np.float64
-  np.testing.assert_array_equal(world, read_raw_3d(tiny_h36m, "S1",
+  np.testing.assert_array_equal(world, read_raw_3d(synthetic_h36m, "S1",
                                                    sequences[0]))
 
 
 def test_martinez_detections_underscore_names_and_missing_camera(
-    tiny_h36m):
-  layout = h36m.MartinezLayout(tiny_h36m)
+    synthetic_h36m):
+  layout = h36m.MartinezLayout(synthetic_h36m)
   spaced = [s for s in layout.sequences("S9") if " " in s][0]
   path = layout.detection_path("S9", spaced, h36m.CAMERAS[1], "sh")
   assert os.path.basename(path) == (f"{spaced.replace(' ', '_')}."
@@ -132,12 +101,12 @@ def test_detections_under_mypose_are_found(tmp_path):
   assert h36m.read_detections(path).shape == (4, 16, 2)
 
 
-def test_videopose3d_reader(tiny_h36m, npz_files):
+def test_videopose3d_reader(synthetic_h36m, npz_files):
   npz_3d, npz_2d, first = npz_files
   layout = h36m.VideoPose3DLayout(npz_3d, npz_2d)
   assert layout.subjects() == ["S1", "S9"]
   world_mm = layout.positions_3d("S9", first)
-  np.testing.assert_allclose(world_mm, read_raw_3d(tiny_h36m, "S9",
+  np.testing.assert_allclose(world_mm, read_raw_3d(synthetic_h36m, "S9",
                                                    first), atol=1e-3)
   pose_2d = layout.positions_2d("S9", first, h36m.CAMERAS[2])
   assert pose_2d.shape == (12, 16, 2)
@@ -195,8 +164,8 @@ def test_missing_cameras_h5_names_the_file(tmp_path):
     h36m.load_cameras(path)
 
 
-def test_truncated_h5_names_the_file(tiny_h36m, tmp_path):
-  source = os.path.join(tiny_h36m, "S1", "MyPoses", "3D_positions",
+def test_truncated_h5_names_the_file(synthetic_h36m, tmp_path):
+  source = os.path.join(synthetic_h36m, "S1", "MyPoses", "3D_positions",
                         "Walking.h5")
   if not os.path.exists(source):
     source = os.path.join(os.path.dirname(source), "Walking 1.h5")
@@ -208,7 +177,7 @@ def test_truncated_h5_names_the_file(tiny_h36m, tmp_path):
   with pytest.raises(h36m.H36MDataError, match="Walking.h5.*truncated"):
     h36m.read_positions_3d(path)
   cameras = str(tmp_path / "cameras.h5")
-  with open(os.path.join(tiny_h36m, "cameras.h5"), "rb") as f:
+  with open(os.path.join(synthetic_h36m, "cameras.h5"), "rb") as f:
     data = f.read()
   with open(cameras, "wb") as f:
     f.write(data[:300])
@@ -241,16 +210,16 @@ def test_nan_joints_are_found(tmp_path):
   np.testing.assert_array_equal(h36m.nonfinite_frames(world), [1, 4])
 
 
-def test_cameras_h5_with_wrong_shapes_or_names(tiny_h36m, tmp_path):
+def test_cameras_h5_with_wrong_shapes_or_names(synthetic_h36m, tmp_path):
   path = str(tmp_path / "cameras.h5")
-  shutil.copy(os.path.join(tiny_h36m, "cameras.h5"), path)
+  shutil.copy(os.path.join(synthetic_h36m, "cameras.h5"), path)
   with h5py.File(path, "a") as h5:
     del h5["subject1/camera2/f"]
     h5["subject1/camera2/f"] = np.zeros((3, 1))
   with pytest.raises(h36m.H36MDataError,
                      match=r"cameras.h5: subject1/camera2/f has shape"):
     h36m.load_cameras(path)
-  shutil.copy(os.path.join(tiny_h36m, "cameras.h5"), path)
+  shutil.copy(os.path.join(synthetic_h36m, "cameras.h5"), path)
   with h5py.File(path, "a") as h5:
     del h5["subject1/camera2/Name"]
     h5["subject1/camera2/Name"] = np.array(

@@ -8,10 +8,7 @@ import pytest
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import h36m
 from ige_tf.pose.data import synthetic
-# Session fixtures shared by the data tests (pytest finds them here).
-from test_pose_readers import (  # pylint: disable=import-error,unused-import
-    tiny_h36m,  # noqa: F401
-)
+from conftest import SYNTHETIC_SUBJECTS  # pylint: disable=import-error
 
 
 def all_world(h36m_dir, subject):
@@ -25,35 +22,35 @@ def bone_lengths(world):
                    for j, p in enumerate(parents) if p >= 0], -1)
 
 
-def test_file_layout_and_dtypes(tiny_h36m):
-  path = os.path.join(tiny_h36m, "S1", "MyPoses", "3D_positions")
+def test_file_layout_and_dtypes(synthetic_h36m):
+  path = os.path.join(synthetic_h36m, "S1", "MyPoses", "3D_positions")
   names = sorted(os.listdir(path))
   assert len(names) == 6 and all(n.endswith(".h5") for n in names)
   with h5py.File(os.path.join(path, names[0]), "r") as h5:
     assert list(h5.keys()) == ["3D_positions"]
     assert h5["3D_positions"].shape == (96, 12)
     assert h5["3D_positions"].dtype == np.float64
-  folder = os.path.join(tiny_h36m, "S1", "StackedHourglass")
+  folder = os.path.join(synthetic_h36m, "S1", "StackedHourglass")
   assert len(os.listdir(folder)) == 6 * 4
   detection = os.path.join(folder, names[-1][:-3].replace(" ", "_") +
                            ".60457274.h5")
   with h5py.File(detection, "r") as h5:
     assert h5["poses"].shape == (12, 16, 2) and h5["poses"].dtype == np.float64
-  with h5py.File(os.path.join(tiny_h36m, "cameras.h5"), "r") as h5:
+  with h5py.File(os.path.join(synthetic_h36m, "cameras.h5"), "r") as h5:
     group = h5["subject11/camera4"]
     assert sorted(group.keys()) == ["Name", "R", "T", "c", "f", "k", "p"]
     shapes = {k: group[k].shape for k in group}
     assert shapes == {"Name": (8, 1), "R": (3, 3), "T": (3, 1), "c": (2, 1),
                       "f": (2, 1), "k": (3, 1), "p": (2, 1)}
-  s11 = os.listdir(os.path.join(tiny_h36m, "S11", "StackedHourglass"))
+  s11 = os.listdir(os.path.join(synthetic_h36m, "S11", "StackedHourglass"))
   assert "Directions.54138969.h5" not in s11
   assert "Directions.55011271.h5" in s11
 
 
-def test_people_have_rigid_subject_specific_bones(tiny_h36m):
+def test_people_have_rigid_subject_specific_bones(synthetic_h36m):
   lengths = {}
   for subject in ("S1", "S9"):
-    per_seq = [bone_lengths(w) for w in all_world(tiny_h36m,
+    per_seq = [bone_lengths(w) for w in all_world(synthetic_h36m,
                                                   subject).values()]
     stacked = np.concatenate(per_seq)
     np.testing.assert_allclose(stacked, stacked[:1].repeat(len(stacked), 0),
@@ -62,8 +59,8 @@ def test_people_have_rigid_subject_specific_bones(tiny_h36m):
   assert np.abs(lengths["S1"] - lengths["S9"]).max() > 5.0  # mm
 
 
-def test_pelvis_is_hip_midpoint_and_feet_on_floor(tiny_h36m):
-  for world in all_world(tiny_h36m, "S9").values():
+def test_pelvis_is_hip_midpoint_and_feet_on_floor(synthetic_h36m):
+  for world in all_world(synthetic_h36m, "S9").values():
     np.testing.assert_allclose(world[:, 0], 0.5 * (world[:, 1] + world[:, 6]),
                                atol=1e-9)
     feet = world[:, [4, 5, 9, 10], 2].min(1)
@@ -71,8 +68,8 @@ def test_pelvis_is_hip_midpoint_and_feet_on_floor(tiny_h36m):
     assert world[..., 2].max() < 2200
 
 
-def test_actions_differ(tiny_h36m):
-  worlds = all_world(tiny_h36m, "S1")
+def test_actions_differ(synthetic_h36m):
+  worlds = all_world(synthetic_h36m, "S1")
   height = {h36m.action_of(s): w[:, 0, 2].mean() for s, w in worlds.items()}
   assert height["Sitting"] < height["Walking"] - 200  # pelvis lower seated
   walk = [w for s, w in worlds.items() if s.startswith("Walking")][0]
@@ -96,13 +93,13 @@ def test_joint_limits_respected():
     assert np.all(np.isfinite(world)) and world.shape == (200, 32, 3)
 
 
-def test_views_and_detection_noise(tiny_h36m):
-  cameras = h36m.load_cameras(os.path.join(tiny_h36m, "cameras.h5"))
-  layout = h36m.MartinezLayout(tiny_h36m)
+def test_views_and_detection_noise(synthetic_h36m):
+  cameras = h36m.load_cameras(os.path.join(synthetic_h36m, "cameras.h5"))
+  layout = h36m.MartinezLayout(synthetic_h36m)
   mpii = skeleton.conversion_indices(skeleton.H36M32, skeleton.MPII16)
   errors, distances = [], []
-  for subject in ("S1", "S9", "S11"):  # test_pose_readers.TINY
-    for sequence, world in all_world(tiny_h36m, subject).items():
+  for subject in SYNTHETIC_SUBJECTS:
+    for sequence, world in all_world(synthetic_h36m, subject).items():
       for camera_id in h36m.CAMERAS:
         cam = cameras[(subject, camera_id)]
         depth = cam.world_to_camera(world)[..., 2]
