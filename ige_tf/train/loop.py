@@ -107,7 +107,7 @@ def train(problem, model_dir, epochs=1, batch_size=64, optimizer_fn=adam_optimiz
           strategy="default", mixed_precision=False, jit_compile=False,
           checkpoint_every_steps=1000, summary_every_steps=100, max_steps=None,
           seed=0, progress=True, validation_split=None,
-          validate_every_epochs=1):
+          validate_every_epochs=1, run_eagerly=False):
   """Trains `problem`'s model, resuming from the latest checkpoint if any.
 
   Args:
@@ -129,6 +129,10 @@ def train(problem, model_dir, epochs=1, batch_size=64, optimizer_fn=adam_optimiz
       split are written to TensorBoard (`logs/validation`) every
       `validate_every_epochs` epochs.
     validate_every_epochs: validation period in epochs.
+    run_eagerly: run the training step op by op instead of as a
+      `tf.function` graph (like Keras' `run_eagerly`): Python breakpoints and
+      prints inside the model and loss work, and there is no tracing cost, at
+      the price of slower steps. Ignores `jit_compile`.
 
   Returns:
     The total number of optimizer steps taken (int), counted across resumes.
@@ -143,7 +147,8 @@ def train(problem, model_dir, epochs=1, batch_size=64, optimizer_fn=adam_optimiz
     return _train(problem, model_dir, epochs, batch_size, optimizer_fn,
                   strategy, mixed_precision, jit_compile,
                   checkpoint_every_steps, summary_every_steps, max_steps, seed,
-                  progress, validation_split, validate_every_epochs)
+                  progress, validation_split, validate_every_epochs,
+                  run_eagerly)
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -151,7 +156,7 @@ def train(problem, model_dir, epochs=1, batch_size=64, optimizer_fn=adam_optimiz
 def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
            mixed_precision, jit_compile, checkpoint_every_steps,
            summary_every_steps, max_steps, seed, progress, validation_split,
-           validate_every_epochs):
+           validate_every_epochs, run_eagerly):
   """`train` without the global mixed-precision policy handling."""
   dist = strategies.get_strategy(strategy)
   with dist.scope():
@@ -194,11 +199,15 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
         logs[name] = tf.reduce_mean(tf.cast(outputs[name], tf.float32), axis=-1)
     return logs
 
-  @tf.function(jit_compile=jit_compile)
   def train_step(features, labels):
     logs = dist.run(replica_step, args=(features, labels))
     return {k: dist.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
             for k, v in logs.items()}
+
+  if not run_eagerly:
+    train_step = tf.function(train_step, jit_compile=jit_compile)
+  elif jit_compile:
+    logging.warning("train: run_eagerly=True ignores jit_compile=True")
 
   writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "train"))
   bar = tqdm.tqdm(total=total_steps, initial=int(step), desc="train",

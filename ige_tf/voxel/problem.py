@@ -50,6 +50,14 @@ def _high_key(grid, resolution):
   return f"{grid}_{resolution}"
 
 
+def _gin_bindings(fn):
+  """dict of the gin bindings of configurable `fn` (empty if it has none)."""
+  try:
+    return dict(gin.get_bindings(fn))
+  except (ValueError, TypeError, KeyError):
+    return {}
+
+
 @gin.configurable
 class VoxelProblem(Problem):
   """Single-view reconstruction on prepared voxel records.
@@ -99,10 +107,7 @@ class VoxelProblem(Problem):
     # The builder's gin bindings, captured now: a model rebuilt later (e.g.
     # `loop.restore_model` after the gin config was cleared or changed) is
     # the same architecture as the one trained.
-    try:
-      self.model_bindings = dict(gin.get_bindings(model_fn))
-    except (ValueError, TypeError, KeyError):
-      self.model_bindings = {}
+    self.model_bindings = _gin_bindings(model_fn)
     self.resolution = int(resolution)
     self.grid = grid
     self.step_decay = float(step_decay)
@@ -192,7 +197,12 @@ class VoxelProblem(Problem):
   # -- model ----------------------------------------------------------------
 
   def build_model(self):
-    kwargs = dict(self.model_bindings)
+    # Bindings gin still holds are left to gin, so that they appear in the
+    # operative config (a run's operative_config.gin); only those gin no
+    # longer supplies (config cleared or changed) are passed explicitly.
+    current = _gin_bindings(self.model_fn)
+    kwargs = {name: value for name, value in self.model_bindings.items()
+              if name not in current or current[name] != value}
     kwargs.update(resolution=self.resolution, image_size=self.image_size)
     try:
       parameters = inspect.signature(self.model_fn).parameters

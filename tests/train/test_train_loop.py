@@ -266,3 +266,43 @@ def test_multi_worker_without_tf_config_is_a_clear_error(monkeypatch):
     strategies.get_strategy("multi_worker")
   with pytest.raises(ValueError, match="unknown strategy 'tpu'"):
     strategies.get_strategy("tpu")
+
+
+def test_run_eagerly_takes_the_traced_step(tmp_path):
+  """`run_eagerly=True` runs the step op by op (the loss sees eager tensors)
+  and updates the weights and optimizer state as the traced step does."""
+  runs = {}
+  for eager in (False, True):
+    problem = small_problem()
+    loss, seen = problem.loss, []
+
+    def spy_loss(labels, outputs, loss=loss, seen=seen):
+      seen.append(tf.executing_eagerly())
+      return loss(labels, outputs)
+
+    problem.loss = spy_loss
+    model_dir = str(tmp_path / f"eager_{eager}")
+    assert loop.train(problem, model_dir, batch_size=32, max_steps=1,
+                      optimizer_fn=fast_adam, progress=False,
+                      run_eagerly=eager) == 1
+    assert seen == [eager]  # traced: the loss ran once, while tracing
+    runs[eager] = tf.train.latest_checkpoint(model_dir)
+  names = [name for name, _ in tf.train.list_variables(runs[False])
+           if name.startswith(("optimizer/", "step/"))]
+  assert len(names) > 10  # the model's weights, Adam's moments, the step
+  for name in names:
+    traced = tf.train.load_variable(runs[False], name)
+    eager = tf.train.load_variable(runs[True], name)
+    np.testing.assert_allclose(eager, traced, rtol=1e-5, atol=1e-7,
+                               err_msg=name)
+  assert tf.train.load_variable(
+      runs[True], "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 1
+  moments = [tf.train.load_variable(runs[True], n) for n in names
+             if n.startswith("optimizer/_variables/")]
+  assert any(np.size(m) > 1 and np.any(m != 0) for m in moments)  # a real step
+  models = [loop.restore_model(small_problem(), os.path.dirname(runs[eager]))
+            for eager in (False, True)]
+  assert len(models[0].weights) == len(models[1].weights) > 0
+  for traced, eager in zip(models[0].weights, models[1].weights):
+    np.testing.assert_allclose(eager.numpy(), traced.numpy(), rtol=1e-5,
+                               atol=1e-7, err_msg=traced.path)

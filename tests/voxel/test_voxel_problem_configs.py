@@ -1,15 +1,26 @@
-"""Every gin/voxel experiment parses strictly and configures the right run.
+"""Every gin/voxel experiment parses strictly, configures the right run and
+takes one training step.
 
-A training step per configuration is too slow for the unit tests (tracing
-one MobileNetV2 IGE step takes ~30 s on 2 cores, Inception-ResNet-v2 ~135 s);
-test_voxel_problem_train.py trains the MN IGE and baseline models through
-their configs. Here every file is parsed strictly, its `VoxelProblem` built,
-its bindings checked against the table cell the file name claims, and its
-data pipeline run on the tiny records.
+Every file is parsed strictly, its `VoxelProblem` built and its bindings
+checked against the table cell the file name claims; its data pipeline runs
+on the tiny records; and the experiments train one step through the path of
+bin/train.py (`cli.parse_gin`, `cli.make_problem`, `loop.train`) on tiny
+records. The steps run eagerly (`train.run_eagerly = True`), which gives the
+traced step's update (tests/train/test_train_loop.py) without its tracing
+cost. Measured on 2 shared cores, batch 1, 32^3, whole `loop.train` call
+(model build + one step + checkpoint): IGE-MN 4 s eager vs 17.5 s traced,
+IGE-I4 17 s eager vs 69 s traced. An eager I4 step is model build 4.5 s,
+Adam slot creation 2 s, forward + backward + update 7 s and the ~900 MB
+checkpoint 4 s. The 24 I4 configs whose step equals another config's carry
+the `duplicate_config_steps` marker, so a faster run can skip them with
+`-m "not duplicate_config_steps"`.
+test_voxel_problem_train.py runs traced steps, evaluation and export for
+the MN configs.
 """
 import glob
 import os
 import re
+import shutil
 
 import gin
 import numpy as np
@@ -18,6 +29,7 @@ import tensorflow as tf
 
 from ige_tf.core import step_weights
 from ige_tf.train import cli
+from ige_tf.train import loop
 from ige_tf.voxel import losses
 from ige_tf.voxel import models
 from ige_tf.voxel.problem import VoxelProblem
@@ -31,6 +43,8 @@ LOSS_TAGS = {"ciou": ("ContinuousIoU", None, None),
              "a07": ("FocalCrossEntropy", 0.7, 0.0),
              "g2": ("FocalCrossEntropy", 0.0, 2.0)}
 CATEGORY_SYNSETS = {"car": "02958343", "plane": "02691156", "table": "04379243"}
+# Grid resolutions held by the tiny records (conftest.py).
+RECORD_RESOLUTIONS = {"frustum": (32, 64), "world": (32,)}
 
 
 def _problem(config, params=()):
@@ -179,3 +193,238 @@ def test_bad_settings_are_clear_errors(voxel_records):
   assert VoxelProblem(records_dir=voxel_records,
                       model_fn=models.baseline_voxel_model,
                       grid="world").high_resolution() is None
+
+
+
+def _expected_run(config):
+  """What the file name and the config's own macros promise for its run."""
+  gin.clear_config()
+  cli.parse_gin([config])
+  own = {m: gin.query_parameter(f"%{m}") for m in
+         ("RECORDS_DIR", "RESOLUTION", "NUM_STEPS", "EVAL_RESOLUTION")}
+  name = os.path.basename(config)[:-4]
+  is_ige = name.startswith("ige") or name == "demo"
+  table4 = re.match(r"ige-(?:mn|i4)_(ciou|ce|a07|g2)_\d+$", name)
+  return dict(
+      own,
+      model_fn="ige_voxel_model" if is_ige else "baseline_voxel_model",
+      encoder="i4" if "i4" in name else "mn",
+      grid="world" if "world" in name else "frustum",
+      loss=LOSS_TAGS[table4.group(1) if table4 and "table4" in config
+                     else "ciou"],
+      num_steps=own["NUM_STEPS"] if is_ige else 0)
+
+
+def _step_bindings():
+  """The parsed config's bindings that decide a training step: gin's config
+  minus RECORDS_DIR (the data) and EVAL_RESOLUTION (read by evaluation only;
+  training reads no evaluation grid)."""
+  return "\n".join(line for line in _unwrap(gin.config_str()).splitlines()
+                   if not line.startswith(("RECORDS_DIR =", "EVAL_RESOLUTION =")))
+
+
+def _unwrap(text):
+  """gin config text with its wrapped long lines (`name = \\` + indented
+  value) joined."""
+  return re.sub(r"\\\n\s*", "", text)
+
+
+def _step_plan(config):
+  """How the step tests run `config` (see test_config_trains_one_strict_step)."""
+  plan = _expected_run(config)
+  stored = RECORD_RESOLUTIONS[plan["grid"]]
+  plan["resolution"] = (plan["RESOLUTION"] if plan["RESOLUTION"] in stored
+                        else max(stored))
+  records_name = os.path.basename(plan["RECORDS_DIR"].rstrip("/"))
+  plan["category"] = (records_name[len("shapenet_"):]
+                      if records_name.startswith("shapenet_") else None)
+  params = ["BATCH_SIZE = 2", f"RESOLUTION = {plan['resolution']}",
+            "train.max_steps = 1", "train.run_eagerly = True",
+            "train.progress = False"]
+  eval_resolution = plan["EVAL_RESOLUTION"]
+  if isinstance(eval_resolution, int) and eval_resolution not in stored:
+    params.append("EVAL_RESOLUTION = None")
+  plan["params"] = params
+  gin.clear_config()
+  cli.parse_gin([config], ["RECORDS_DIR = 'records'"] + params)
+  plan["bindings"] = _step_bindings()
+  return plan
+
+
+def _parse_for_step(config, voxel_records, category_records):
+  plan = PLANS[config]
+  records = (category_records[plan["category"]] if plan["category"]
+             else voxel_records)
+  gin.clear_config()
+  cli.parse_gin([config], [f"RECORDS_DIR = '{records}'"] + plan["params"])
+  return plan, records
+
+
+# Configs whose step bindings are equal form a class. Every config takes its
+# step; of the Inception-ResNet-v2 (I4) configs (~15 s a step on 2 cores, 34
+# configs in 10 classes) all but one per class (the one needing the fewest
+# overrides) are marked `duplicate_config_steps`, for faster runs to skip.
+PLANS = {config: _step_plan(config) for config in EXPERIMENTS}
+gin.clear_config()
+_CLASSES = {}
+for _config in EXPERIMENTS:
+  _CLASSES.setdefault(PLANS[_config]["bindings"], []).append(_config)
+STEPPED = {}  # config -> the config whose step stands for it
+for _members in _CLASSES.values():
+  _members.sort(key=lambda c: (PLANS[c]["resolution"] != PLANS[c]["RESOLUTION"],
+                               PLANS[c]["category"] is not None, c))
+  STEPPED.update({c: _members[0] for c in _members})
+DUPLICATE_STEPS = [c for c in EXPERIMENTS if STEPPED[c] != c
+                          and PLANS[c]["encoder"] == "i4"]
+# I4 configs first: xdist workers then end on short steps.
+STEP_PARAMS = [
+    pytest.param(c, marks=pytest.mark.duplicate_config_steps
+                 if c in DUPLICATE_STEPS else ())
+    for c in sorted(EXPERIMENTS, key=lambda c: (PLANS[c]["encoder"] != "i4", c))]
+
+
+@pytest.mark.parametrize("config", STEP_PARAMS)
+def test_config_trains_one_strict_step(config, voxel_records, category_records,
+                                       tmp_path):
+  """One eager training step of an experiment on the tiny records.
+
+  Overrides: RECORDS_DIR (the tiny records; a Table 5 single-category config's
+  `.../shapenet_<category>` maps to records of that category only),
+  BATCH_SIZE = 2, RESOLUTION capped to the largest grid in the records
+  (frustum 128^3 and 256^3 configs train at 64^3), EVAL_RESOLUTION = None
+  where the records lack the config's evaluation grid (evaluation only), one
+  step, eager, no progress bar. Everything else is the config's own.
+
+  Every experiment steps in the default run. Of the 34 I4 configs, 24 have
+  the same step bindings as one of the other 10 (see
+  test_config_shares_the_step_of_an_identical_config); they carry the
+  `duplicate_config_steps` marker, so `-m "not duplicate_config_steps"`
+  skips them (~3 min less with -n 2).
+  """
+  plan, records = _parse_for_step(config, voxel_records, category_records)
+  problem = cli.make_problem()
+
+  # Spies (the real methods run): the model train builds, what the loss sees.
+  seen = {}
+  build_model, loss = problem.build_model, problem.loss
+
+  def spy_build_model():
+    seen["model"] = model = build_model()
+    parts = [model.get_layer("3d_decoder")]
+    if plan["num_steps"]:
+      parts.append(model.get_layer("inner_optimizer").energy)
+    seen["kernels"] = [(w, w.numpy()) for part in parts
+                       for w in part.trainable_weights
+                       if w.path.endswith("kernel")]
+    return model
+
+  def spy_loss(labels, outputs):
+    value = loss(labels, outputs)
+    seen.update(steps_shape=tuple(outputs["steps"].shape),
+                synsets=set(np.asarray(labels["synset"]).tolist()),
+                loss=float(value))
+    return value
+
+  problem.build_model, problem.loss = spy_build_model, spy_loss
+  model_dir = str(tmp_path / "run")
+  try:
+    assert loop.train(problem, model_dir) == 1
+    model = seen["model"]
+    r = plan["resolution"]
+    assert seen["steps_shape"] == (plan["num_steps"] + 1, 2, r, r, r)
+    assert np.isfinite(seen["loss"]) and seen["loss"] > 0
+    if plan["category"]:
+      assert seen["synsets"] == {CATEGORY_SYNSETS[plan["category"]].encode()}
+    assert all(np.all(np.isfinite(w.numpy())) for w in model.trainable_weights)
+    # The step moved every kernel of the initial-estimate network and (IGE)
+    # of the inner CNN: the gradient reached them through the unrolled steps.
+    assert len(seen["kernels"]) >= (8 if plan["num_steps"] else 3)
+    for weight, before in seen["kernels"]:
+      assert not np.array_equal(before, weight.numpy()), weight.path
+    if plan["encoder"] == "i4":
+      # Table 2: the I4 trunk (Inception-ResNet-v2, SAME padding).
+      assert problem.component_params(model)["image_encoder"] == 54_276_192
+    checkpoint = tf.train.latest_checkpoint(model_dir)
+    assert checkpoint.endswith("ckpt-1")
+    assert tf.train.load_variable(
+        checkpoint, "step/.ATTRIBUTES/VARIABLE_VALUE") == 1
+    assert tf.train.load_variable(
+        checkpoint, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 1
+    # The run's record of its configuration.
+    prefix = "ige" if plan["model_fn"] == "ige_voxel_model" else "base"
+    assert model.name.startswith(f"{prefix}_{plan['encoder']}_")
+    assert model.name.endswith(f"_{r}")
+    with open(os.path.join(model_dir, "operative_config.gin")) as f:
+      text = _unwrap(f.read())
+    loss_name, alpha, gamma = plan["loss"]
+    lines = [f"VoxelProblem.model_fn = @{plan['model_fn']}",
+             f"VoxelProblem.grid = '{plan['grid']}'", f"RESOLUTION = {r}",
+             f"RECORDS_DIR = '{records}'", "train.run_eagerly = True"]
+    if loss_name == "ContinuousIoU":
+      lines.append("voxel_loss.name = 'continuous_iou'")
+    else:
+      lines += ["voxel_loss.name = 'focal_cross_entropy'",
+                f"voxel_loss.alpha = {alpha}", f"voxel_loss.gamma = {gamma}"]
+    for line in lines:
+      assert line in text.splitlines(), line
+    assert type(problem.loss_fn).__name__ == loss_name
+  finally:
+    shutil.rmtree(model_dir, ignore_errors=True)  # I4: ~900 MB per checkpoint
+
+
+@pytest.mark.parametrize("config", DUPLICATE_STEPS)
+def test_config_shares_the_step_of_an_identical_config(
+    config, voxel_records, category_records):
+  """An I4 config whose step duplicates another's: parsed strictly with the
+  step overrides, its step bindings (gin config minus RECORDS_DIR and
+  EVAL_RESOLUTION) equal those of the stepped config of its class, so its
+  step would run the same computation on its own records; and its training
+  data is its own records (a single-category config's hold only that
+  category)."""
+  plan, _ = _parse_for_step(config, voxel_records, category_records)
+  stepped = STEPPED[config]
+  assert stepped != config and STEPPED[stepped] == stepped
+  assert _step_bindings() == PLANS[stepped]["bindings"]
+  # No validation during training: EVAL_RESOLUTION cannot affect the step.
+  assert "validation_split" not in _step_bindings()
+  problem = cli.make_problem()
+  features, labels = next(iter(problem.dataset("train", 2, shuffle=True,
+                                               seed=0)))
+  r = plan["resolution"]
+  assert features["image"].shape == (2, 128, 128, 3)
+  assert labels[plan["grid"]].shape == (2, r, r, r)
+  if plan["category"]:
+    assert set(labels["synset"].numpy().tolist()) == {
+        CATEGORY_SYNSETS[plan["category"]].encode()}
+
+
+def test_operative_config_records_the_model_bindings():
+  gin.clear_config()
+  cli.parse_gin(["voxel/table4/ige-mn_ce_64.gin"])
+  problem = cli.make_problem()
+  problem.build_model()
+  text = gin.operative_config_str()
+  assert "ige_voxel_model.encoder = 'mn'" in text
+  assert "ige_voxel_model.num_steps = %NUM_STEPS" in text
+  assert "ige_voxel_model.recompute_steps = True" in text
+  # Rebuilt after the config is gone: the captured bindings still apply.
+  gin.clear_config()
+  model = problem.build_model()
+  assert model.get_layer("inner_optimizer").recompute_steps
+  assert model.name == "ige_mn_64"
+
+
+def test_the_step_classes_cover_every_table_cell():
+  """The stepped configs differ in model, loss, resolution or budget."""
+  stepped = sorted(set(STEPPED.values()))
+  assert len(stepped) == 22 and len(STEPPED) == len(EXPERIMENTS) == 70
+  assert len(DUPLICATE_STEPS) == 24
+  cells = {(PLANS[c]["model_fn"], PLANS[c]["encoder"], PLANS[c]["grid"],
+            PLANS[c]["loss"], PLANS[c]["resolution"]) for c in stepped}
+  for encoder in ("mn", "i4"):
+    for loss in LOSS_TAGS.values():
+      for r in (32, 64):
+        assert ("ige_voxel_model", encoder, "frustum", loss, r) in cells
+    for grid in ("frustum", "world"):
+      assert ("baseline_voxel_model", encoder, grid, LOSS_TAGS["ciou"],
+              32) in cells
