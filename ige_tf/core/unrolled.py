@@ -9,15 +9,15 @@ estimate.
 
 Memory: by default the outer backward pass keeps every inner step's
 intermediates (the energy's activations and its gradient graph), O(T) times
-one step's worth. With `recompute_steps=True` each step is a
-`tf.custom_gradient` block that keeps only its inputs (the iterate, the
-velocity, the context) and recomputes the step, inner tape included, when the
-outer backward pass reaches it: one step's intermediates live at a time, for
-about one extra forward step of compute per step. (`tf.recompute_grad` cannot
-be used: it pauses every tape while it runs, so the inner tape that takes the
-energy's gradient would record nothing.) The saving is realized inside
-`tf.function`, as in training; an eager outer `GradientTape` still records
-the forward ops.
+one step's worth. With `recompute_steps=True` the unroll is one
+`tf.custom_gradient` block that keeps only the stacked iterates (its output)
+and, with momentum, the velocities; the outer backward pass recomputes each
+step, inner tape included, from last to first: one step's intermediates live
+at a time, for about one extra forward step of compute per step.
+(`tf.recompute_grad` cannot be used: it pauses every tape while it runs, so
+the inner tape that takes the energy's gradient would record nothing.) The
+saving is realized inside `tf.function`, as in training; an eager outer
+`GradientTape` still records the forward ops.
 """
 import keras
 import tensorflow as tf
