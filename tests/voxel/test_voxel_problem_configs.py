@@ -108,6 +108,11 @@ def test_config_parses_strictly_and_builds_its_problem(config):
     if group != "13":
       assert problem.records_dir.endswith(group)
       assert CATEGORY_SYNSETS[group]  # a Table 5 column
+  if is_ige:
+    # Memory: the configs at 64^3 and above recompute the inner steps.
+    recompute = gin.get_bindings("ige_voxel_model").get("recompute_steps",
+                                                        False)
+    assert recompute == (problem.resolution >= 64), config
 
 
 def test_each_config_reads_the_tiny_records(voxel_records):
