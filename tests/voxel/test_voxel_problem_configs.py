@@ -200,7 +200,6 @@ def test_bad_settings_are_clear_errors(voxel_records):
                       grid="world").high_resolution() is None
 
 
-
 def _expected_run(config):
   """What the file name and the config's own macros promise for its run."""
   gin.clear_config()
