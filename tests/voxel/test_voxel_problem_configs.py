@@ -363,7 +363,8 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
     loss_name, alpha, gamma = plan["loss"]
     lines = [f"VoxelProblem.model_fn = @{plan['model_fn']}",
              f"VoxelProblem.grid = '{plan['grid']}'", f"RESOLUTION = {r}",
-             f"RECORDS_DIR = '{records}'", "train.run_eagerly = True"]
+             f"RECORDS_DIR = '{records}'", "train.run_eagerly = True",
+             f"{plan['model_fn']}.encoder = '{plan['encoder']}'"]
     if loss_name == "ContinuousIoU":
       lines.append("voxel_loss.name = 'continuous_iou'")
     else:
