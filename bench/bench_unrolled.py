@@ -7,7 +7,12 @@ execution modes (eager, tf.function, tf.function + XLA), for
   by hand: the same update written inline with nested tapes, no layer.
 Writes bench/results/unrolled.json and prints a markdown table.
 
+With `--interleave_rounds=N`, every compiled cell whose layer/hand ratio
+exceeds the 1.2 aim is timed again N times, layer and hand alternately (both
+steps built once), to tell a real cost from machine noise.
+
 Run: python bench/bench_unrolled.py [--batch=256] [--repeats=30]
+       [--interleave_rounds=3]
 """
 import argparse
 import json
@@ -94,6 +99,7 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--batch", type=int, default=256)
   parser.add_argument("--repeats", type=int, default=30)
+  parser.add_argument("--interleave_rounds", type=int, default=0)
   parser.add_argument("--out", default=os.path.join(
       os.path.dirname(__file__), "results", "unrolled.json"))
   args = parser.parse_args()
@@ -109,12 +115,27 @@ def main():
       row[f"{mode}_layer_over_hand"] = row[f"{mode}_layer_ms"] / row[f"{mode}_hand_ms"]
     results.append(row)
     print(json.dumps(row), flush=True)
+  interleaved = []
+  for row in results if args.interleave_rounds > 0 else []:
+    for mode in ("function", "xla"):
+      if row[f"{mode}_layer_over_hand"] <= 1.2:
+        continue
+      steps = {"layer": make_step(row["T"], mode, False),
+               "hand": make_step(row["T"], mode, True)}
+      times = {"layer": [], "hand": []}
+      for _ in range(args.interleave_rounds):
+        for name, fn in steps.items():
+          times[name].append(1e3 * time_step(fn, args.batch, args.repeats))
+      check = {"T": row["T"], "mode": mode, "layer_ms": times["layer"],
+               "hand_ms": times["hand"]}
+      interleaved.append(check)
+      print(json.dumps(check), flush=True)
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump({"batch": args.batch, "features": FEATURES,
                "machine": platform.processor() or platform.machine(),
                "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-               "results": results}, f, indent=1)
+               "results": results, "interleaved": interleaved}, f, indent=1)
   print("\n| T | eager layer | eager hand | tf.function layer | tf.function hand | XLA layer | XLA hand | layer/hand (function) | layer/hand (XLA) |")
   print("|---|---|---|---|---|---|---|---|---|")
   for r in results:
@@ -122,6 +143,10 @@ def main():
           f"{r['function_layer_ms']:.2f} | {r['function_hand_ms']:.2f} | "
           f"{r['xla_layer_ms']:.2f} | {r['xla_hand_ms']:.2f} | "
           f"{r['function_layer_over_hand']:.2f} | {r['xla_layer_over_hand']:.2f} |")
+  for check in interleaved:
+    print(f"\nInterleaved, T = {check['T']}, {check['mode']}: layer "
+          + ", ".join(f"{t:.2f}" for t in check["layer_ms"]) + " ms; hand "
+          + ", ".join(f"{t:.2f}" for t in check["hand_ms"]) + " ms")
 
 
 if __name__ == "__main__":

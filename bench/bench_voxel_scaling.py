@@ -25,9 +25,17 @@ times are noisy.
 `--mode=params` instead builds every Table 2 model at 32^3 and writes the
 measured trainable parameters per component and multiply-adds per example.
 
+`--mode=inner` measures the inner loop alone (the frustum energy of IGE-MN,
+`UnrolledSGD` with T steps and the continuous-IoU loss over all steps, no
+encoder or decoders; random features and labels) at one R and B: the
+allocator peak of a compiled forward + backward pass, storing vs
+recomputing the inner steps, with and without XLA, each in a fresh process.
+
 Usage (writes bench/results/voxel_scaling.{json,md}):
   python bench/bench_voxel_scaling.py
   python bench/bench_voxel_scaling.py --mode=params   # voxel_params.{json,md}
+  python bench/bench_voxel_scaling.py --mode=inner --resolution=128 \
+      --batch_size=2   # voxel_inner_memory.{json,md}
 """
 import json
 import os
@@ -40,9 +48,11 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("mode", "scaling", ["scaling", "params", "worker"],
+flags.DEFINE_enum("mode", "scaling",
+                  ["scaling", "params", "inner", "worker", "inner_worker"],
                   "scaling: the time/memory sweep; params: Table 2 counts; "
-                  "worker: one configuration (internal).")
+                  "inner: the inner loop alone; worker, inner_worker: one "
+                  "configuration (internal).")
 flags.DEFINE_list("resolutions", ["32", "64", "128", "256"],
                   "Resolutions R to measure.")
 flags.DEFINE_list("batch_sizes", ["2", "4"],
@@ -61,8 +71,10 @@ flags.DEFINE_integer("max_rss_gb", 14,
                      "peak (the machine is shared).")
 # Worker flags.
 flags.DEFINE_enum("model", "ige", MODELS, "Worker: the model.")
-flags.DEFINE_integer("resolution", 32, "Worker: R.")
-flags.DEFINE_integer("batch_size", 2, "Worker: B.")
+flags.DEFINE_integer("resolution", 32, "Worker (and --mode=inner): R.")
+flags.DEFINE_integer("batch_size", 2, "Worker (and --mode=inner): B.")
+flags.DEFINE_bool("recompute", False, "Inner worker: recompute_steps.")
+flags.DEFINE_bool("jit_compile", False, "Inner worker: XLA.")
 
 
 def _peak_rss_mb():
@@ -223,6 +235,85 @@ def run_scaling():
          "\n".join(lines))
 
 
+def run_inner_worker(resolution, batch_size, num_steps, recompute,
+                     jit_compile, timed_steps):
+  """The inner loop alone in this process; returns a dict of measurements."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  from ige_tf.core import MultiStepLoss, UnrolledSGD  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import decoders, losses  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel.energy import FrustumEnergy  # pylint: disable=g-import-not-at-top
+
+  sizes = decoders.level_sizes(4, resolution)
+  channels = decoders.level_channels(128, len(sizes), 4)  # IGE-MN's
+  inner = UnrolledSGD(
+      FrustumEnergy(resolution, sizes, channels), num_steps, clip_value=1.0,
+      learn_learning_rate=True, learn_clip_value=True,
+      recompute_steps=recompute)
+  rng = np.random.default_rng(0)
+  context = [tf.constant(rng.normal(size=(batch_size, s, s, c)), tf.float32)
+             for s, c in zip(sizes, channels)]
+  initial = tf.constant(rng.normal(size=(batch_size,) + (resolution,) * 3),
+                        tf.float32)
+  labels = tf.constant((rng.random(initial.shape) > 0.7).astype(np.float32))
+  loss = MultiStepLoss(losses.ContinuousIoU())
+  inner(initial, context)
+
+  @tf.function(jit_compile=jit_compile)
+  def step(initial, context, labels):
+    with tf.GradientTape() as tape:
+      tape.watch([initial] + context)
+      value = loss(labels, inner(initial, context))
+    return value, tape.gradient(value,
+                                [initial] + context + inner.trainable_variables)
+
+  step(initial, context, labels)
+  tf.config.experimental.reset_memory_stats("CPU:0")
+  resident = tf.config.experimental.get_memory_info("CPU:0")["current"]
+  times = []
+  for _ in range(timed_steps):
+    start = time.perf_counter()
+    float(step(initial, context, labels)[0])
+    times.append(time.perf_counter() - start)
+  peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+  return {"resolution": resolution, "batch_size": batch_size,
+          "num_steps": num_steps, "recompute": recompute,
+          "jit_compile": jit_compile, "peak_mb": (peak - resident) / 2 ** 20,
+          "step_seconds": float(np.median(times))}
+
+
+def run_inner():
+  """Inner loop alone: storing vs recomputing, plain vs XLA."""
+  resolution = FLAGS.resolution
+  runs = []
+  for jit_compile in (False, True):
+    for recompute in (False, True):
+      command = [sys.executable, os.path.abspath(__file__),
+                 "--mode=inner_worker", f"--resolution={resolution}",
+                 f"--batch_size={FLAGS.batch_size}",
+                 f"--num_steps={FLAGS.num_steps}",
+                 f"--timed_steps={FLAGS.timed_steps}",
+                 f"--recompute={recompute}", f"--jit_compile={jit_compile}"]
+      result = subprocess.run(command, capture_output=True, text=True,
+                              check=True)
+      run = json.loads([l for l in result.stdout.splitlines()
+                        if l.startswith("{")][-1])
+      print(json.dumps(run), flush=True)
+      runs.append(run)
+  lines = [f"Inner loop alone (IGE-MN frustum energy, T = {FLAGS.num_steps}, "
+           f"continuous IoU over all steps), R = {resolution}, "
+           f"B = {FLAGS.batch_size}: allocator peak of one compiled forward "
+           "+ backward pass.", "",
+           "| XLA | inner steps | peak MB | s/step |", "|---|---|---|---|"]
+  for run in runs:
+    lines.append(f"| {'yes' if run['jit_compile'] else 'no'} | "
+                 f"{'recomputed' if run['recompute'] else 'stored'} | "
+                 f"{run['peak_mb']:.0f} | {run['step_seconds']:.2f} |")
+  _write("voxel_inner_memory", {"runs": runs}, "\n".join(lines))
+
+
 def run_params():
   """Table 2: trainable parameters per component and MACs at 32^3."""
   from ige_tf.voxel import models  # pylint: disable=g-import-not-at-top
@@ -258,6 +349,12 @@ def main(argv):
     print(json.dumps(run_worker(FLAGS.model, FLAGS.resolution,
                                 FLAGS.batch_size, FLAGS.num_steps,
                                 FLAGS.timed_steps)))
+  elif FLAGS.mode == "inner_worker":
+    print(json.dumps(run_inner_worker(
+        FLAGS.resolution, FLAGS.batch_size, FLAGS.num_steps, FLAGS.recompute,
+        FLAGS.jit_compile, FLAGS.timed_steps)))
+  elif FLAGS.mode == "inner":
+    run_inner()
   elif FLAGS.mode == "params":
     run_params()
   else:

@@ -7,13 +7,9 @@ on the tiny records; and the experiments train one step through the path of
 bin/train.py (`cli.parse_gin`, `cli.make_problem`, `loop.train`) on tiny
 records. The steps run eagerly (`train.run_eagerly = True`), which gives the
 traced step's update (tests/train/test_train_loop.py) without its tracing
-cost. Measured on 2 shared cores, batch 1, 32^3, whole `loop.train` call
-(model build + one step + checkpoint): IGE-MN 4 s eager vs 17.5 s traced,
-IGE-I4 17 s eager vs 69 s traced. An eager I4 step is model build 4.5 s,
-Adam slot creation 2 s, forward + backward + update 7 s and the ~900 MB
-checkpoint 4 s. The 24 I4 configs whose step equals another config's carry
-the `duplicate_config_steps` marker, so a faster run can skip them with
-`-m "not duplicate_config_steps"`.
+cost, which dominates a one-step run of these models. The 24 I4 configs
+whose step equals another config's carry the `duplicate_config_steps`
+marker, so a faster run can skip them with `-m "not duplicate_config_steps"`.
 test_voxel_problem_train.py runs traced steps, evaluation and export for
 the MN configs.
 """
@@ -265,7 +261,7 @@ def _parse_for_step(config, voxel_records, category_records):
 
 
 # Configs whose step bindings are equal form a class. Every config takes its
-# step; of the Inception-ResNet-v2 (I4) configs (~15 s a step on 2 cores, 34
+# step; of the Inception-ResNet-v2 (I4) configs (the slowest steps; 34
 # configs in 10 classes) all but one per class (the one needing the fewest
 # overrides) are marked `duplicate_config_steps`, for faster runs to skip.
 PLANS = {config: _step_plan(config) for config in EXPERIMENTS}
@@ -303,7 +299,7 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
   the same step bindings as one of the other 10 (see
   test_config_shares_the_step_of_an_identical_config); they carry the
   `duplicate_config_steps` marker, so `-m "not duplicate_config_steps"`
-  skips them (~3 min less with -n 2).
+  skips them (run alone with -n 2 on 2 cores, the 24 took 3 min 25 s).
   """
   plan, records = _parse_for_step(config, voxel_records, category_records)
   problem = cli.make_problem()
