@@ -19,6 +19,8 @@ the inner tape that takes the energy's gradient would record nothing.) The
 saving is realized inside `tf.function`, as in training; an eager outer
 `GradientTape` still records the forward ops.
 """
+import inspect
+
 import keras
 import tensorflow as tf
 
@@ -102,6 +104,16 @@ class UnrolledSGD(keras.layers.Layer):
     self._clip_value_weight = scalar(
         "clip_value", self.initial_clip_value, self.learn_clip_value)
     if self._energy_builds_from_shapes() and not self.energy.built:
+      build = type(self.energy).build
+      try:
+        inspect.signature(build).bind(self.energy, initial_shape,
+                                      context_shape)
+      except TypeError as error:
+        raise TypeError(
+            f"UnrolledSGD: the energy {type(self.energy).__name__} defines "
+            f"build{inspect.signature(build)}; an energy called as "
+            "energy(y, context) must accept build(y_shape, context_shape)"
+        ) from error
       self.energy.build(initial_shape, context_shape)
 
   def _energy_builds_from_shapes(self):

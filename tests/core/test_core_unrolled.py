@@ -366,3 +366,21 @@ def test_recompute_steps_under_a_mirrored_strategy(repo_dir):
                           timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().endswith("OK")
+
+
+class OneShapeBuildEnergy(keras.layers.Layer):
+  """An energy whose build takes one shape: cannot be built from (y, context)."""
+
+  def build(self, input_shape):
+    self.scale = self.add_weight(shape=(input_shape[-1],))
+
+  def call(self, y, context, training=None):
+    return tf.reduce_sum(self.scale * tf.square(y - context), axis=-1)
+
+
+def test_an_energy_build_without_the_context_shape_is_a_clear_error():
+  layer = UnrolledSGD(OneShapeBuildEnergy(), 2)
+  with pytest.raises(TypeError, match=r"OneShapeBuildEnergy defines "
+                     r"build\(self, input_shape\); .* must accept "
+                     r"build\(y_shape, context_shape\)"):
+    layer(tf.zeros((2, 3)), tf.zeros((2, 3)))
