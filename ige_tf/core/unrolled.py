@@ -271,7 +271,8 @@ class UnrolledSGD(keras.layers.Layer):
         d_iterates = tf.unstack(d_steps, num=num_steps + 1, axis=0)
         d_energies = ([None] * num_steps if d_energies is None else
                       tf.unstack(d_energies, num=num_steps, axis=0))
-        others = list(tensors[1:])  # Hyper-parameters and context.
+        # Hyper-parameters and context (`lr, mu, clip, step_context` above).
+        others = list(tensors[1:])
         d_others = [None] * len(others)
         d_variables = [None] * len(variables)
         d_y, d_velocity = d_iterates[num_steps], None
@@ -286,7 +287,6 @@ class UnrolledSGD(keras.layers.Layer):
           with tf.GradientTape() as tape:
             watched = [y_t] + ([] if velocity is None else [velocity])
             tape.watch(watched + others + variables)
-            (lr, mu, clip), step_context = unpack([y_t] + others)
             y_next, v_next, energy, _ = self._step(
                 y_t, velocity, lr, mu, clip, step_context, training)
           targets, upstream = [y_next], [d_y]
