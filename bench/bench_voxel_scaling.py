@@ -81,6 +81,25 @@ def _peak_rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _timed_peak(step, timed_steps):
+  """Runs `step()` (already warmed up) `timed_steps` times.
+
+  Returns:
+    (list of seconds per call, TF CPU allocator peak in MB above what was
+    allocated before the calls).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.experimental.reset_memory_stats("CPU:0")
+  resident = tf.config.experimental.get_memory_info("CPU:0")["current"]
+  times = []
+  for _ in range(timed_steps):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+  peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+  return times, (peak - resident) / 2 ** 20
+
+
 def run_worker(model_name, resolution, batch_size, num_steps, timed_steps):
   """One configuration in this process; returns a dict of measurements."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -121,20 +140,14 @@ def run_worker(model_name, resolution, batch_size, num_steps, timed_steps):
   start = time.perf_counter()
   train_step(images, labels).numpy()
   first_step = time.perf_counter() - start
-  times = []
-  tf.config.experimental.reset_memory_stats("CPU:0")
-  resident = tf.config.experimental.get_memory_info("CPU:0")["current"]
-  for _ in range(timed_steps):
-    start = time.perf_counter()
-    train_step(images, labels).numpy()
-    times.append(time.perf_counter() - start)
-  step_peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+  times, step_peak_mb = _timed_peak(
+      lambda: train_step(images, labels).numpy(), timed_steps)
   return {"model": model_name, "resolution": resolution,
           "batch_size": batch_size, "num_steps": num_steps,
           "params": models.component_params(model)["total"],
           "step_seconds": float(np.median(times)),
           "min_step_seconds": float(np.min(times)),
-          "tf_step_peak_mb": (step_peak - resident) / 2 ** 20,
+          "tf_step_peak_mb": step_peak_mb,
           "first_step_seconds": first_step,
           "peak_rss_mb": _peak_rss_mb(), "rss_after_build_mb": rss_built}
 
@@ -270,17 +283,11 @@ def run_inner_worker(resolution, batch_size, num_steps, recompute,
                                 [initial] + context + inner.trainable_variables)
 
   step(initial, context, labels)
-  tf.config.experimental.reset_memory_stats("CPU:0")
-  resident = tf.config.experimental.get_memory_info("CPU:0")["current"]
-  times = []
-  for _ in range(timed_steps):
-    start = time.perf_counter()
-    float(step(initial, context, labels)[0])
-    times.append(time.perf_counter() - start)
-  peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+  times, peak_mb = _timed_peak(
+      lambda: float(step(initial, context, labels)[0]), timed_steps)
   return {"resolution": resolution, "batch_size": batch_size,
           "num_steps": num_steps, "recompute": recompute,
-          "jit_compile": jit_compile, "peak_mb": (peak - resident) / 2 ** 20,
+          "jit_compile": jit_compile, "peak_mb": peak_mb,
           "step_seconds": float(np.median(times))}
 
 
