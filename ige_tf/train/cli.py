@@ -14,8 +14,8 @@ import gin
 
 import ige_tf
 
-GIN_DIR = os.path.abspath(
-    os.path.join(os.path.dirname(ige_tf.__file__), os.pardir, "gin"))
+GIN_DIR = os.path.join(os.path.dirname(os.path.abspath(ige_tf.__file__)),
+                       "configs")
 
 
 def define_flags(model_dir_required=True):

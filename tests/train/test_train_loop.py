@@ -197,8 +197,8 @@ def test_model_stats_components_add_up(repo_dir):
   assert stats["multiply_adds"] == 2 * 93 * 64 * 4
 
 
-def test_every_gin_file_parses_strictly(repo_dir):
-  files = sorted(glob.glob(os.path.join(repo_dir, "gin", "**", "*.gin"),
+def test_every_gin_file_parses_strictly():
+  files = sorted(glob.glob(os.path.join(cli.GIN_DIR, "**", "*.gin"),
                            recursive=True))
   assert files
   for path in files:
