@@ -9,9 +9,9 @@ Writes <out_dir>/summary.json and prints it. About 5 minutes on 2 CPU cores.
 """
 import json
 
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.pose import demo
 
 flags.DEFINE_string("out_dir", "runs/demo", "Where the demo writes its runs.")
@@ -25,5 +25,10 @@ def main(argv):
                                             "seconds")}, indent=1))
 
 
+def run():
+  """Console entry point `ige-demo` (also `python bin/demo.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -1,9 +1,9 @@
 """Evaluates the latest checkpoint in --model_dir; writes metrics.json."""
 import json
 
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.train import cli
 from ige_tf.train import loop
 
@@ -18,5 +18,10 @@ def main(argv):
   print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, list)}))
 
 
+def run():
+  """Console entry point `ige-evaluate` (also `python bin/evaluate.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

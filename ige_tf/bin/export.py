@@ -1,7 +1,7 @@
 """Exports the latest checkpoint in --model_dir as a SavedModel (model_dir/export)."""
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.train import cli
 from ige_tf.train import loop
 
@@ -15,5 +15,10 @@ def main(argv):
   print(loop.export(cli.make_problem(), FLAGS.model_dir))
 
 
+def run():
+  """Console entry point `ige-export` (also `python bin/export.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -5,9 +5,9 @@
 
 See docs/data_voxel.md.
 """
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.voxel.data import prepare
 from ige_tf.voxel.data import r2n2
 
@@ -39,5 +39,10 @@ def main(argv):
         f"{counts['models_skipped']} skipped; manifest: {FLAGS.out_dir}/manifest.json")
 
 
+def run():
+  """Console entry point `ige-import-r2n2` (also `python bin/import_r2n2.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

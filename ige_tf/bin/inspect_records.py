@@ -3,9 +3,9 @@
   python bin/inspect_records.py --records=/data/ige_voxels/train --index=0 \
       --out=/tmp/example0
 """
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.voxel.data import inspection
 
 FLAGS = flags.FLAGS
@@ -23,5 +23,10 @@ def main(argv):
         f"{result['npz']}, {result['png']}")
 
 
+def run():
+  """Console entry point `ige-inspect-records` (also `python bin/inspect_records.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

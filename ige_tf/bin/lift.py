@@ -15,6 +15,7 @@ import json
 from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.pose import lift
 
 flags.DEFINE_string("model", None, "SavedModel (bin/export.py) or run "
@@ -65,5 +66,10 @@ def main(argv):
                     "skipped": len(result["skipped"])}))
 
 
+def run():
+  """Console entry point `ige-lift` (also `python bin/lift.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -5,9 +5,9 @@ Example:
   python bin/prepare_h36m.py --h36m_dir=/tmp/h36m_synthetic --source=sh \
       --out_dir=/tmp/h36m_records_sh
 """
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.pose.data import h36m
 from ige_tf.pose.data import synthetic
 
@@ -37,5 +37,10 @@ def main(argv):
         f"{summary['detection_files']} detection files to {FLAGS.out_dir}")
 
 
+def run():
+  """Console entry point `ige-make-synthetic-h36m` (also `python bin/make_synthetic_h36m.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -3,9 +3,9 @@
   python bin/make_synthetic_shapenet.py --out_dir=/tmp/shapenet_synth \
       --models_per_synset=4 --seed=0
 """
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.voxel import synthetic
 
 FLAGS = flags.FLAGS
@@ -23,5 +23,10 @@ def main(argv):
   print(f"{len(models)} models in {FLAGS.out_dir}")
 
 
+def run():
+  """Console entry point `ige-make-synthetic-shapenet` (also `python bin/make_synthetic_shapenet.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

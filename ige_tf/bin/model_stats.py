@@ -1,9 +1,9 @@
 """Prints trainable parameters per component and multiply-adds as JSON."""
 import json
 
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.train import cli
 from ige_tf.train import loop
 
@@ -17,5 +17,10 @@ def main(argv):
   print(json.dumps(loop.model_stats(cli.make_problem())))
 
 
+def run():
+  """Console entry point `ige-model-stats` (also `python bin/model_stats.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

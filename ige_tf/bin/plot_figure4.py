@@ -10,9 +10,9 @@ beside it.
 """
 import json
 
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.pose import figures
 
 flags.DEFINE_multi_string("run_dir", None, "Evaluated run directory or glob.")
@@ -28,5 +28,10 @@ def main(argv):
   print(json.dumps(points, indent=1))
 
 
+def run():
+  """Console entry point `ige-plot-figure4` (also `python bin/plot_figure4.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -12,9 +12,9 @@ statistics.json; reruns resume. See docs/data_pose.md.
 """
 import json
 
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.pose.data import h36m
 from ige_tf.pose.data import prepare
 
@@ -50,5 +50,10 @@ def main(argv):
                     "skipped": len(manifest["skipped"])}))
 
 
+def run():
+  """Console entry point `ige-prepare-h36m` (also `python bin/prepare_h36m.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

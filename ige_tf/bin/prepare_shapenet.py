@@ -8,9 +8,9 @@
 Resumable: rerun the same command after an interruption; finished shards
 are kept. See docs/data_voxel.md.
 """
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.voxel.data import prepare
 
 FLAGS = flags.FLAGS
@@ -61,5 +61,10 @@ def main(argv):
         f"manifest: {FLAGS.out_dir}/manifest.json")
 
 
+def run():
+  """Console entry point `ige-prepare-shapenet` (also `python bin/prepare_shapenet.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -1,7 +1,7 @@
 """Trains the experiment a gin config describes; resumes from --model_dir."""
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.train import cli
 from ige_tf.train import loop
 
@@ -15,5 +15,10 @@ def main(argv):
   loop.train(cli.make_problem(), FLAGS.model_dir)
 
 
+def run():
+  """Console entry point `ige-train` (also `python bin/train.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -9,8 +9,9 @@ Example:
 """
 import json
 
-from absl import app
 from absl import flags
+
+from ige_tf.bin import run_app
 
 flags.DEFINE_enum("task", "pose", ["pose", "voxel"], "Which task's figure to "
                   "draw: pose (Figure 3) or voxel (Figure 6, N examples from "
@@ -45,5 +46,10 @@ def main(argv):
   print(json.dumps({k: result[k] for k in ("png", "size", "example")}))
 
 
+def run():
+  """Console entry point `ige-visualize` (also `python bin/visualize.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -11,9 +11,9 @@ Budget and measured figures: docs/benchmarks_voxel_demo.md.
 """
 import json
 
-from absl import app
 from absl import flags
 
+from ige_tf.bin import run_app
 from ige_tf.voxel import demo
 
 flags.DEFINE_string("out_dir", "runs/voxel_demo", "Where the demo writes its runs.")
@@ -37,5 +37,10 @@ def main(argv):
   print(json.dumps(headline, indent=1))
 
 
+def run():
+  """Console entry point `ige-voxel-demo` (also `python bin/voxel_demo.py`)."""
+  run_app(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()
