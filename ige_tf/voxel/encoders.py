@@ -23,14 +23,21 @@ Encoders (`name`):
 - `"inception_v4"`: a true Inception-v4 (Szegedy et al. 2017, Figs. 3-8)
   without top, SAME padding everywhere (4^2 x 1536 at 128^2):
   41,111,232 trainable parameters (measured; BatchNorm without scale as in
-  the TF-slim original). No Keras ImageNet file exists for it; `weights_path`
+  the TF-slim original). No Keras ImageNet file exists for it; `weights`
   accepts a `.weights.h5` saved from this encoder.
 
-Weights are never downloaded. `weights_path` may be a Keras-applications
-ImageNet file (legacy `.h5`, loaded by layer order, e.g.
-`mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5` or
-`inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5`) or a Keras 3
-`.weights.h5` file of the same trunk.
+Weights (`weights`): `None` keeps the random initialisation; `"imagenet"`
+loads the Keras-applications ImageNet file of the trunk (MobileNetV2 no-top
+for "mn" / "mn_full", Inception-ResNet-v2 no-top for "i4"; none exists for
+"inception_v4"), fetched with `keras.utils.get_file` as
+`keras.applications` does: from Keras' cache (`$KERAS_HOME/models` or
+`~/.keras/models`) when present, else downloaded once into it. A path loads
+a local file: a Keras-applications ImageNet file (legacy `.h5`, loaded by
+layer order, e.g. `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5`
+or `inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5`) or a
+Keras 3 `.weights.h5` file of the same trunk. Offline without a cached file,
+`"imagenet"` is an error naming the file, the cache and the URL tried, and how
+to provide the file.
 
 Images are rescaled inside the encoder from [0, 1] to [-1, 1], the input range
 of all these ImageNet networks.
@@ -40,6 +47,13 @@ import os
 import keras
 
 ENCODER_NAMES = ("mn", "mn_full", "i4", "inception_v4")
+
+IMAGENET = "imagenet"
+_KERAS_APPLICATIONS_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/")
+# MobileNetV2 ImageNet files exist for these input sizes; Keras uses the 224
+# file otherwise (no-top weights have the same shapes at every size).
+_MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)
 
 # Layers whose outputs are the stride 2, 4, 8, 16, 32 feature maps.
 _MOBILENET_V2_SKIPS = ("expanded_conv_project_BN", "block_2_add",
@@ -73,13 +87,85 @@ def encoder_channels(name):
   return ENCODER_CHANNELS[name]
 
 
+def imagenet_weights_file(name, image_size=128):
+  """The Keras-applications ImageNet file of encoder `name`'s no-top trunk.
+
+  Args:
+    name: one of `ENCODER_NAMES`.
+    image_size: int S (selects MobileNetV2's file, as `keras.applications`).
+
+  Returns:
+    `(file_name, url, md5 or None)`, what `keras.applications` fetches.
+
+  Raises:
+    ValueError: `name` has no ImageNet file ("inception_v4").
+  """
+  _check_name(name)
+  if name in ("mn", "mn_full"):
+    rows = image_size if image_size in _MOBILENET_V2_SIZES else 224
+    file_name = ("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_"
+                 f"{rows}_no_top.h5")
+    return file_name, f"{_KERAS_APPLICATIONS_URL}mobilenet_v2/{file_name}", None
+  if name == "i4":
+    file_name = ("inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_"
+                 "notop.h5")
+    return (file_name,
+            f"{_KERAS_APPLICATIONS_URL}inception_resnet_v2/{file_name}",
+            "d19885ff4a710c122648d3b5c3b684e4")
+  raise ValueError(
+      f"image encoder {name!r} has no ImageNet weights (Keras ships none for "
+      "Inception-v4): use weights=None or a local .weights.h5 file saved "
+      "from this encoder")
+
+
+def _keras_cache_path(file_name):
+  """Where `keras.utils.get_file(file_name, cache_subdir="models")` caches."""
+  home = os.environ.get("KERAS_HOME",
+                        os.path.join(os.path.expanduser("~"), ".keras"))
+  return os.path.join(home, "models", file_name)
+
+
+def fetch_imagenet_weights(name, image_size=128):
+  """Path of encoder `name`'s ImageNet file: Keras' cache or a download.
+
+  Uses `keras.utils.get_file` (the cache of `keras.applications`; downloads
+  only when the file is not cached, checking the MD5 where Keras has one).
+
+  Args:
+    name: one of "mn", "mn_full", "i4".
+    image_size: int S (MobileNetV2's file depends on it).
+
+  Returns:
+    str, the local path of the weights file.
+
+  Raises:
+    ValueError: no ImageNet file for `name`.
+    FileNotFoundError: neither cached nor downloadable (e.g. offline); the
+      message names the file, the cache and the URL, and how to provide it.
+  """
+  file_name, url, md5 = imagenet_weights_file(name, image_size)
+  try:
+    return keras.utils.get_file(file_name, url, cache_subdir="models",
+                                file_hash=md5)
+  except Exception as error:  # Keras raises a bare Exception when offline.
+    raise FileNotFoundError(
+        f"ImageNet weights of image encoder {name!r} are not available: "
+        f"{file_name} is not in Keras' cache ({_keras_cache_path(file_name)}) "
+        f"and downloading {url} failed ({error}). Download that file where "
+        "there is network access, then copy it into that cache folder or "
+        "pass its path as the weights (Python: weights='/path/to/"
+        f"{file_name}'; voxel gin configs: ENCODER_WEIGHTS = '/path/to/"
+        f"{file_name}'), or use None for random initialisation ("
+        "ENCODER_WEIGHTS = None)") from error
+
+
 def _load_weights(model, weights_path, name):
   """Loads `weights_path` into `model` with an error naming the file."""
   path = os.fspath(weights_path)
   if not os.path.isfile(path):
     raise FileNotFoundError(
         f"{path}: weights file for image encoder {name!r} does not exist "
-        "(weights are never downloaded; pass a local file)")
+        f"(pass a local file, '{IMAGENET}' or None)")
   if not (path.endswith(".h5") or path.endswith(".hdf5")):
     raise ValueError(
         f"{path}: expected a Keras weights file ending in .weights.h5 or a "
@@ -322,15 +408,16 @@ def _trunk_and_skips(name, image_size):
       "inception_c_3")
 
 
-def build_image_encoder(name="mn", image_size=128, weights_path=None,
+def build_image_encoder(name="mn", image_size=128, weights=None,
                         trainable=True):
   """Builds an image encoder returning multi-scale feature maps.
 
   Args:
     name: one of `ENCODER_NAMES` ("mn", "mn_full", "i4", "inception_v4").
     image_size: int S, a multiple of 32 (128 in the paper).
-    weights_path: optional local weights file of the no-top trunk (see the
-      module docstring); `None` leaves the random initialisation.
+    weights: `None` (random initialisation), "imagenet" (the
+      Keras-applications ImageNet file, cached or downloaded; see the module
+      docstring) or the path of a local weights file of the no-top trunk.
     trainable: whether the encoder's weights are trained.
 
   Returns:
@@ -339,13 +426,19 @@ def build_image_encoder(name="mn", image_size=128, weights_path=None,
     for k = 1..5 (highest resolution first; the last is the encoder output).
 
   Raises:
-    ValueError: unknown name, bad image size, or weights that do not fit.
-    FileNotFoundError: `weights_path` does not exist.
+    ValueError: unknown name, bad image size, weights that do not fit, or
+      "imagenet" for "inception_v4".
+    FileNotFoundError: the weights file does not exist, or "imagenet" is
+      neither cached nor downloadable.
   """
   _check_name(name)
   if image_size % 32 or image_size < 32:
     raise ValueError(
         f"image_size must be a positive multiple of 32, got {image_size}")
+  weights_path = weights
+  if weights is not None and os.fspath(weights) == IMAGENET:
+    # Before building: an unavailable file fails fast (I4 takes seconds).
+    weights_path = fetch_imagenet_weights(name, image_size)
   trunk, skip_names = _trunk_and_skips(name, image_size)
   if weights_path is not None:
     _load_weights(trunk, weights_path, name)

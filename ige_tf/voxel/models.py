@@ -81,7 +81,7 @@ def _encoder_maps(encoder_name, image, encoder_model, image_size):
 
 @gin.configurable
 def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
-                    weights_path=None, train_encoder=True,
+                    encoder_weights=None, train_encoder=True,
                     image_decoder_channels=None, generator_channels=None,
                     generator_resolution=32, depth_bins=None,
                     energy_filters=None, kernel_scale=1e-3,
@@ -96,7 +96,9 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
       32), e.g. 32, 64, 128, 256 at 128^2 images.
     num_steps: T, unrolled inner-optimizer steps.
     image_size: S, a multiple of 32.
-    weights_path: optional local ImageNet weights of the encoder trunk.
+    encoder_weights: the encoder trunk's weights: None (random), "imagenet"
+      (Keras-applications file, cached or downloaded) or a local file
+      (`encoders.build_image_encoder(weights=...)`).
     train_encoder: whether the encoder is trained.
     image_decoder_channels: channels of the coarsest image-decoder map
       (default 128 MN / 512 I4, Table 2), halving per level.
@@ -130,7 +132,7 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
 
   image = keras.Input((image_size, image_size, 3), name="image")
   encoder_model = encoders.build_image_encoder(
-      encoder, image_size, weights_path=weights_path, trainable=train_encoder)
+      encoder, image_size, weights=encoder_weights, trainable=train_encoder)
   by_size, channels = _encoder_maps(encoder, image, encoder_model, image_size)
   top = by_size[top_size]
 
@@ -165,8 +167,9 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
 
 @gin.configurable
 def baseline_voxel_model(encoder="mn", resolution=32, grid="frustum",
-                         image_size=128, weights_path=None, train_encoder=True,
-                         base_channels=None, min_channels=4, name=None):
+                         image_size=128, encoder_weights=None,
+                         train_encoder=True, base_channels=None, min_channels=4,
+                         name=None):
   """3D-deconvolution baseline (paper 6.3: the initial-estimate network with
   the features doubled), extendable to R = 64, 128, 256.
 
@@ -178,7 +181,9 @@ def baseline_voxel_model(encoder="mn", resolution=32, grid="frustum",
       The architecture is the same; it is recorded in the model name and in
       `model.label_key` for the data side (`labels[model.label_key]`).
     image_size: S, a multiple of 32.
-    weights_path: optional local ImageNet weights of the encoder trunk.
+    encoder_weights: the encoder trunk's weights: None (random), "imagenet"
+      (Keras-applications file, cached or downloaded) or a local file
+      (`encoders.build_image_encoder(weights=...)`).
     train_encoder: whether the encoder is trained.
     base_channels: channels of the 4^3 grid (default 128 MN / 512 I4, twice
       the IGE initial-estimate network's).
@@ -199,7 +204,7 @@ def baseline_voxel_model(encoder="mn", resolution=32, grid="frustum",
 
   image = keras.Input((image_size, image_size, 3), name="image")
   encoder_model = encoders.build_image_encoder(
-      encoder_name, image_size, weights_path=weights_path,
+      encoder_name, image_size, weights=encoder_weights,
       trainable=train_encoder)
   top = encoder_model(image)[-1]
   decoder = decoders.build_occupancy_decoder(

@@ -24,6 +24,20 @@ def _split_file(path, shapes, synsets, num_train):
   return str(path)
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+  """Tests have no network: `keras.utils.get_file` (how ImageNet encoder
+  weights are fetched) fails as Keras does offline."""
+  import keras  # pylint: disable=import-outside-toplevel
+
+  def offline(fname, origin=None, **kwargs):
+    del fname, kwargs
+    raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] "  # pylint: disable=broad-exception-raised
+                    "Temporary failure in name resolution")
+
+  monkeypatch.setattr(keras.utils, "get_file", offline)
+
+
 @pytest.fixture(scope="session")
 def voxel_records(tmp_path_factory):
   """Path (str) of the records directory described in the module docstring."""

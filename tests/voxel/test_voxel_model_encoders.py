@@ -1,4 +1,6 @@
 """Image encoders: Table 2 parameter counts, feature-map shapes, weights."""
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -51,7 +53,10 @@ def test_inception_v4_counts_and_maps():
                               (8, 8, 1024), (4, 4, 1536)]
 
 
-def test_loads_keras_applications_h5_weights(tmp_path):
+def test_loads_keras_applications_weights_local_or_imagenet(tmp_path,
+                                                           monkeypatch):
+  """A local Keras-applications file, and weights="imagenet" served by
+  `keras.utils.get_file` (replaced: tests have no network), load exactly."""
   reference = keras.applications.MobileNetV2(
       weights=None, include_top=False, input_shape=(128, 128, 3))
   rng = np.random.default_rng(0)
@@ -59,25 +64,74 @@ def test_loads_keras_applications_h5_weights(tmp_path):
                          for w in reference.get_weights()])
   path = str(tmp_path / "mobilenet_v2_no_top.h5")
   reference.save(path)  # Legacy HDF5, as the Keras-applications files.
-  encoder = encoders.build_image_encoder("mn", 128, weights_path=path)
   image = rng.random((1, 128, 128, 3)).astype(np.float32)
   top = keras.Model(reference.input,
                     reference.get_layer("block_16_project_BN").output)
-  np.testing.assert_allclose(encoder(image)[-1].numpy(),
-                             top(image * 2 - 1).numpy(), rtol=1e-4, atol=1e-4)
+  expected = top(image * 2 - 1).numpy()
+  encoder = encoders.build_image_encoder("mn", 128, weights=path)
+  np.testing.assert_allclose(encoder(image)[-1].numpy(), expected,
+                             rtol=1e-4, atol=1e-4)
+
+  requests = []
+
+  def cached_file(fname, origin=None, **kwargs):
+    requests.append(dict(kwargs, fname=fname, origin=origin))
+    return path
+
+  monkeypatch.setattr(keras.utils, "get_file", cached_file)
+  encoder = encoders.build_image_encoder("mn", 128, weights="imagenet")
+  np.testing.assert_allclose(encoder(image)[-1].numpy(), expected,
+                             rtol=1e-4, atol=1e-4)
+  file_name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5"
+  assert requests == [{
+      "fname": file_name, "cache_subdir": "models", "file_hash": None,
+      "origin": "https://storage.googleapis.com/tensorflow/"
+                f"keras-applications/mobilenet_v2/{file_name}"}]
+
+
+@pytest.mark.parametrize("name, image_size, file_name", [
+    ("mn", 128, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_"
+                "no_top.h5"),
+    ("mn_full", 256, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_"
+                     "no_top.h5"),
+    ("i4", 128, "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_"
+                "notop.h5"),
+])
+def test_imagenet_offline_is_a_clear_error(name, image_size, file_name,
+                                           tmp_path, monkeypatch):
+  """Offline and not cached (conftest.py's get_file fails as Keras does):
+  the error names the file, the cache and the URL, and how to provide it."""
+  monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+  with pytest.raises(FileNotFoundError) as error:
+    encoders.build_image_encoder(name, image_size, weights="imagenet")
+  message = str(error.value)
+  cache = os.path.join(str(tmp_path / "keras"), "models", file_name)
+  assert message.startswith(f"ImageNet weights of image encoder {name!r} are "
+                            f"not available: {file_name} is not in Keras' "
+                            f"cache ({cache}) and downloading https://")
+  assert "/keras-applications/" in message and f"/{file_name}" in message
+  assert "Temporary failure in name resolution" in message
+  assert f"ENCODER_WEIGHTS = '/path/to/{file_name}'" in message
+  assert "ENCODER_WEIGHTS = None" in message
+
+
+def test_inception_v4_has_no_imagenet_weights():
+  with pytest.raises(ValueError, match="'inception_v4' has no ImageNet "
+                                       "weights"):
+    encoders.build_image_encoder("inception_v4", 128, weights="imagenet")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_weights_errors_name_the_file(tmp_path):
   missing = str(tmp_path / "missing.h5")
   with pytest.raises(FileNotFoundError, match="missing.h5: weights file"):
-    encoders.build_image_encoder("mn", 128, weights_path=missing)
+    encoders.build_image_encoder("mn", 128, weights=missing)
   other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
   wrong = str(tmp_path / "dense.weights.h5")
   other.save_weights(wrong)
   with pytest.raises(ValueError, match="dense.weights.h5: cannot load weights "
                                        "into image encoder 'mn'"):
-    encoders.build_image_encoder("mn", 128, weights_path=wrong)
+    encoders.build_image_encoder("mn", 128, weights=wrong)
 
 
 def test_bad_arguments():

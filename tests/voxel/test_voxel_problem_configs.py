@@ -39,13 +39,16 @@ LOSS_TAGS = {"ciou": ("ContinuousIoU", None, None),
              "a07": ("FocalCrossEntropy", 0.7, 0.0),
              "g2": ("FocalCrossEntropy", 0.0, 2.0)}
 CATEGORY_SYNSETS = {"car": "02958343", "plane": "02691156", "table": "04379243"}
+# The paper configs load ImageNet encoder weights (ENCODER_WEIGHTS =
+# 'imagenet'); tests have no network, so the steps start from random weights.
+OFFLINE = "ENCODER_WEIGHTS = None"
 # Grid resolutions held by the tiny records (conftest.py).
 RECORD_RESOLUTIONS = {"frustum": (32, 64), "world": (32,)}
 
 
 def _problem(config, params=()):
   gin.clear_config()
-  cli.parse_gin([config], list(params))
+  cli.parse_gin([config], [OFFLINE] + list(params))
   return cli.make_problem()
 
 
@@ -240,7 +243,7 @@ def _step_plan(config):
                       if records_name.startswith("shapenet_") else None)
   params = ["BATCH_SIZE = 2", f"RESOLUTION = {plan['resolution']}",
             "train.max_steps = 1", "train.run_eagerly = True",
-            "train.progress = False"]
+            "train.progress = False", OFFLINE]
   eval_resolution = plan["EVAL_RESOLUTION"]
   if isinstance(eval_resolution, int) and eval_resolution not in stored:
     params.append("EVAL_RESOLUTION = None")
@@ -401,7 +404,7 @@ def test_config_shares_the_step_of_an_identical_config(
 
 def test_operative_config_records_the_model_bindings():
   gin.clear_config()
-  cli.parse_gin(["voxel/table4/ige-mn_ce_64.gin"])
+  cli.parse_gin(["voxel/table4/ige-mn_ce_64.gin"], [OFFLINE])
   problem = cli.make_problem()
   problem.build_model()
   text = gin.operative_config_str()
@@ -413,6 +416,30 @@ def test_operative_config_records_the_model_bindings():
   model = problem.build_model()
   assert model.get_layer("inner_optimizer").recompute_steps
   assert model.name == "ige_mn_64"
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_paper_configs_use_imagenet_encoder_weights(config):
+  """The paper's encoders are ImageNet-pretrained: every experiment but the
+  offline demo asks for 'imagenet' (tests override it with OFFLINE)."""
+  gin.clear_config()
+  cli.parse_gin([config])
+  demo = os.path.basename(config).startswith("demo")
+  assert gin.query_parameter("%ENCODER_WEIGHTS") == (None if demo
+                                                     else "imagenet")
+
+
+@pytest.mark.parametrize("config", [
+    "voxel/ige-mn.gin", "voxel/ige-i4.gin", "voxel/base-mn.gin",
+    "voxel/base-i4.gin", "voxel/base-mn-world.gin", "voxel/base-i4-world.gin"])
+def test_model_configs_pass_the_encoder_weights(config):
+  """Built offline (conftest.py: no network), each model config fails on
+  the ImageNet file of its own encoder: the macro reaches the builder."""
+  problem = _problem(config, ["ENCODER_WEIGHTS = 'imagenet'"])
+  file_name = ("inception_resnet_v2_" if "i4" in config
+               else "mobilenet_v2_") + "weights_tf_dim_ordering_tf_kernels_"
+  with pytest.raises(FileNotFoundError, match=file_name):
+    problem.build_model()
 
 
 def test_the_step_classes_cover_every_table_cell():

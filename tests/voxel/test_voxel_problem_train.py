@@ -32,7 +32,8 @@ def _problem(config, records_dir, extra=()):
   cli.parse_gin([config], [f"RECORDS_DIR = '{records_dir}'", "BATCH_SIZE = 2",
                            "train.max_steps = 1", "evaluate.batch_size = 2",
                            "train.progress = False",
-                           "evaluate.progress = False", *extra])
+                           "evaluate.progress = False",
+                           "ENCODER_WEIGHTS = None", *extra])
   return cli.make_problem()
 
 
@@ -190,7 +191,7 @@ def test_world_baseline_step_uses_the_world_grid(voxel_records, tmp_path):
 
 def test_table2_components_and_multiply_adds():
   gin.clear_config()
-  cli.parse_gin(["voxel/ige-mn.gin"])
+  cli.parse_gin(["voxel/ige-mn.gin"], ["ENCODER_WEIGHTS = None"])
   stats = loop.model_stats(cli.make_problem())
   params = stats["trainable_params"]
   assert set(params) == set(TABLE2_ROWS) | {"total"}
@@ -199,7 +200,7 @@ def test_table2_components_and_multiply_adds():
   assert params["image_encoder"] == 1_811_712   # Table 2, IGE MN2
   assert stats["multiply_adds"] > 0
   gin.clear_config()
-  cli.parse_gin(["voxel/base-mn.gin"])
+  cli.parse_gin(["voxel/base-mn.gin"], ["ENCODER_WEIGHTS = None"])
   base = loop.model_stats(cli.make_problem())["trainable_params"]
   assert base["image_encoder"] == 2_223_872     # Table 2, Base MN2
   assert base["inner_cnn"] == base["image_decoder"] == base["inner_optimizer"] == 0
