@@ -4,11 +4,11 @@ On one synthetic Human3.6M (Martinez layout, the demo's size: 7 subjects, 6
 actions, 2 takes of 400 frames, 4 cameras; train S1 S5 S6 S7 S8 = 96000
 examples, test S9 S11 = 38400) prepared with each requested 2D source, trains
 with the shipped configs and only EPOCHS overridden:
-  b128-1   (gin/pose/b128-1.gin)     BASE_EPOCHS epochs
+  b128-1   (pose/b128-1.gin)   BASE_EPOCHS epochs
   b128-1+  (same config)             BASE_EPOCHS + IGE_EPOCHS epochs, i.e. the
                                      baseline given the IGE's extra budget
-  IGE-8    (gin/pose/ige8.gin)       IGE_EPOCHS epochs from b128-1
-  b1024-2  (gin/pose/b1024-2.gin)    BASE_EPOCHS epochs
+  IGE-8    (pose/ige8.gin)     IGE_EPOCHS epochs from b128-1
+  b1024-2  (pose/b1024-2.gin)  BASE_EPOCHS epochs
 evaluates all of them on the test split, and writes
 bench/results/pose_acceptance.json and a markdown table.
 

@@ -3,8 +3,8 @@
   python bin/voxel_demo.py --out_dir=runs/voxel_demo
 
 Generates 5 categories of procedural ShapeNet-layout models, prepares 32^3
-frustum records, trains IGE-MN (gin/voxel/demo.gin) and the MN
-3D-deconvolution baseline (gin/voxel/demo-base-mn.gin) on the same split and
+frustum records, trains IGE-MN (voxel/demo.gin) and the MN
+3D-deconvolution baseline (voxel/demo-base-mn.gin) on the same split and
 budget, evaluates both (metrics.json per run), exports IGE-MN (a SavedModel)
 and draws Figure 6. Writes <out_dir>/summary.json and prints the headline.
 Budget and measured figures: docs/benchmarks_voxel_demo.md.

@@ -4,8 +4,8 @@ Under `out_dir`:
   h36m/           a small synthetic Human3.6M in the Martinez layout
                   (`ige_tf.pose.data.synthetic`)
   records_gt/     its records with ground-truth 2D (`prepare_h36m`)
-  b128-1/         the reduced baseline (gin/pose/demo_b128-1.gin), evaluated
-  ige4/           IGE-4 initialized from b128-1 (gin/pose/demo_ige4.gin),
+  b128-1/         the reduced baseline (pose/demo_b128-1.gin), evaluated
+  ige4/           IGE-4 initialized from b128-1 (pose/demo_ige4.gin),
                   evaluated and exported (ige4/export, a SavedModel)
   figure3.png     Figure 3 for one test example
   summary.json    per-step metrics of both models and the time of each stage

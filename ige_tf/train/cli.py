@@ -1,9 +1,10 @@
 """What the absl binaries share: flags, strict gin parsing, the experiment.
 
 Every binary takes `--gin_file` (repeatable) and `--gin_param` (repeatable).
-Gin files are found as given or, failing that, relative to the repository's
-`gin/` directory; `include` lines inside them resolve the same way, without
-changing the working directory. Parsing is strict: an unknown configurable or
+Gin files are found as given or, failing that, relative to `GIN_DIR`, the
+configs shipped inside the package (`ige_tf/configs/`, also after a
+non-editable install); `include` lines inside them resolve the same way,
+without changing the working directory. Parsing is strict: an unknown configurable or
 parameter is an error.
 """
 import importlib.util

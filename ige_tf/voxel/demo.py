@@ -3,8 +3,8 @@
 Under `out_dir`:
   shapes/         generated ShapeNet-layout models (`ige_tf.voxel.synthetic`)
   records/        their records at 32^3 (`prepare_shapenet`)
-  ige-mn/         IGE-MN (gin/voxel/demo.gin), trained, evaluated, exported
-  base-mn/        the MN 3D-deconvolution baseline (gin/voxel/demo-base-mn.gin)
+  ige-mn/         IGE-MN (voxel/demo.gin), trained, evaluated, exported
+  base-mn/        the MN 3D-deconvolution baseline (voxel/demo-base-mn.gin)
                   on the same split and budget, trained and evaluated
   figure6.png     Figure 6 for a few test examples (IGE-MN)
   summary.json    per-step test IoU of both models, class means, parameters,

@@ -64,7 +64,7 @@ def gin_overrides(records, epochs=1, batch_size=16, init_model_dir=None):
 
 @pytest.fixture(scope="session")
 def baseline_run(records_gt, tmp_path_factory):
-  """A b128-1 run (gin/pose/b128-1.gin) trained for 18 steps on
+  """A b128-1 run (pose/b128-1.gin) trained for 18 steps on
   `records_gt`: the INIT_MODEL_DIR of IGE tests."""
   model_dir = str(tmp_path_factory.mktemp("b128-1"))
   gin.clear_config()
@@ -76,7 +76,7 @@ def baseline_run(records_gt, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ige_run(records_gt, baseline_run, tmp_path_factory):
-  """An IGE-4 run (gin/pose/ige4.gin from `baseline_run`): 3 training steps,
+  """An IGE-4 run (pose/ige4.gin from `baseline_run`): 3 training steps,
   evaluated (metrics.json) and exported (export/). Train and evaluate run
   eagerly (tracing the unrolled second-order graph is the slow part)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel

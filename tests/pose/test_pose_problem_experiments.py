@@ -1,4 +1,5 @@
-"""Every experiment config under gin/pose: strict parse and one training step.
+"""Every experiment config under ige_tf/configs/pose: strict parse and one
+training step.
 
 Each config is pointed at the tiny generated records (and, for IGE, at a
 b128-1 run) through the macros a user overrides on the command line

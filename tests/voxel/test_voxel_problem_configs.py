@@ -1,5 +1,5 @@
-"""Every gin/voxel experiment parses strictly, configures the right run and
-takes one training step.
+"""Every voxel experiment (ige_tf/configs/voxel) parses strictly, configures
+the right run and takes one training step.
 
 Every file is parsed strictly, its `VoxelProblem` built and its bindings
 checked against the table cell the file name claims; its data pipeline runs

@@ -1,8 +1,8 @@
 """One strict-gin training step, evaluation, export and Figure 6 for the MN
 IGE and baseline experiments on tiny generated records.
 
-IGE-MN runs through gin/voxel/demo.gin (= ige-mn.gin with a small budget);
-the world-aligned MN baseline through gin/voxel/base-mn-world.gin; both steps
+IGE-MN runs through voxel/demo.gin (= ige-mn.gin with a small budget);
+the world-aligned MN baseline through voxel/base-mn-world.gin; both steps
 are traced (`tf.function`), as in a real run. Every experiment config,
 including the Inception-ResNet-v2 (I4) ones, takes an eager training step in
 test_voxel_problem_configs.py.
