@@ -18,8 +18,9 @@ program module imports anything else) arranges that:
   are unaffected (they are printed after stderr is restored).
 
 `--verbosity=0` (absl's flag, `-v 0`; 0 = INFO, higher = debug) on the
-command line turns both off: TensorFlow then imports with stderr intact and
-`TF_CPP_MIN_LOG_LEVEL` defaults to 0.
+command line, or `TF_CPP_MIN_LOG_LEVEL=0` in the environment, turns both
+off: TensorFlow then imports with stderr intact and `TF_CPP_MIN_LOG_LEVEL`
+defaults to 0.
 
 `run_app(main)` runs absl's `app.run(main)` so that `--help`, `--helpshort`,
 `--helpfull` and `--helpxml` exit 0 (absl exits 1) and list the program's
@@ -130,12 +131,14 @@ def quiet_startup(argv=None):
   """Sets TensorFlow's start-up logging from `argv` (default `sys.argv`).
 
   Quiet (the default): `TF_CPP_MIN_LOG_LEVEL` defaults to "1" and the first
-  `import tensorflow` is silenced; verbose (`--verbosity` >= 0): it defaults
-  to "0" and nothing is silenced. An environment value always wins. No effect
-  on the log level when TensorFlow is already imported.
+  `import tensorflow` is silenced; verbose (`--verbosity` >= 0, or
+  `TF_CPP_MIN_LOG_LEVEL=0` in the environment): it defaults to "0" and
+  nothing is silenced. An environment value always wins. No effect on the log
+  level when TensorFlow is already imported.
   """
   argv = sys.argv if argv is None else argv
-  quiet = quiet_requested(argv)
+  quiet = (quiet_requested(argv)
+           and os.environ.get(TF_LOG_LEVEL_ENV, "1").strip() != "0")
   os.environ.setdefault(TF_LOG_LEVEL_ENV, "1" if quiet else "0")
   installed = [f for f in sys.meta_path if isinstance(f, QuietTensorFlowImport)]
   if quiet and "tensorflow" not in sys.modules and not installed:

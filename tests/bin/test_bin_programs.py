@@ -121,6 +121,8 @@ def test_quiet_startup_defaults_and_verbosity(monkeypatch):
   hooks = lambda: [f for f in sys.meta_path  # noqa: E731
                    if isinstance(f, programs.QuietTensorFlowImport)]
   monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+  # As in a fresh program (nothing here imports TensorFlow meanwhile).
+  monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
   monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
   programs.quiet_startup(["p", "--verbosity=0"])
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
@@ -128,6 +130,11 @@ def test_quiet_startup_defaults_and_verbosity(monkeypatch):
   monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # the environment wins
   programs.quiet_startup(["p"])
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+  assert len(hooks()) == 1  # level 3: quiet, so the import is silenced too
+  monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # asks for the lines
+  programs.quiet_startup(["p"])
+  assert not hooks()
   monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
   programs.quiet_startup(["p"])
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+  assert len(hooks()) == 1
