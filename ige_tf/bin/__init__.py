@@ -123,7 +123,10 @@ class QuietTensorFlowImport(importlib.abc.MetaPathFinder):
       finally:
         loader.__dict__.pop("exec_module", None)
 
-    loader.exec_module = quiet_exec_module
+    try:
+      loader.exec_module = quiet_exec_module
+    except AttributeError:  # A loader without instance attributes: as is.
+      pass
     return spec
 
 
