@@ -17,10 +17,16 @@ program module imports anything else) arranges that:
   variable alone does not hide them. Python exceptions raised by the import
   are unaffected (they are printed after stderr is restored).
 
+While a program runs (`run_app`), TensorFlow's and Keras' Python INFO lines
+("Assets written to ...", "Writing fingerprint ...", "Function `fn` contains
+input name(s) ..."), logged through their `tensorflow` logger or through
+absl from their own modules, are dropped; their warnings and errors, and our
+own absl `logging.info` lines (e.g. "Resumed from ..."), still show.
+
 `--verbosity=0` (absl's flag, `-v 0`; 0 = INFO, higher = debug) on the
-command line, or `TF_CPP_MIN_LOG_LEVEL=0` in the environment, turns both
-off: TensorFlow then imports with stderr intact and `TF_CPP_MIN_LOG_LEVEL`
-defaults to 0.
+command line, or `TF_CPP_MIN_LOG_LEVEL=0` in the environment, turns all of
+this off: TensorFlow then imports with stderr intact, `TF_CPP_MIN_LOG_LEVEL`
+defaults to 0 and its Python logger follows absl's verbosity.
 
 `run_app(main)` runs absl's `app.run(main)` so that `--help`, `--helpshort`,
 `--helpfull` and `--helpxml` exit 0 (absl exits 1) and list the program's
@@ -30,11 +36,13 @@ module, which for a console script or wrapper defines none).
 import contextlib
 import importlib.abc
 import importlib.util
+import logging
 import os
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 
 TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml")
@@ -70,6 +78,12 @@ def quiet_requested(argv):
   """Whether start-up stays quiet: no `--verbosity` of 0 (INFO) or more."""
   verbosity = requested_verbosity(argv)
   return verbosity is None or verbosity < 0
+
+
+def _quiet(argv):
+  """Quiet unless `--verbosity` >= 0 or TF_CPP_MIN_LOG_LEVEL=0 asks for logs."""
+  return (quiet_requested(argv)
+          and os.environ.get(TF_LOG_LEVEL_ENV, "1").strip() != "0")
 
 
 @contextlib.contextmanager
@@ -140,8 +154,7 @@ def quiet_startup(argv=None):
   level when TensorFlow is already imported.
   """
   argv = sys.argv if argv is None else argv
-  quiet = (quiet_requested(argv)
-           and os.environ.get(TF_LOG_LEVEL_ENV, "1").strip() != "0")
+  quiet = _quiet(argv)
   os.environ.setdefault(TF_LOG_LEVEL_ENV, "1" if quiet else "0")
   installed = [f for f in sys.meta_path if isinstance(f, QuietTensorFlowImport)]
   if quiet and "tensorflow" not in sys.modules and not installed:
@@ -149,6 +162,45 @@ def quiet_startup(argv=None):
   elif not quiet:
     for finder in installed:
       sys.meta_path.remove(finder)
+
+
+class LibraryInfoFilter(logging.Filter):
+  """Drops records below WARNING logged from TensorFlow's or Keras' modules.
+
+  The libraries' folders are read from `sys.modules` when a record arrives,
+  so the filter imports nothing (and does not disturb the quiet import).
+  """
+
+  LIBRARIES = ("tensorflow", "keras")
+
+  def filter(self, record):
+    if record.levelno >= logging.WARNING:
+      return True
+    folders = tuple(
+        os.path.dirname(module.__file__) + os.sep
+        for module in (sys.modules.get(name) for name in self.LIBRARIES)
+        if getattr(module, "__file__", None))
+    return not (folders and record.pathname.startswith(folders))
+
+
+def quiet_python_logging(argv=None):
+  """Library INFO lines off when quiet (`LibraryInfoFilter`), else on.
+
+  Quiet: TensorFlow's `tensorflow` logger at WARNING (TensorFlow sets no
+  level on it outside interactive shells, so this holds whether or not it
+  is imported yet) and `LibraryInfoFilter` on absl's handler. Verbose: the
+  logger inherits (NOTSET) and the filter is removed.
+  """
+  argv = sys.argv if argv is None else argv
+  quiet = _quiet(argv)
+  logging.getLogger("tensorflow").setLevel(
+      logging.WARNING if quiet else logging.NOTSET)
+  handler = absl_logging.get_absl_handler()
+  for existing in [f for f in handler.filters
+                   if isinstance(f, LibraryInfoFilter)]:
+    handler.removeFilter(existing)
+  if quiet:
+    handler.addFilter(LibraryInfoFilter())
 
 
 def _exit_zero_after_help(parse):
@@ -194,6 +246,7 @@ def run_app(main):
     main: the program's `main(argv)`, defined in its `ige_tf.bin` module.
   """
   quiet_startup()
+  quiet_python_logging()
   _prepare_help(main)
   app.run(main)
 

@@ -1,6 +1,7 @@
 """The programs (ige_tf/bin, installed as ige-*): help, quiet start-up,
 the bin/ wrappers."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -138,3 +139,27 @@ def test_quiet_startup_defaults_and_verbosity(monkeypatch):
   programs.quiet_startup(["p"])
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
   assert len(hooks()) == 1
+
+
+def test_library_info_lines_quiet_unless_verbose(monkeypatch):
+  import keras  # pylint: disable=import-outside-toplevel
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  tf_logger = logging.getLogger("tensorflow")
+  handler = absl_logging.get_absl_handler()
+  monkeypatch.setattr(tf_logger, "level", tf_logger.level)  # restored after
+  monkeypatch.setattr(handler, "filters", list(handler.filters))
+  monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+
+  def record(level, path):
+    return logging.LogRecord("absl", level, path, 1, "message", (), None)
+
+  library = os.path.join(os.path.dirname(keras.__file__), "src", "saving.py")
+  ours = os.path.abspath(programs.__file__)
+  programs.quiet_python_logging(["p"])
+  assert tf_logger.level == logging.WARNING
+  assert not handler.filter(record(logging.INFO, library))
+  assert handler.filter(record(logging.WARNING, library))
+  assert handler.filter(record(logging.INFO, ours))  # e.g. "Resumed from"
+  programs.quiet_python_logging(["p", "-v", "0"])
+  assert tf_logger.level == logging.NOTSET
+  assert handler.filter(record(logging.INFO, library))
