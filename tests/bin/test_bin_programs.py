@@ -71,7 +71,7 @@ def test_every_program_help_exits_0_lists_its_flags_and_is_quiet(tmp_path):
                "voxel_demo", "table1", "plot_figure4", "import_r2n2",
                "inspect_records", "make_synthetic_h36m",
                "make_synthetic_shapenet")}
-  assert set(results) == expected
+  assert expected <= set(results)  # the list; more programs may come
   for program, result in results.items():
     assert result["code"] == 0, (program, result)
     assert result["doc"] in result["help"], program
