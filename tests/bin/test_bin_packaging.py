@@ -65,7 +65,7 @@ def test_wheel_installs_and_trains_and_evaluates_from_anywhere(tmp_path,
       str(venv / "bin" / "ige-*")))
   modules = [os.path.basename(p)[:-3] for p in glob.glob(
       str(source / "ige_tf" / "bin" / "*.py"))]
-  assert len(scripts) == 16
+  assert "ige-train" in scripts and "ige-evaluate" in scripts
   assert scripts == sorted("ige-" + m.replace("_", "-") for m in modules
                            if m != "__init__")
 
