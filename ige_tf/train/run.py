@@ -106,7 +106,7 @@ def _format(value):
 def _read_record(model_dir):
   path = os.path.join(model_dir, loop.RUN_RECORD)
   if not os.path.isfile(path):
-    return {"rebuild_bindings": []}
+    return {}
   try:
     with open(path) as f:
       record = json.load(f)
@@ -197,7 +197,10 @@ def open_run(model_dir, gin_files=(), gin_params=(), restore=True):
             f"or problem ({len(differing)} binding(s) differ from "
             f"{config_path}): " + "; ".join(differing) + ". Drop --gin_file "
             "(the run directory describes itself) or use another --model_dir.")
-    gin.parse_config(record.get("rebuild_bindings", []))
+    rebuild = record.get("rebuild_bindings")
+    if rebuild is None:  # a run recorded before run.json existed
+      rebuild = _make_problem(model_dir, config_path).rebuild_bindings()
+    gin.parse_config(rebuild)
     problem = _make_problem(model_dir, config_path)
     model = loop.restore_model(problem, model_dir) if restore else None
     yield Run(model_dir, problem, model)
