@@ -93,3 +93,17 @@ def test_resume_with_dropout_is_bit_identical(records_gt, tmp_path):
   for name in names:
     np.testing.assert_array_equal(readers[0].get_tensor(name),
                                   readers[1].get_tensor(name), err_msg=name)
+
+
+def test_visualize_from_the_run_directory_alone(baseline_run, repo_dir,
+                                                tmp_path):
+  """bin/visualize.py --model=<run> finds the run's records itself."""
+  out = str(tmp_path / "figure3.png")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(repo_dir, "bin", "visualize.py"),
+       f"--model={baseline_run}", "--index=5", f"--out={out}"],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result["png"] == out and os.path.getsize(out) > 0
