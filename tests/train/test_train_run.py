@@ -165,9 +165,9 @@ def test_misspelled_macro_names_the_closest_macro(repo_dir):
 
 def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path,
                                                                repo_dir):
-  """Killed right after the checkpoint of a random step (mid-epoch), resumed:
-  weights, optimizer slots, step and random states equal the uninterrupted
-  run's, bit for bit."""
+  """Killed right after the checkpoint of a random step (mid-epoch), resumed
+  with `--model_dir` alone: weights, optimizer slots, step and random states
+  equal the uninterrupted run's, bit for bit."""
   args = ["--gin_file=core/denoise.gin", "--gin_param=train.epochs = 6",
           "--gin_param=train.checkpoint_every_steps = 3",
           "--gin_param=train.progress = False",
@@ -188,7 +188,8 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path,
   proc.wait()
   latest = tf.train.latest_checkpoint(killed)
   assert latest is not None and int(latest.split("-")[-1]) < 30, latest
-  code, out = _bin(repo_dir, "train.py", f"--model_dir={killed}", *args)
+  # Resumed from the run directory alone: its config.gin holds the gin args.
+  code, out = _bin(repo_dir, "train.py", f"--model_dir={killed}")
   assert code == 0, out
   a = _read_checkpoint(os.path.join(full, "ckpt-30"))
   b = _read_checkpoint(os.path.join(killed, "ckpt-30"))
