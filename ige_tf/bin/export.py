@@ -1,9 +1,14 @@
-"""Exports the latest checkpoint in --model_dir as a SavedModel (model_dir/export)."""
+"""Exports the latest checkpoint in --model_dir as a SavedModel (model_dir/export).
+
+`--model_dir` alone is enough; `--gin_file` / `--gin_param` may only change
+evaluation-time settings (see bin/evaluate.py).
+"""
 from absl import flags
 
 from ige_tf.bin import run_app
 from ige_tf.train import cli
 from ige_tf.train import loop
+from ige_tf.train import run as run_lib
 
 cli.define_flags()
 FLAGS = flags.FLAGS
@@ -11,8 +16,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  cli.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
-  print(loop.export(cli.make_problem(), FLAGS.model_dir))
+  with run_lib.open_run(FLAGS.model_dir, FLAGS.gin_file, FLAGS.gin_param,
+                    restore=False) as loaded:
+    print(loop.export(loaded.problem, FLAGS.model_dir))
 
 
 def run():

@@ -1,4 +1,10 @@
-"""Trains the experiment a gin config describes; resumes from --model_dir."""
+"""Trains the experiment a gin config describes; resumes from --model_dir.
+
+A run directory records its own config (config.gin): to resume or extend a
+run, `--model_dir` alone (plus e.g. `--gin_param=train.epochs=20`) is enough.
+"""
+import os
+
 from absl import flags
 
 from ige_tf.bin import run_app
@@ -11,7 +17,11 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  cli.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+  gin_files = FLAGS.gin_file
+  recorded = os.path.join(FLAGS.model_dir, loop.RUN_CONFIG)
+  if not gin_files and os.path.isfile(recorded):
+    gin_files = [recorded]
+  cli.parse_gin(gin_files, FLAGS.gin_param)
   loop.train(cli.make_problem(), FLAGS.model_dir)
 
 

@@ -5,10 +5,13 @@ Example:
       --records_dir=records/h36m_gt --index=100 --out=fig3.png
 
 --model is a run directory (bin/train.py --model_dir) or a SavedModel
-(bin/export.py). See ige_tf/pose/visualize.py for what the figure shows.
+(bin/export.py). For a run directory --records_dir defaults to the records
+the run was trained on (its record, ige_tf/train/run.py). See
+ige_tf/pose/visualize.py for what the figure shows.
 """
 import json
 
+from absl import app
 from absl import flags
 
 from ige_tf.bin import run_app
@@ -18,28 +21,42 @@ flags.DEFINE_enum("task", "pose", ["pose", "voxel"], "Which task's figure to "
                   "--index on; ige_tf/voxel/visualize.py).")
 flags.DEFINE_string("model", None, "Run directory or SavedModel.")
 flags.DEFINE_string("records_dir", None, "Prepared records holding the "
-                    "example (bin/prepare_h36m.py --out_dir).")
+                    "example (bin/prepare_h36m.py --out_dir); default for a "
+                    "run directory: the run's records.")
 flags.DEFINE_string("split", "test", "Split of the example.")
 flags.DEFINE_integer("index", 0, "Example index in the split (file order).")
 flags.DEFINE_integer("num_examples", 3, "voxel: examples in Figure 6.")
 flags.DEFINE_float("azimuth", 70.0, "Novel-view rotation, degrees.")
 flags.DEFINE_integer("dpi", 100, "PNG resolution.")
 flags.DEFINE_string("out", None, "Output PNG path.")
-flags.mark_flags_as_required(["model", "records_dir", "out"])
+flags.mark_flags_as_required(["model", "out"])
 FLAGS = flags.FLAGS
+
+
+def _records_dir():
+  """--records_dir, else the records directory of the run --model."""
+  if FLAGS.records_dir:
+    return FLAGS.records_dir
+  from ige_tf.train import run as run_lib  # pylint: disable=import-outside-toplevel
+  try:
+    with run_lib.open_run(FLAGS.model, restore=False) as loaded:
+      return loaded.problem.records_dir
+  except run_lib.RunError as e:
+    raise app.UsageError(f"--records_dir is needed: {e}") from e
 
 
 def main(argv):
   del argv
+  records_dir = _records_dir()
   if FLAGS.task == "pose":
     from ige_tf.pose import visualize  # pylint: disable=import-outside-toplevel
     result = visualize.figure3_from_records(
-        FLAGS.model, FLAGS.records_dir, FLAGS.out, split=FLAGS.split,
+        FLAGS.model, records_dir, FLAGS.out, split=FLAGS.split,
         index=FLAGS.index, azimuth_deg=FLAGS.azimuth, dpi=FLAGS.dpi)
   else:
     from ige_tf.voxel import visualize  # pylint: disable=import-outside-toplevel
     result = visualize.figure6_from_records(
-        FLAGS.model, FLAGS.records_dir, FLAGS.out, split=FLAGS.split,
+        FLAGS.model, records_dir, FLAGS.out, split=FLAGS.split,
         indices=range(FLAGS.index, FLAGS.index + FLAGS.num_examples),
         azimuth_deg=FLAGS.azimuth, dpi=FLAGS.dpi)
     result["example"] = result.pop("examples")

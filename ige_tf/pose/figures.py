@@ -57,10 +57,11 @@ def run_stats(run_dir):
     metrics = json.load(f)
   stats = metrics.get("model_stats")
   if stats is None:
-    from ige_tf.pose import inference  # pylint: disable=import-outside-toplevel
     from ige_tf.pose import problem as problem_lib  # pylint: disable=import-outside-toplevel
-    problem = inference.problem_from_run(run_dir)
-    stats = problem_lib.model_stats_of(problem, problem.build_model())
+    from ige_tf.train import run  # pylint: disable=import-outside-toplevel
+    with run.open_run(run_dir, restore=False) as loaded:
+      stats = problem_lib.model_stats_of(loaded.problem,
+                                         loaded.problem.build_model())
   return metrics, stats
 
 

@@ -3,21 +3,19 @@
 `load_lifter(path)` accepts either
   * a SavedModel written by `bin/export.py` (`<model_dir>/export`), or
   * a run directory (`--model_dir` of `bin/train.py`): the model is rebuilt
-    from the run's `operative_config.gin` and its latest checkpoint restored
-    (no records and no INIT_MODEL_DIR needed),
+    from the run's own record (`ige_tf.train.run.open_run`) and its latest
+    checkpoint restored exactly (no records and no INIT_MODEL_DIR needed),
 and returns a `Lifter`: raw pixel keypoints and camera intrinsics in,
 camera-frame 3D poses out, exactly the exported "serve" signature.
 """
 import os
 
-import gin
 import numpy as np
 import tensorflow as tf
 
 from ige_tf.pose import models  # noqa: F401  (registers gin configurables)
 from ige_tf.pose import problem as problem_lib
-from ige_tf.train import cli
-from ige_tf.train import loop
+from ige_tf.train import run as run_lib
 
 SERVING_INPUTS = ("pose_2d", "f", "c", "k", "p")
 
@@ -27,38 +25,22 @@ def is_saved_model(path):
   return os.path.isfile(os.path.join(path, "saved_model.pb"))
 
 
-def problem_from_run(model_dir, gin_params=()):
-  """The `PoseProblem` of a run, rebuilt from its operative config.
+def restore_run(model_dir, gin_params=()):
+  """`(problem, model)` of a pose run, latest checkpoint restored exactly.
 
-  Clears gin's global configuration, then parses
-  `model_dir/operative_config.gin` strictly, with bindings that let the model
-  be rebuilt without the run's data or its initial-estimate run
-  (`PoseProblem.require_statistics = False`, `ige_lifter.init_model_dir =
-  None`; the checkpoint provides both).
+  Rebuilt by `ige_tf.train.run.open_run` from the run's own record (no
+  records and no INIT_MODEL_DIR needed); the caller's gin config is left as
+  it was. `gin_params` may change evaluation-time settings only.
 
   Raises:
-    FileNotFoundError: no operative config in `model_dir`.
+    ige_tf.train.run.RunError: not a run directory.
     TypeError: the run is not a pose run.
   """
-  path = os.path.join(model_dir, loop.OPERATIVE_CONFIG)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f"{path}: no operative config; is {model_dir!r} a bin/train.py "
-        "--model_dir?")
-  gin.clear_config()
-  cli.parse_gin([path], ["PoseProblem.require_statistics = False",
-                         "ige_lifter.init_model_dir = None", *gin_params])
-  problem = cli.make_problem()
-  if not isinstance(problem, problem_lib.PoseProblem):
-    raise TypeError(f"{model_dir}: not a pose run (problem "
-                    f"{type(problem).__name__})")
-  return problem
-
-
-def restore_run(model_dir, gin_params=()):
-  """`(problem, model)` of a run, latest checkpoint restored."""
-  problem = problem_from_run(model_dir, gin_params)
-  return problem, loop.restore_model(problem, model_dir)
+  with run_lib.open_run(model_dir, gin_params=gin_params) as loaded:
+    if not isinstance(loaded.problem, problem_lib.PoseProblem):
+      raise TypeError(f"{model_dir}: not a pose run (problem "
+                      f"{type(loaded.problem).__name__})")
+    return loaded.problem, loaded.model
 
 
 class Lifter:

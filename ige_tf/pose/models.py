@@ -666,10 +666,9 @@ def restore_baseline(model, init_model_dir):
         f"INIT_MODEL_DIR {init_model_dir!r} has no checkpoint: train the "
         "initial-estimate baseline there first (e.g. bin/train.py "
         "--gin_file=pose/b128-1.gin --model_dir=...)")
+  from ige_tf.train import loop  # pylint: disable=import-outside-toplevel
   try:
-    status = tf.train.Checkpoint(model=model).restore(latest)
-    status.expect_partial()
-    status.assert_existing_objects_matched()
+    loop.restore_exact({"model": model}, latest)
   except Exception as e:  # pylint: disable=broad-except
     raise InitModelError(
         f"cannot load the baseline checkpoint {latest} into the initial "

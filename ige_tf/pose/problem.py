@@ -85,6 +85,19 @@ class PoseProblem(Problem):
     self._statistics = None
     self.last_model_stats = None
 
+  # -- runs ------------------------------------------------------------------
+  def rebuild_bindings(self):
+    """A trained model's checkpoint holds its statistics and its initial
+    estimate: rebuilding it needs neither the records' statistics.json nor
+    INIT_MODEL_DIR."""
+    return ["PoseProblem.require_statistics = False",
+            "ige_lifter.init_model_dir = None"]
+
+  def evaluation_bindings(self):
+    """Data location and training-only settings (`Problem`)."""
+    return ["PoseProblem.records_dir", "PoseProblem.shuffle_buffer",
+            "PoseProblem.require_statistics", "ige_lifter.init_model_dir"]
+
   # -- data ------------------------------------------------------------------
   def statistics(self):
     """Training-set statistics (`pipeline.load_statistics`), or None.

@@ -4,11 +4,14 @@ Every binary takes `--gin_file` (repeatable) and `--gin_param` (repeatable).
 Gin files are found as given or, failing that, relative to `GIN_DIR`, the
 configs shipped inside the package (`ige_tf/configs/`, also after a
 non-editable install); `include` lines inside them resolve the same way,
-without changing the working directory. Parsing is strict: an unknown configurable or
-parameter is an error.
+without changing the working directory. Parsing is strict: an unknown
+configurable or parameter is an error, and so is a `--gin_param` macro that
+nothing references.
 """
+import difflib
 import importlib.util
 import os
+import re
 
 from absl import flags
 import gin
@@ -82,14 +85,57 @@ def _guard_package_lookup():
     readers[i] = (reader, guarded)
 
 
-def parse_gin(gin_files, gin_params=()):
-  """Parses gin files and bindings strictly (unknown names are errors)."""
+# `NAME = value` with no "." or "/" in NAME binds a macro, not a parameter.
+_MACRO_BINDING = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
+class GinMacroError(ValueError):
+  """A --gin_param sets a macro that nothing in the config references."""
+
+
+def referenced_macros():
+  """Names of the macros (`%NAME`) referenced by the current gin config."""
+  config = gin.config._CONFIG  # pylint: disable=protected-access
+  return {ref.config_key[0] for ref in gin.config.iterate_references(config)
+          if ref.config_key[1] == "gin.macro"}
+
+
+def check_macro_params(gin_params):
+  """Raises `GinMacroError` if a binding in `gin_params` sets a macro that no
+  parsed file or binding references (e.g. `EPOCH=1` for `EPOCHS`), naming the
+  closest referenced macro."""
+  known = referenced_macros()
+  for param in gin_params:
+    match = _MACRO_BINDING.match(param)
+    if match and match.group(1) not in known:
+      name = match.group(1)
+      close = difflib.get_close_matches(name, sorted(known), n=1)
+      hint = (f"; did you mean {close[0]}?" if close else
+              f"; referenced macros: {sorted(known) or 'none'}")
+      raise GinMacroError(
+          f"--gin_param {param.strip()!r}: macro {name} is not referenced by "
+          f"any gin file or binding, so it would change nothing{hint}")
+
+
+def add_search_path():
+  """Lets gin find `include`d files relative to `GIN_DIR` (idempotent)."""
   if GIN_DIR not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
     gin.add_config_file_search_path(GIN_DIR)
   _guard_package_lookup()
+
+
+def parse_gin(gin_files, gin_params=()):
+  """Parses gin files and bindings strictly.
+
+  Unknown configurables or parameters are errors (gin's own check), and so
+  is a macro set in `gin_params` that nothing references
+  (`check_macro_params`).
+  """
+  add_search_path()
   files = [resolve_gin_file(f) for f in gin_files]
   gin.parse_config_files_and_bindings(files, list(gin_params),
                                       skip_unknown=False, finalize_config=False)
+  check_macro_params(gin_params)
 
 
 @gin.configurable("experiment")

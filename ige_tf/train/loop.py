@@ -2,9 +2,15 @@
 
 A run's `model_dir` holds:
   ckpt-*              `tf.train.CheckpointManager` checkpoints (model,
-                      optimizer, step); training resumes from the latest one.
+                      optimizer, step, random states "rng"); training resumes
+                      from the latest one, restored exactly (`restore_exact`).
+  config.gin          the parsed gin config (macros kept), written when
+                      training starts (`write_run_record`).
+  run.json            the problem's class and the bindings that rebuild its
+                      model from the checkpoint alone (`write_run_record`).
   operative_config.gin  gin's operative config, written after the model and
                       the data pipeline are built (so it records both).
+  A run is loaded back by `ige_tf.train.run.open_run`.
   logs/train, logs/eval  TensorBoard summaries.
   metrics.json        written by `evaluate`.
   export/             written by `export`: a SavedModel.
@@ -24,6 +30,9 @@ from ige_tf.core.unrolled import UnrolledSGD
 from ige_tf.train import strategies
 
 OPERATIVE_CONFIG = "operative_config.gin"
+RUN_CONFIG = "config.gin"
+RUN_RECORD = "run.json"
+RUN_FORMAT = 1
 METRICS_FILE = "metrics.json"
 EXPORT_DIR = "export"
 
@@ -56,14 +65,34 @@ def unrolled_layers(model):
 
 def _write_operative_config(model_dir):
   path = os.path.join(model_dir, OPERATIVE_CONFIG)
-  _atomic_write(path, gin.operative_config_str())
+  atomic_write(path, gin.operative_config_str())
 
 
-def _atomic_write(path, text):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+def write_run_record(model_dir, problem):
+  """Writes `config.gin` (the current gin config, macros kept) and
+  `run.json` (`{"format", "problem": class, "rebuild_bindings": [...]}`, see
+  `Problem.rebuild_bindings`), atomically."""
+  atomic_write(os.path.join(model_dir, RUN_CONFIG), gin.config_str())
+  record = {"format": RUN_FORMAT,
+            "problem": f"{type(problem).__module__}.{type(problem).__name__}",
+            "rebuild_bindings": list(problem.rebuild_bindings())}
+  atomic_write(os.path.join(model_dir, RUN_RECORD),
+               json.dumps(record, indent=2) + "\n")
+
+
+def atomic_write(path, text):
+  """Writes `text` to `path` through a temporary file and a rename, so
+  `path` holds either its old content or all of `text`."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def _num_batches(dataset):
@@ -76,23 +105,101 @@ def _num_batches(dataset):
   return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
 
 
-def _checkpoint(model, optimizer, step):
-  return tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+def _training_state(model, optimizer, step):
+  """What a training checkpoint holds: everything a resumed run needs to
+  continue bit for bit (weights, optimizer slots, step, random states)."""
+  return {"model": model, "optimizer": optimizer, "step": step,
+          "rng": random_states(model)}
 
 
-def _restore(checkpoint, path, expect_partial=False):
+def _variables(obj):
+  """The variables a checkpointed object owns: a Keras model's weights, a
+  Keras optimizer's variables, a variable, or a list of variables."""
+  if isinstance(obj, (list, tuple)):
+    return list(obj)
+  if isinstance(obj, keras.layers.Layer):
+    return list(obj.weights)
+  if isinstance(obj, keras.optimizers.Optimizer):
+    return list(obj.variables)
+  return [obj]
+
+
+def random_states(model):
+  """The model's random-number states: its variables that are not weights
+  (the `keras.random.SeedGenerator` state of every Dropout and other random
+  layer, int `[2]` each). Keras does not checkpoint them with the model; the
+  training checkpoint does ("rng"), so a resumed run draws the same dropout
+  masks as the uninterrupted one."""
+  weights = {id(v) for v in model.weights}
+  return [v for v in model.variables if id(v) not in weights]
+
+
+def _variable_name(variable):
+  return getattr(variable, "path", None) or variable.name
+
+
+def restore_exact(objects, path):
+  """Restores `objects` from checkpoint `path`, exactly or not at all.
+
+  Every variable of every object must receive a value from the checkpoint,
+  and every variable the checkpoint stores under those objects' names must be
+  used. Values the checkpoint holds under other names (e.g. "optimizer" and
+  "step" when only a model is restored) are ignored.
+
+  Args:
+    objects: dict checkpoint name -> Keras model (its weights), Keras
+      optimizer, variable or list of variables (the keyword arguments of
+      `tf.train.Checkpoint`).
+    path: a checkpoint prefix (e.g. `tf.train.latest_checkpoint(model_dir)`).
+
+  Raises:
+    CheckpointError: the checkpoint is unreadable, a shape differs, or
+      variables do not match (the message lists them).
+  """
   try:
-    status = checkpoint.restore(path)
-    if expect_partial:
-      status.expect_partial()
-    else:
-      status.assert_existing_objects_matched()
+    status = tf.train.Checkpoint(**objects).restore(path)
+    # Unmatched values are checked below, naming them; silence TF's warning.
+    status.expect_partial()
   except Exception as e:  # pylint: disable=broad-except  (any failure = unusable)
     raise CheckpointError(
         f"cannot restore checkpoint {path}: {type(e).__name__}: "
-        f"{str(e).splitlines()[0] if str(e) else ''}. The checkpoint is corrupt or "
-        "was written by a different model configuration; delete it or use "
+        f"{str(e).splitlines()[0] if str(e) else ''}. The checkpoint is corrupt "
+        "or was written by a different model configuration; delete it or use "
         "another --model_dir.") from e
+  # TF's public status checks cannot tell "optimizer not restored on purpose"
+  # from "model weight unused": read the matching the restore made
+  # (`assert_consumed` does the same over the whole checkpoint).
+  restore = status._checkpoint  # pylint: disable=protected-access
+  matched_ids = {id(o) for o in restore.object_by_proto_id.values()}
+  missing = [f"{name}: {_variable_name(v)}" for name, obj in objects.items()
+             for v in _variables(obj) if id(v) not in matched_ids]
+  nodes = restore.object_graph_proto.nodes
+  unused = []
+  queue = [(child.node_id, child.local_name) for child in nodes[0].children
+           if child.local_name in objects]
+  seen = set()
+  while queue:
+    node_id, node_path = queue.pop(0)
+    if node_id in seen:
+      continue
+    seen.add(node_id)
+    node = nodes[node_id]
+    if node.attributes and node_id not in restore.object_by_proto_id:
+      unused.append(node_path)
+    queue.extend((c.node_id, f"{node_path}/{c.local_name}")
+                 for c in node.children)
+  if missing or unused:
+    lines = []
+    if missing:
+      lines.append(f"{len(missing)} variable(s) of the model have no value in "
+                   "the checkpoint: " + ", ".join(sorted(missing)))
+    if unused:
+      lines.append(f"{len(unused)} checkpointed variable(s) match nothing in "
+                   "the model: " + ", ".join(sorted(unused)))
+    raise CheckpointError(
+        f"checkpoint {path} does not match the model built from this "
+        "configuration (was it written by another configuration?): "
+        + "; ".join(lines))
 
 
 def _make_model(problem):
@@ -167,12 +274,14 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
     optimizer.build(model.trainable_variables)
   # The step counter is host-side bookkeeping: kept out of the strategy scope.
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-  checkpoint = _checkpoint(model, optimizer, step)
+  state = _training_state(model, optimizer, step)
+  checkpoint = tf.train.Checkpoint(**state)
   manager = tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=3)
   if manager.latest_checkpoint:
-    _restore(checkpoint, manager.latest_checkpoint)
+    restore_exact(state, manager.latest_checkpoint)
     logging.info("Resumed from %s at step %d", manager.latest_checkpoint,
                  int(step))
+  write_run_record(model_dir, problem)
   _write_operative_config(model_dir)
 
   first = problem.dataset("train", batch_size, shuffle=True, seed=seed)
@@ -278,7 +387,9 @@ def restore_model(problem, model_dir):
 
   Raises:
     FileNotFoundError: `model_dir` has no checkpoint.
-    CheckpointError: the checkpoint cannot be restored.
+    CheckpointError: the checkpoint cannot be restored, or its model
+      variables and the model's differ (`restore_exact`; the optimizer and
+      step it also holds are not needed).
   """
   model_dir = _require_model_dir(model_dir)
   latest = tf.train.latest_checkpoint(model_dir)
@@ -286,8 +397,7 @@ def restore_model(problem, model_dir):
     raise FileNotFoundError(
         f"no checkpoint in model_dir {model_dir!r}: train a model there first")
   model = _make_model(problem)
-  checkpoint = tf.train.Checkpoint(model=model)
-  _restore(checkpoint, latest, expect_partial=True)
+  restore_exact({"model": model}, latest)
   return model
 
 
@@ -359,7 +469,7 @@ def evaluate(problem, model_dir, split="test", batch_size=256,
   model = restore_model(problem, model_dir)
   metrics = compute_metrics(problem, model, split, batch_size, jit_compile,
                             progress)
-  _atomic_write(os.path.join(model_dir, METRICS_FILE),
+  atomic_write(os.path.join(model_dir, METRICS_FILE),
                 json.dumps(metrics, indent=2, sort_keys=True))
   step = int(os.path.basename(tf.train.latest_checkpoint(model_dir)).split("-")[-1])
   _write_metric_summaries(

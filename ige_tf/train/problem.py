@@ -81,6 +81,19 @@ class Problem:
                                      training=False))
     return fn, signature
 
+  def rebuild_bindings(self):
+    """Gin bindings (strings) that let this problem's model be rebuilt
+    without its data or other runs, for restoring a checkpoint or counting
+    parameters (e.g. "PoseProblem.require_statistics = False"). Recorded in
+    a run's `run.json`; applied by `ige_tf.train.run.open_run`."""
+    return []
+
+  def evaluation_bindings(self):
+    """Patterns ("Configurable.param", fnmatch) of bindings that may differ
+    from a run's record when it is evaluated or exported (records directory,
+    shuffle buffer...): they change neither the model nor the problem."""
+    return []
+
   def component_params(self, model):
     """Trainable parameters per component: dict name -> int (no "total")."""
     return {"model": count_trainable(model)}

@@ -120,6 +120,13 @@ class VoxelProblem(Problem):
     self.batch_norm_momentum = batch_norm_momentum
     self._high_resolution = None  # Resolved from the manifest in `dataset`.
 
+  # -- runs -----------------------------------------------------------------
+
+  def evaluation_bindings(self):
+    """Data location and evaluation-time settings (`Problem`)."""
+    return ["VoxelProblem.records_dir", "VoxelProblem.shuffle_buffer",
+            "VoxelProblem.eval_resolution"]
+
   # -- data -----------------------------------------------------------------
 
   def _manifest_parameters(self):

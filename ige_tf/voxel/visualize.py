@@ -15,8 +15,8 @@ T+2 panels:
 
 Estimates are occupancy probabilities thresholded at 0.5. The model is a
 SavedModel written by `bin/export.py` (or a run directory holding `export/`),
-a run directory without an export (rebuilt from its `operative_config.gin`
-and latest checkpoint), or any callable `image [B, S, S, 3] -> {"steps":
+a run directory without an export (rebuilt from its own record and latest
+checkpoint, `ige_tf.train.run.open_run`), or any callable `image [B, S, S, 3] -> {"steps":
 [T+1, B, R, R, R] probabilities}`.
 """
 import os
@@ -38,7 +38,7 @@ def load_predictor(model):
 
   Args:
     model: a SavedModel directory, a run directory (uses `export/` if
-      present, else `operative_config.gin` + the latest checkpoint), or a
+      present, else `ige_tf.train.run.open_run`), or a
       callable returning a dict with "steps" probabilities.
 
   Raises:
@@ -53,19 +53,13 @@ def load_predictor(model):
     if os.path.exists(os.path.join(candidate, "saved_model.pb")):
       serve = tf.saved_model.load(candidate).signatures["serve"]
       return lambda image: serve(image=tf.constant(image, tf.float32))["steps"].numpy()
-  config = os.path.join(path, "operative_config.gin")
-  if not os.path.exists(config):
+  if not os.path.exists(os.path.join(path, "operative_config.gin")):
     raise FileNotFoundError(
         f"{path}: not a SavedModel (no saved_model.pb) nor a run directory "
         "(no export/ and no operative_config.gin)")
-  import gin  # pylint: disable=import-outside-toplevel
-  from ige_tf.train import cli  # pylint: disable=import-outside-toplevel
-  from ige_tf.train import loop  # pylint: disable=import-outside-toplevel
-  gin.clear_config()
-  cli.parse_gin([config])
-  problem = cli.make_problem()
-  keras_model = loop.restore_model(problem, path)
-  fn, _ = problem.serving_function(keras_model)
+  from ige_tf.train import run  # pylint: disable=import-outside-toplevel
+  with run.open_run(path) as loaded:
+    fn, _ = loaded.problem.serving_function(loaded.model)
   return lambda image: np.asarray(fn(tf.constant(image, tf.float32))["steps"])
 
 

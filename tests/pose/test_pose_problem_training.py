@@ -125,8 +125,9 @@ def test_serving_signature_takes_raw_pixels(ige_run, records_gt):
 
 def _stats(config, records_gt, baseline_run, **params):
   gin.clear_config()
-  cli.parse_gin([config], gin_overrides(records_gt,
-                                        init_model_dir=baseline_run) +
+  # INIT_MODEL_DIR only where the config has it (strict macros).
+  init = baseline_run if "ige" in config else None
+  cli.parse_gin([config], gin_overrides(records_gt, init_model_dir=init) +
                 [f"{k} = {v}" for k, v in params.items()])
   return loop.model_stats(cli.make_problem())
 

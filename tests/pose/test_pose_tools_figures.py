@@ -13,6 +13,7 @@ from ige_tf.pose import figures
 from ige_tf.pose import inference
 from ige_tf.pose import visualize
 from ige_tf.train import loop
+from ige_tf.train import run as train_run
 
 
 def png_size(path):
@@ -46,10 +47,9 @@ def test_figure3_png_has_one_column_per_step(ige_run, records_gt, tmp_path):
 def evaluated_baseline(baseline_run, records_gt, tmp_path_factory):
   run = str(tmp_path_factory.mktemp("figure4") / "b128-1")
   shutil.copytree(baseline_run, run)
-  problem = inference.problem_from_run(run, [
-      f"PoseProblem.records_dir = {records_gt!r}",
-      "PoseProblem.require_statistics = True"])
-  loop.evaluate(problem, run, progress=False)
+  with train_run.open_run(run, gin_params=[
+      f"PoseProblem.records_dir = {records_gt!r}"], restore=False) as loaded:
+    loop.evaluate(loaded.problem, run, progress=False)
   return run
 
 

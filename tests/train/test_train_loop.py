@@ -99,29 +99,6 @@ def _run_bin(repo_dir, name, *args, **popen):
                           stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def test_sigkilled_training_resumes_to_the_same_step_count(tmp_path, repo_dir):
-  model_dir = str(tmp_path / "run")
-  args = ["--gin_file=core/denoise.gin", f"--model_dir={model_dir}",
-          "--gin_param=train.epochs = 40",
-          "--gin_param=train.checkpoint_every_steps = 20",
-          "--gin_param=DenoisingProblem.split_sizes = {'train': 640}"]
-  proc = _run_bin(repo_dir, "train.py", *args)
-  deadline = time.time() + 120
-  while time.time() < deadline and not glob.glob(
-      os.path.join(model_dir, "ckpt-40.index")):
-    time.sleep(0.2)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  killed_at = tf.train.latest_checkpoint(model_dir)
-  assert killed_at is not None
-  assert int(killed_at.split("-")[-1]) < 400
-  proc = _run_bin(repo_dir, "train.py", *args)
-  out, _ = proc.communicate(timeout=300)
-  assert proc.returncode == 0, out
-  assert "Resumed from" in out
-  assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-400")
-
-
 def test_export_reloads_with_the_keras_outputs(tmp_path, repo_dir):
   model_dir = str(tmp_path / "run")
   loop.train(small_problem(), model_dir, epochs=1, batch_size=64,

@@ -1,0 +1,109 @@
+"""Pose runs from their directory alone (docs/reliability.md): evaluation
+and model statistics need no gin files, a mismatched config is refused, and a
+resumed run with dropout continues bit for bit."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ige_tf.train import cli
+from ige_tf.train import loop
+from ige_tf.train import run
+
+from conftest import gin_overrides  # tests/pose/conftest.py
+
+
+@pytest.fixture
+def baseline_copy(baseline_run, tmp_path):
+  model_dir = str(tmp_path / "b128-1")
+  shutil.copytree(baseline_run, model_dir)
+  return model_dir
+
+
+def test_evaluate_from_model_dir_alone_matches_the_gin_files(
+    baseline_copy, records_gt):
+  cli.parse_gin(["pose/b128-1.gin"], gin_overrides(records_gt) +
+                ["evaluate.progress = False"])
+  expected = loop.evaluate(cli.make_problem(), baseline_copy)
+  gin.clear_config()
+  with run.open_run(baseline_copy, gin_params=["evaluate.progress = False"],
+                    restore=False) as loaded:
+    assert loop.evaluate(loaded.problem, baseline_copy) == expected
+  assert expected["protocol2_mm"][0] > 0
+
+
+def test_a_b128_run_evaluated_with_an_ige_config_is_refused(
+    baseline_copy, records_gt):
+  metrics = os.path.join(baseline_copy, "metrics.json")
+  with open(metrics, "w") as f:
+    f.write('{"protocol2_mm": [51.0]}')
+  # What bin/evaluate.py --model_dir=D --gin_file=pose/demo_ige4.gin does.
+  with pytest.raises(run.ConfigMismatchError) as error:
+    with run.open_run(baseline_copy, ["pose/demo_ige4.gin"],
+                      gin_overrides(records_gt), restore=False) as loaded:
+      loop.evaluate(loaded.problem, baseline_copy)
+  message = str(error.value)
+  assert "PoseProblem.model_fn: run @baseline_lifter, given @ige_lifter" in message
+  assert "PoseProblem.loss_type: run 'standardized_mse', given 'scaled_l2'" in message
+  with open(metrics) as f:
+    assert f.read() == '{"protocol2_mm": [51.0]}'
+
+
+def test_model_stats_of_ige8_need_no_data_and_no_initial_run(
+    records_gt, baseline_run, repo_dir, tmp_path):
+  out = subprocess.run(
+      [sys.executable, os.path.join(repo_dir, "bin", "model_stats.py"),
+       "--gin_file=pose/ige8.gin"], capture_output=True, text=True,
+      timeout=300, cwd=str(tmp_path),  # no records/, no runs/ here
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  stats = json.loads(out.stdout.strip().splitlines()[-1])
+  # The same counts as the model built from real statistics and baseline.
+  cli.parse_gin(["pose/ige8.gin"], gin_overrides(
+      records_gt, init_model_dir=baseline_run))
+  assert stats == loop.model_stats(cli.make_problem())
+  assert stats["trainable_params"]["energy"] > 0
+
+
+def test_resume_with_dropout_is_bit_identical(records_gt, tmp_path):
+  """b128-1 has dropout: its random states are checkpointed ("rng"), so a
+  run stopped at step 7 and resumed equals the uninterrupted run."""
+  def train(model_dir, max_steps=None):
+    gin.clear_config()
+    cli.parse_gin(["pose/b128-1.gin"], gin_overrides(records_gt) + [
+        "train.progress = False", "train.checkpoint_every_steps = 7",
+        f"train.max_steps = {max_steps}"])
+    return loop.train(cli.make_problem(), model_dir)
+
+  full, split = str(tmp_path / "full"), str(tmp_path / "split")
+  assert train(full) == 18
+  assert train(split, max_steps=7) == 7
+  assert train(split) == 18
+  readers = [tf.train.load_checkpoint(os.path.join(d, "ckpt-18"))
+             for d in (full, split)]
+  names = [n for n in readers[0].get_variable_to_shape_map()
+           if not n.startswith(("save_counter", "_CHECKPOINTABLE"))]
+  assert any(n.startswith("rng/") for n in names)
+  for name in names:
+    np.testing.assert_array_equal(readers[0].get_tensor(name),
+                                  readers[1].get_tensor(name), err_msg=name)
+
+
+def test_visualize_from_the_run_directory_alone(baseline_run, repo_dir,
+                                                tmp_path):
+  """bin/visualize.py --model=<run> finds the run's records itself."""
+  out = str(tmp_path / "figure3.png")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(repo_dir, "bin", "visualize.py"),
+       f"--model={baseline_run}", "--index=5", f"--out={out}"],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result["png"] == out and os.path.getsize(out) > 0
