@@ -1,6 +1,6 @@
 """Runs, checkpoints and configs (docs/reliability.md): a run directory
 describes itself, restores are exact or refused, strict macros, exact resume
-after SIGKILL. On the denoising example (gin/core/denoise.gin)."""
+after SIGKILL. On the denoising example (core/denoise.gin)."""
 import glob
 import json
 import os
