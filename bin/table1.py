@@ -38,10 +38,13 @@ def main(argv):
     patterns.append(f"{FLAGS.runs_root.rstrip('/')}/*")
   if not patterns:
     raise app.UsageError("give --run_dir or --runs_root")
-  markdown, _ = tables.table1(figures.expand_run_dirs(patterns),
-                              actions=FLAGS.actions,
-                              default_source=FLAGS.source,
-                              markdown_out=FLAGS.out, csv_out=FLAGS.csv)
+  try:
+    markdown, _ = tables.table1(figures.expand_run_dirs(patterns),
+                                actions=FLAGS.actions,
+                                default_source=FLAGS.source,
+                                markdown_out=FLAGS.out, csv_out=FLAGS.csv)
+  except (tables.Table1Error, FileNotFoundError) as e:
+    raise SystemExit(f"table1: {e}") from None
   print(markdown, end="")
 
 
