@@ -123,3 +123,25 @@ def test_table1_reads_real_per_action_metrics(ige_run, tmp_path):
   summary = markdown.splitlines()[4]
   assert summary.startswith("| IGE_4 | - | - |")
   assert summary.endswith(f" | {p2:.1f} |")
+
+
+def test_demo_reports_mean_and_sample_std_over_seeds():
+  per_seed = [{"per_step": {"protocol1a_mm": [a, a - 10],
+                            "protocol2_mm": [b, b - 10],
+                            "mpjpe_mm": [c, c]}}
+              for a, b, c in ((50.0, 40.0, 60.0), (52.0, 44.0, 60.0),
+                              (54.0, 42.0, 60.0))]
+  over = demo.spread(per_seed)
+  assert over["seeds"] == 3
+  assert over["mean"]["protocol1a_mm"] == [52.0, 42.0]
+  assert over["std"]["protocol1a_mm"] == [2.0, 2.0]  # n - 1: sqrt(8 / 2)
+  assert over["std"]["protocol2_mm"] == [2.0, 2.0]
+  assert over["std"]["mpjpe_mm"] == [0.0, 0.0]
+  summary = {"formulation": "default",
+             "b128-1": {"over_seeds": demo.spread(per_seed[:1])},
+             "ige4": {"over_seeds": over}}
+  table = demo.format_over_seeds(summary).splitlines()
+  assert table[3] == "| b128-1 | 0 | 50.0 | 40.0 | 60.0 |"  # one seed: no ±
+  assert table[6] == "| ige4 | 1 | 42.0 ± 2.0 | 32.0 ± 2.0 | 60.0 ± 0.0 |"
+  with pytest.raises(ValueError, match="formulation must be one of"):
+    demo.run_demo("unused", formulation="exact")
