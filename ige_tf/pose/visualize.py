@@ -15,6 +15,7 @@ joints are joined in both. Everything is drawn with matplotlib's Agg backend
 (no display needed).
 """
 import os
+import textwrap
 
 import matplotlib
 
@@ -169,18 +170,21 @@ def figure3(path, pose_2d, f, c, k, p, steps, target=None, azimuth_deg=70.0,
   axes[0, 0].set_ylabel("camera view", fontsize=9)
   axes[1, 0].set_ylabel(
       f"novel view ({azimuth_deg:g} deg)" +
-      ("\nestimate scaled by optimal k" if truth17 is not None else ""),
+      ("\nestimate × optimal k" if truth17 is not None else ""),
       fontsize=9)
   # Bands above the panels, in inches: the title, the legend.
   height = 2 * column_inches
-  title_band = 0.3 if title else 0.0
+  if title:  # wrapped to the figure's width (~11 characters per inch)
+    title = textwrap.fill(title, width=max(20, int(num * column_inches * 11)))
+  title_band = 0.22 * (title.count("\n") + 1) + 0.08 if title else 0.0
   # Legend rows: one on wide figures, wrapping on narrow ones.
   rows = 1 if num >= 5 else (2 if num >= 3 else 5)
   legend_band = 0.19 * rows
   if title:
     fig.suptitle(title, fontsize=10, y=1 - 0.05 / height)
   _legend(fig, truth17 is not None, 1 - (title_band + 0.02) / height, rows)
-  fig.subplots_adjust(left=0.03, right=0.99, bottom=0.02,
+  fig.subplots_adjust(left=0.45 / (num * column_inches),
+                      right=1 - 0.05 / (num * column_inches), bottom=0.02,
                       top=1 - (title_band + legend_band + 0.3) / height,
                       wspace=0.05, hspace=0.12)
   folder = os.path.dirname(os.path.abspath(path))
