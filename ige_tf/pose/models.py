@@ -9,14 +9,17 @@ to the training loop's output dict
                                          (T = 0 for the baseline)
   energy      float32 `[T, B]`      (IGE) energy at `steps[t]`
   grad_norm   float32 `[T, B]`      (IGE) energy-gradient norm at `steps[t]`
-  standardized float32 `[B, 16, 3]` (baseline) standardized root-relative
-                                    output, for Martinez's training loss.
+  standardized float32 `[B, 16, 3]` (default baseline) standardized
+                                    root-relative output, for Martinez's
+                                    training loss.
 
 Parameterization (docs/pose_model.md). The baseline regresses the pose
 relative to the pelvis, standardized with training-set statistics (paper 5.1,
 Martinez et al.); `CameraPlacement` then places it in the camera frame with
 the closed-form root translation that best explains the observed 2D pose
-under perspective projection. The IGE's inner variable is this camera-frame
+under perspective projection. The paper author's formulation
+(`baseline_lifter(output_frame="camera")`, gin/pose/models/baseline_paper.gin)
+regresses the camera-frame pose directly, without standardization. The IGE's inner variable is this camera-frame
 pose itself, in metres (all 16 joints free): the reprojection energy needs
 absolute depth, and every coordinate the optimizer can reach is finite:
 
