@@ -7,7 +7,9 @@ model is rebuilt from the run's `operative_config.gin` to count them.
 
 Points: baselines with 1 residual block red, 2 blocks blue, IGE black; x is
 the dense-layer multiply-adds per example at inference (log scale), y the
-final-step metric, the dot area is proportional to the trainable parameters.
+final-step metric, the dot area grows linearly with the trainable parameters
+(30 + 900 params / largest, in points^2). Two legends: the model kinds, and
+reference dot sizes with their parameter counts.
 """
 import glob
 import json
@@ -17,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from ige_tf.train import loop  # noqa: E402
 
@@ -88,6 +91,16 @@ def collect(run_dirs, metric="protocol2_mm"):
   return points
 
 
+METRIC_LABELS = {"protocol2_mm": "Protocol 2 error (mm)",
+                 "protocol1a_mm": "Protocol 1a error (mm)",
+                 "mpjpe_mm": "MPJPE (mm)"}
+
+
+def _dot_area(params, largest):
+  """Marker area (points^2) of a model with `params` trainable parameters."""
+  return 30 + 900 * params / largest
+
+
 def plot_figure4(run_dirs, out, metric="protocol2_mm", dpi=120):
   """Writes the Figure 4 PNG and a JSON of its points beside it.
 
@@ -100,32 +113,54 @@ def plot_figure4(run_dirs, out, metric="protocol2_mm", dpi=120):
   Returns:
     The list of points (`collect`).
   """
+  from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
   points = collect(expand_run_dirs(run_dirs), metric)
   largest = max(p["params"] for p in points)
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=dpi)
-  labelled = set()
+  kinds = {}
   for p in points:
     if p["kind"] == "ige":
-      colour, label = COLOURS["ige"], "IGE (steps)"
+      colour, label = COLOURS["ige"], "IGE\n(label: inner steps T)"
       text = f"T={p['num_steps']}"
     else:
       colour = COLOURS.get(("baseline", p["blocks"]), "tab:gray")
-      label = f"base, {p['blocks']} block(s)"
+      label = (f"baseline, {p['blocks']} residual block"
+               f"{'s' if p['blocks'] != 1 else ''}\n(label: hidden units)")
       text = f"{p['units']}"
+    kinds[label] = colour
     ax.scatter(p["multiply_adds"], p[metric],
-               s=20 + 600 * p["params"] / largest, color=colour, alpha=0.7,
-               edgecolors="k", linewidths=0.5,
-               label=None if label in labelled else label)
-    labelled.add(label)
-    ax.annotate(text, (p["multiply_adds"], p[metric]), fontsize=7,
-                xytext=(4, 4), textcoords="offset points")
+               s=_dot_area(p["params"], largest), color=colour, alpha=0.6,
+               edgecolors="k", linewidths=0.6, zorder=3)
+    ax.annotate(text, (p["multiply_adds"], p[metric]), fontsize=9,
+                xytext=(6, 5), textcoords="offset points", zorder=4)
   ax.set_xscale("log")
-  ax.set_xlabel("multiply-adds per example (dense layers, inference)")
-  ax.set_ylabel(f"{metric} (final step)")
-  ax.set_title("Figure 4: dot area ~ trainable parameters", fontsize=10)
+  ax.set_xlabel("multiply-adds per example\n(dense layers, inference, log "
+                "scale)", fontsize=10)
+  ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)}, final step",
+                fontsize=10)
+  ax.tick_params(labelsize=9)
+  ax.set_title("Figure 4: error against computation", fontsize=11)
+  ax.margins(x=0.12, y=0.15)
   ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
+  # Colour legend (fixed-size markers) and a size legend (reference counts).
+  colour_handles = [Line2D([], [], marker="o", ls="", markersize=8,
+                           markerfacecolor=c, markeredgecolor="k", alpha=0.6,
+                           label=label) for label, c in sorted(kinds.items())]
+  first = ax.legend(handles=colour_handles, fontsize=9, loc="upper left",
+                    bbox_to_anchor=(1.02, 1.0), title="model",
+                    title_fontsize=9, labelspacing=0.8)
+  ax.add_artist(first)
+  magnitude = 10 ** int(np.floor(np.log10(largest)))
+  references = sorted({largest, magnitude, magnitude // 10} - {0})
+  size_handles = [ax.scatter([], [], s=_dot_area(n, largest), color="0.8",
+                             edgecolors="k", linewidths=0.6,
+                             label=f"{n:,}") for n in references]
+  ax.legend(handles=size_handles, fontsize=9, loc="lower left",
+            bbox_to_anchor=(1.02, 0.0), title="dot area: trainable\nparameters",
+            title_fontsize=9, labelspacing=1.6, borderpad=1.0,
+            handletextpad=1.6)
+  # Legends outside the axes, on the right (fixed PNG size).
+  fig.subplots_adjust(left=0.1, right=0.66, bottom=0.16, top=0.92)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   tmp = out + ".tmp.png"
   fig.savefig(tmp, dpi=dpi)
@@ -136,45 +171,3 @@ def plot_figure4(run_dirs, out, metric="protocol2_mm", dpi=120):
     json.dump(points, f, indent=1)
   os.replace(json_path + ".tmp", json_path)
   return points
-
-
-TABLE1_MODELS = (("Base 1024/2", "b1024-2"), ("IGE_4", "ige4"),
-                 ("IGE_8", "ige8"))
-TABLE1_SOURCES = (("SH", "sh"), ("FT", "ft"), ("GT", "gt"))
-
-
-def table1(runs_root, out=None):
-  """Table 1 of the paper as markdown, from evaluated runs.
-
-  Reads `runs_root/<model>_<source>/metrics.json` for model in b1024-2,
-  ige4, ige8 and source in sh, ft, gt (the run names of
-  docs/reproducing_pose.md); a missing run shows as "-".
-
-  Args:
-    runs_root: folder of the Table 1 runs (e.g. runs/pose/table1).
-    out: optional path to also write the markdown to.
-
-  Returns:
-    The markdown table (str): final-step Protocol 1a and Protocol 2 in mm.
-  """
-  lines = ["| 2D source | P1a SH | P1a FT | P1a GT | P2 SH | P2 FT | P2 GT |",
-           "|---|---|---|---|---|---|---|"]
-  for label, model in TABLE1_MODELS:
-    cells = {}
-    for _, source in TABLE1_SOURCES:
-      path = os.path.join(runs_root, f"{model}_{source}", loop.METRICS_FILE)
-      if os.path.isfile(path):
-        with open(path) as f:
-          metrics = json.load(f)
-        cells[source] = (metrics["protocol1a_mm"][-1],
-                         metrics["protocol2_mm"][-1])
-    row = [label]
-    for index in (0, 1):
-      for _, source in TABLE1_SOURCES:
-        row.append(f"{cells[source][index]:.1f}" if source in cells else "-")
-    lines.append("| " + " | ".join(row) + " |")
-  text = "\n".join(lines) + "\n"
-  if out:
-    with open(out, "w") as f:
-      f.write(text)
-  return text

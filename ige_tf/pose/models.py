@@ -9,14 +9,17 @@ to the training loop's output dict
                                          (T = 0 for the baseline)
   energy      float32 `[T, B]`      (IGE) energy at `steps[t]`
   grad_norm   float32 `[T, B]`      (IGE) energy-gradient norm at `steps[t]`
-  standardized float32 `[B, 16, 3]` (baseline) standardized root-relative
-                                    output, for Martinez's training loss.
+  standardized float32 `[B, 16, 3]` (default baseline) standardized
+                                    root-relative output, for Martinez's
+                                    training loss.
 
 Parameterization (docs/pose_model.md). The baseline regresses the pose
 relative to the pelvis, standardized with training-set statistics (paper 5.1,
 Martinez et al.); `CameraPlacement` then places it in the camera frame with
 the closed-form root translation that best explains the observed 2D pose
-under perspective projection. The IGE's inner variable is this camera-frame
+under perspective projection. The paper author's formulation
+(`baseline_lifter(output_frame="camera")`, ige_tf/configs/pose/models/baseline_paper.gin)
+regresses the camera-frame pose directly, without standardization. The IGE's inner variable is this camera-frame
 pose itself, in metres (all 16 joints free): the reprojection energy needs
 absolute depth, and every coordinate the optimizer can reach is finite:
 
@@ -262,12 +265,17 @@ class MartinezBaseline(keras.layers.Layer):
       in the forward pass (`NormClippedDense`; Martinez et al. clip to 1).
     num_joints_2d: J2, input joints (16).
     num_joints_3d: J3, output joints (16).
+    standardize: standardize the input and de-standardize the output with
+      the statistics of `set_statistics` (Martinez et al.); False feeds the
+      normalized 2D joints as they are and returns the dense output as is
+      (the paper author's camera-frame baseline; the statistics weights
+      still exist, unused, so checkpoints keep one layout).
   """
 
   def __init__(self, units=1024, num_blocks=2, dropout_rate=0.5,
                batch_norm=True, residual=True, max_norm=None,
                num_joints_2d=NUM_JOINTS_2D, num_joints_3d=NUM_JOINTS_3D,
-               **kwargs):
+               standardize=True, **kwargs):
     super().__init__(**kwargs)
     self.units = int(units)
     self.num_blocks = int(num_blocks)
@@ -277,6 +285,7 @@ class MartinezBaseline(keras.layers.Layer):
     self.max_norm = None if max_norm is None else float(max_norm)
     self.num_joints_2d = int(num_joints_2d)
     self.num_joints_3d = int(num_joints_3d)
+    self.standardize = bool(standardize)
 
     def dense(units, name):
       if self.max_norm is None:
@@ -353,10 +362,12 @@ class MartinezBaseline(keras.layers.Layer):
 
     Returns:
       dict: "standardized" float32 `[B, J3, 3]` (the network's output) and
-      "root_relative" float32 `[B, J3, 3]` (de-standardized, metres).
+      "pose_3d" float32 `[B, J3, 3]` (de-standardized, metres; equal to
+      "standardized" when `standardize` is False).
     """
-    std_in = tf.maximum(self.input_std, 1e-6)
-    x = (tf.cast(pose_2d, self.compute_dtype) - self.input_mean) / std_in
+    x = tf.cast(pose_2d, self.compute_dtype)
+    if self.standardize:
+      x = (x - self.input_mean) / tf.maximum(self.input_std, 1e-6)
     x = tf.reshape(x, [-1, self.num_joints_2d * 2])
     for layer in self.input_layers:
       x = _call(layer, x, training)
@@ -366,13 +377,15 @@ class MartinezBaseline(keras.layers.Layer):
         y = _call(layer, y, training)
       x = x + y if self.residual else y
     out = tf.reshape(self.output_dense(x), [-1, self.num_joints_3d, 3])
+    if not self.standardize:
+      return {"standardized": out, "pose_3d": out}
     std_out = tf.maximum(self.output_std, 1e-6)
     return {"standardized": out,
-            "root_relative": out * std_out + self.output_mean}
+            "pose_3d": out * std_out + self.output_mean}
 
   def compute_output_shape(self, input_shape):
     shape = (input_shape[0], self.num_joints_3d, 3)
-    return {"standardized": shape, "root_relative": shape}
+    return {"standardized": shape, "pose_3d": shape}
 
   def dense_layers(self):
     """The `keras.layers.Dense` layers in call order (for multiply-adds)."""
@@ -386,7 +399,8 @@ class MartinezBaseline(keras.layers.Layer):
                   dropout_rate=self.dropout_rate, batch_norm=self.batch_norm,
                   residual=self.residual, max_norm=self.max_norm,
                   num_joints_2d=self.num_joints_2d,
-                  num_joints_3d=self.num_joints_3d)
+                  num_joints_3d=self.num_joints_3d,
+                  standardize=self.standardize)
     return config
 
 
@@ -608,34 +622,59 @@ def find_inner_optimizer(model):
   return None
 
 
+OUTPUT_FRAMES = ("root_relative", "camera")
+
+
 @gin.configurable
 def baseline_lifter(units=1024, num_blocks=2, dropout_rate=0.5,
                     batch_norm=True, residual=True, max_norm=None,
-                    min_root_depth=1.0, statistics=None, name="baseline"):
-  """Martinez baseline placed in the camera frame.
+                    min_root_depth=1.0, output_frame="root_relative",
+                    statistics=None, name="baseline"):
+  """Martinez baseline with camera-frame outputs.
+
+  Two formulations (docs/pose_model.md):
+    * output_frame "root_relative" (default, Martinez et al.): standardized
+      inputs, a standardized root-relative output, placed in the camera
+      frame by `CameraPlacement`; outputs "steps" and "standardized" (for
+      the "standardized_mse" loss).
+    * output_frame "camera" (the paper author's code): unstandardized
+      inputs, the dense output is the camera-frame pose itself (known up to
+      scale: train it with a scale-invariant loss, "scaled_joint_distance");
+      outputs "steps" only.
 
   Args:
     units, num_blocks, dropout_rate, batch_norm, residual, max_norm: see
       `MartinezBaseline`.
-    min_root_depth: see `CameraPlacement`.
+    min_root_depth: see `CameraPlacement` ("root_relative" only).
+    output_frame: one of `OUTPUT_FRAMES`.
     statistics: optional `pipeline.load_statistics` dict to standardize with.
     name: model name.
 
   Returns:
     A built functional `keras.Model`: inputs `{"pose_2d" [B, 16, 2],
     "distortion" [B, 5]}`, outputs `{"steps" [1, B, 16, 3] camera frame
-    metres, "standardized" [B, 16, 3]}`.
+    metres, "standardized" [B, 16, 3] ("root_relative" only)}`.
+
+  Raises:
+    ValueError: an unknown `output_frame`.
   """
+  if output_frame not in OUTPUT_FRAMES:
+    raise ValueError(f"baseline_lifter.output_frame must be one of "
+                     f"{OUTPUT_FRAMES}, got {output_frame!r}")
   inputs = model_inputs()
+  camera_output = output_frame == "camera"
   net = MartinezBaseline(units, num_blocks, dropout_rate, batch_norm, residual,
-                         max_norm, name=INITIAL_ESTIMATE)
+                         max_norm, standardize=not camera_output,
+                         name=INITIAL_ESTIMATE)
   out = net(inputs["pose_2d"])
-  pose = CameraPlacement(min_root_depth, name="camera_placement")(
-      out["root_relative"], inputs["pose_2d"], inputs["distortion"])
-  steps = keras.ops.expand_dims(pose, 0)
-  model = keras.Model(inputs, {"steps": steps,
-                               "standardized": out["standardized"]},
-                      name=name)
+  if camera_output:
+    outputs = {"steps": keras.ops.expand_dims(out["pose_3d"], 0)}
+  else:
+    pose = CameraPlacement(min_root_depth, name="camera_placement")(
+        out["pose_3d"], inputs["pose_2d"], inputs["distortion"])
+    outputs = {"steps": keras.ops.expand_dims(pose, 0),
+               "standardized": out["standardized"]}
+  model = keras.Model(inputs, outputs, name=name)
   if statistics is not None:
     set_baseline_statistics(model, statistics)
   return model

@@ -10,6 +10,11 @@ Data: records written by `bin/prepare_h36m.py` (`RECORDS_DIR`), read by
   * "scaled_l2" (paper eq. 9, for IGE): per step t, `|k y_t - y|_2` over the
     16 camera-frame joints with the optimal scale k, weighted 0.9^(T-t)
     (`MultiStepLoss`).
+  * "scaled_joint_distance" (the paper author's code, for the camera-frame
+    baseline `baseline_paper.gin` and the IGE started from it): per step,
+    the target divided by its pelvis' distance from the camera, the
+    prediction scaled by the optimal k, the euclidean joint errors summed
+    over the 16 joints; weighted 0.9^(T-t) as above (a baseline has T = 0).
 
 Metrics (`metrics.json`, lists over steps 0..T; paper 5.3): `protocol1a_mm`,
 `protocol2_mm`, `mpjpe_mm`, on 17 joints with the pelvis appended as the
@@ -24,10 +29,11 @@ from ige_tf.core import MultiStepLoss
 from ige_tf.pose import geometry
 from ige_tf.pose import metrics as pose_metrics
 from ige_tf.pose import models
+from ige_tf.pose import skeleton
 from ige_tf.pose.data import pipeline
 from ige_tf.train.problem import Problem, count_trainable, serving_outputs
 
-LOSS_TYPES = ("standardized_mse", "scaled_l2")
+LOSS_TYPES = ("standardized_mse", "scaled_l2", "scaled_joint_distance")
 
 
 def scaled_l2(target, prediction):
@@ -47,6 +53,35 @@ def scaled_l2(target, prediction):
   return tf.sqrt(squared + 1e-12)
 
 
+def scaled_joint_distance(target, prediction):
+  """Sum of joint errors after the optimal scale, target at unit distance.
+
+  The original code's pose loss: `y = target / |pelvis(target)|` (pelvis =
+  midpoint of the hips), `sum_j |k prediction_j - y_j|_2` with the optimal
+  k of `|k prediction - y|^2`. Invariant to the scale of the prediction;
+  every example counts alike whatever its distance from the camera.
+
+  Args:
+    target: float32 `[B, 16, 3]` H36M16, camera frame.
+    prediction: float32 `[B, 16, 3]`.
+
+  Returns:
+    float32 `[B]`, in units of the target's pelvis distance.
+  """
+  prediction = tf.cast(prediction, tf.float32)
+  target = tf.cast(target, tf.float32)
+  pelvis = skeleton.add_pelvis(target)[:, 0]  # [B, 3]
+  target = target / tf.norm(pelvis, axis=-1)[:, None, None]
+  aligned = geometry.scale_align(prediction, target)
+  squared = tf.reduce_sum(tf.square(aligned - target), axis=-1)  # [B, 16]
+  # The gradient of sqrt at 0 is infinite: smooth by 1e-6 (squared 1e-12).
+  return tf.reduce_sum(tf.sqrt(squared + 1e-12), axis=-1)
+
+
+LOSS_FUNCTIONS = {"scaled_l2": scaled_l2,
+                  "scaled_joint_distance": scaled_joint_distance}
+
+
 def normalize_pixels(pose_2d_pixels, f, c):
   """`(uv - c) / f`: pixels `[B, J, 2]`, f, c `[B, 2]` -> `[B, J, 2]`."""
   return (pose_2d_pixels - c[:, None, :]) / f[:, None, :]
@@ -60,7 +95,7 @@ class PoseProblem(Problem):
     records_dir: output of `bin/prepare_h36m.py` (`RECORDS_DIR`).
     model_fn: `models.baseline_lifter` or `models.ige_lifter` (configured by
       gin); called as `model_fn(statistics=...)`.
-    loss_type: "standardized_mse" or "scaled_l2" (module docstring).
+    loss_type: one of `LOSS_TYPES` (module docstring).
     step_decay: weight ratio of consecutive steps in the multi-step loss.
     flip_augment: mirror training examples with probability 1/2.
     shuffle_buffer: examples in the training shuffle buffer.
@@ -81,7 +116,9 @@ class PoseProblem(Problem):
     self.flip_augment = bool(flip_augment)
     self.shuffle_buffer = int(shuffle_buffer)
     self.require_statistics = bool(require_statistics)
-    self._multi_step = MultiStepLoss(scaled_l2, decay=self.step_decay)
+    self._multi_step = (None if loss_type == "standardized_mse" else
+                        MultiStepLoss(LOSS_FUNCTIONS[loss_type],
+                                      decay=self.step_decay))
     self._statistics = None
     self.last_model_stats = None
 

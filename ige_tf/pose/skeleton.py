@@ -135,7 +135,10 @@ MPII16 = Skeleton(
     joints=("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle",
             "pelvis", "thorax", "neck", "head_top", "r_wrist", "r_elbow",
             "r_shoulder", "l_shoulder", "l_elbow", "l_wrist"),
-    parents=(1, 2, 6, 6, 3, 4, -1, 6, 7, 8, 11, 12, 7, 7, 13, 14))
+    # The shoulders hang from the neck, as in H36M17 (the same body point:
+    # H36M joint 13), so 2D and 3D skeletons are drawn with one
+    # connectivity (`contracted_bones`).
+    parents=(1, 2, 6, 6, 3, 4, -1, 6, 7, 8, 11, 12, 8, 8, 13, 14))
 
 COCO17 = Skeleton(
     name="coco17",
@@ -145,6 +148,35 @@ COCO17 = Skeleton(
     parents=(-1, 0, 0, 1, 2, 0, 0, 5, 6, 7, 8, 5, 6, 11, 12, 13, 14))
 
 SKELETONS = {s.name: s for s in (H36M32, H36M17, H36M16, MPII16, COCO17)}
+
+
+def contracted_bones(skel, joints):
+  """`skel`'s bones between the joints named in `joints`, by name.
+
+  A joint of `skel` not in `joints` is contracted into its parent, so a chain
+  a -> b -> c with b absent becomes the bone a -> c. Two joint sets are drawn
+  with one connectivity when `contracted_bones(big, small.joints)` equals
+  `small`'s own bones (by name).
+
+  Args:
+    skel: a `Skeleton` (or name).
+    joints: iterable of joint names.
+
+  Returns:
+    frozenset of `(child name, parent name)` pairs.
+  """
+  skel = _skeleton(skel)
+  keep = set(joints)
+  bones = set()
+  for i, name in enumerate(skel.joints):
+    if name not in keep:
+      continue
+    parent = skel.parents[i]
+    while parent >= 0 and skel.joints[parent] not in keep:
+      parent = skel.parents[parent]
+    if parent >= 0:
+      bones.add((name, skel.joints[parent]))
+  return frozenset(bones)
 
 # Convenience index tuples used throughout the pose code.
 H36M32_TO_H36M16 = H36M32_TO_H36M17[1:]

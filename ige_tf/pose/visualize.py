@@ -8,10 +8,14 @@ the vertical axis; the estimate is first scaled by the optimal k of paper
 eq. 9 (as the loss and Protocol 1a see it). Without ground truth (e.g.
 `bin/lift.py`) the novel view shows the estimate alone.
 
-Colours: the subject's left side blue, right side red, centre green.
-Everything is drawn with matplotlib's Agg backend (no display needed).
+Colours: the subject's left side blue, right side red, centre green; a
+legend at the top says which line is which. The 2D (MPII16) and 3D (H36M17)
+skeletons share one connectivity (`skeleton.contracted_bones`): the same
+joints are joined in both. Everything is drawn with matplotlib's Agg backend
+(no display needed).
 """
 import os
+import textwrap
 
 import matplotlib
 
@@ -44,6 +48,23 @@ def _draw(ax, points, skel, style="-", colour=None, width=2.0, marker=True):
   if marker:
     ax.plot(points[:, 0], points[:, 1], ".", color=colour or "k",
             markersize=3)
+
+
+def _legend(fig, with_truth, top, rows):
+  """One legend for every panel, in the band above the panels."""
+  from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
+  handles = [Line2D([], [], color=LEFT, lw=2, label="estimate, left side"),
+             Line2D([], [], color=RIGHT, lw=2, label="estimate, right side"),
+             Line2D([], [], color=CENTRE, lw=2, label="estimate, centre"),
+             Line2D([], [], color=TRUTH, lw=1.5, ls=":",
+                    label="observed 2D (top row)")]
+  if with_truth:
+    handles.append(Line2D([], [], color=TRUTH, lw=1.5, ls=":",
+                          label="ground truth (bottom row)"))
+  fig.legend(handles=handles, loc="upper center",
+             ncol=max(1, -(-len(handles) // rows)),
+             fontsize=8, frameon=False, bbox_to_anchor=(0.5, top),
+             handlelength=2.0, columnspacing=1.2)
 
 
 def _project(points_3d, f, c, k, p):
@@ -147,11 +168,25 @@ def figure3(path, pose_2d, f, c, k, p, steps, target=None, azimuth_deg=70.0,
       ax.set_xticks([])
       ax.set_yticks([])
   axes[0, 0].set_ylabel("camera view", fontsize=9)
-  axes[1, 0].set_ylabel(f"novel view ({azimuth_deg:g} deg)", fontsize=9)
+  axes[1, 0].set_ylabel(
+      f"novel view ({azimuth_deg:g} deg)" +
+      ("\nestimate × optimal k" if truth17 is not None else ""),
+      fontsize=9)
+  # Bands above the panels, in inches: the title, the legend.
+  height = 2 * column_inches
+  if title:  # wrapped to the figure's width (~11 characters per inch)
+    title = textwrap.fill(title, width=max(20, int(num * column_inches * 11)))
+  title_band = 0.22 * (title.count("\n") + 1) + 0.08 if title else 0.0
+  # Legend rows: one on wide figures, wrapping on narrow ones.
+  rows = 1 if num >= 5 else (2 if num >= 3 else 5)
+  legend_band = 0.19 * rows
   if title:
-    fig.suptitle(title, fontsize=10)
-  fig.subplots_adjust(left=0.03, right=0.99, bottom=0.02,
-                      top=0.88 if title else 0.93, wspace=0.05, hspace=0.1)
+    fig.suptitle(title, fontsize=10, y=1 - 0.05 / height)
+  _legend(fig, truth17 is not None, 1 - (title_band + 0.02) / height, rows)
+  fig.subplots_adjust(left=0.45 / (num * column_inches),
+                      right=1 - 0.05 / (num * column_inches), bottom=0.02,
+                      top=1 - (title_band + legend_band + 0.3) / height,
+                      wspace=0.05, hspace=0.12)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   tmp = path + ".tmp.png"

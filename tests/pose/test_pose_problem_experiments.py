@@ -35,6 +35,7 @@ def test_every_table1_and_figure4_experiment_exists():
   for source in ("gt", "sh", "ft"):
     for model in ("b1024-2", "b128-1", "ige4", "ige8"):
       assert f"pose/table1/{model}_{source}.gin" in names
+      assert f"pose/table1/{model}_paper_{source}.gin" in names
   for units in (128, 256, 512, 1024):
     for blocks in (1, 2):
       assert f"pose/figure4/base_{units}x{blocks}.gin" in names
@@ -42,7 +43,10 @@ def test_every_table1_and_figure4_experiment_exists():
     assert f"pose/figure4/ige_{steps}.gin" in names
   assert {"pose/b1024-2.gin", "pose/b128-1.gin", "pose/ige4.gin",
           "pose/ige8.gin", "pose/demo_b128-1.gin",
-          "pose/demo_ige4.gin"} <= names
+          "pose/demo_ige4.gin", "pose/b128-1_paper.gin",
+          "pose/b1024-2_paper.gin", "pose/ige4_paper.gin",
+          "pose/ige8_paper.gin", "pose/demo_b128-1_paper.gin",
+          "pose/demo_ige4_paper.gin"} <= names
 
 
 @pytest.fixture
@@ -78,6 +82,10 @@ def test_config_trains_one_step(config, records_gt, baseline_run, tmp_path,
     assert (arch["units"], arch["blocks"]) == (128, 1)
   else:
     assert arch["kind"] == "baseline"
+  # The paper author's formulation reaches the baseline (also IGE's).
+  paper = "_paper" in config
+  assert ("baseline_lifter.output_frame = 'camera'" in text) == paper
+  assert ("PoseProblem.loss_type = 'scaled_joint_distance'" in text) == paper
   # Every saved value (weights, optimizer slots) is finite after the step.
   reader = tf.train.load_checkpoint(str(tmp_path))
   for name in reader.get_variable_to_shape_map():

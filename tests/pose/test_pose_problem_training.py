@@ -154,3 +154,85 @@ def test_model_stats_add_up_and_meet_the_size_targets(records_gt,
   assert base["trainable_params"]["total"] >= 20 * ige8["trainable_params"][
       "total"]
   assert 2 * ige8["multiply_adds"] <= base["multiply_adds"]
+
+
+def test_scaled_joint_distance_is_the_original_codes_loss():
+  rng = np.random.default_rng(3)
+  target = rng.normal(scale=0.3, size=(3, 16, 3)).astype(np.float32)
+  target[..., 2] += np.array([3.0, 5.0, 7.0])[:, None]  # camera frame
+  prediction = (2.5 * target + rng.normal(scale=0.1, size=target.shape)
+                ).astype(np.float32)
+  got = problem_lib.scaled_joint_distance(target, prediction).numpy()
+  for b in range(3):
+    p, y = prediction[b].astype(np.float64), target[b].astype(np.float64)
+    pelvis = (y[0] + y[3]) / 2  # midpoint of r_hip, l_hip (H36M16)
+    y = y / np.linalg.norm(pelvis)
+    k = np.sum(p * y) / np.sum(p * p)
+    assert got[b] == pytest.approx(
+        np.sum(np.linalg.norm(k * p - y, axis=-1)), rel=1e-5)
+  # Invariant to the prediction's scale.
+  np.testing.assert_allclose(
+      problem_lib.scaled_joint_distance(target, 0.01 * prediction), got,
+      rtol=1e-4)
+
+
+def test_camera_frame_baseline_outputs_its_dense_layer(records_gt):
+  model = models.baseline_lifter(units=8, num_blocks=1, output_frame="camera",
+                                 statistics=pipeline.load_statistics(
+                                     records_gt))
+  assert set(model.output) == {"steps"}
+  baseline = models.find_baseline(model)
+  assert not baseline.standardize
+  pose_2d = np.random.default_rng(4).normal(size=(2, 16, 2)).astype(
+      np.float32)
+  out = model({"pose_2d": pose_2d, "distortion": np.zeros((2, 5), "f")})
+  # No standardization on either side: the statistics are not applied.
+  raw = baseline(pose_2d)["standardized"]
+  np.testing.assert_allclose(out["steps"][0], raw, rtol=1e-6)
+  problem = problem_lib.PoseProblem(records_gt, lambda statistics: model,
+                                    loss_type="standardized_mse")
+  with pytest.raises(ValueError, match="needs a baseline model"):
+    problem.loss({"pose_3d": tf.zeros((2, 16, 3)),
+                  "root_3d": tf.zeros((2, 3))}, out)
+  with pytest.raises(ValueError, match="output_frame must be one of"):
+    models.baseline_lifter(output_frame="world")
+
+
+def _trained_weights(records_gt, tmp_path, seed):
+  gin.clear_config()
+  cli.parse_gin(["pose/b128-1.gin"], gin_overrides(records_gt) + [
+      "train.max_steps = 4", f"train.seed = {seed}",
+      "PoseProblem.flip_augment = True"])
+  model_dir = str(tmp_path / f"seed{seed}_{len(os.listdir(tmp_path))}")
+  loop.train(cli.make_problem(), model_dir, progress=False)
+  reader = tf.train.load_checkpoint(model_dir)
+  # Weights, batch-norm statistics and optimizer slots.
+  names = sorted(n for n in reader.get_variable_to_shape_map()
+                 if n.endswith("VARIABLE_VALUE") and "_iterations" not in n)
+  return {n: reader.get_tensor(n) for n in names}
+
+
+def test_train_seed_drives_initialization_shuffling_and_dropout(records_gt,
+                                                                tmp_path):
+  first = _trained_weights(records_gt, tmp_path, seed=0)
+  again = _trained_weights(records_gt, tmp_path, seed=0)
+  other = _trained_weights(records_gt, tmp_path, seed=1)
+  assert len(first) > 10 and first.keys() == other.keys()
+  for name in first:  # same seed: the same run
+    np.testing.assert_array_equal(first[name], again[name], err_msg=name)
+  differ = [n for n in first if not np.allclose(first[n], other[n])]
+  assert len(differ) > len(first) // 2
+  # Shuffling (and flipping) follow the seed ...
+  problem = problem_lib.PoseProblem(records_gt, models.baseline_lifter,
+                                    flip_augment=True)
+  def batch(seed):
+    return next(iter(problem.dataset("train", 16, shuffle=True, seed=seed)))[
+        0]["pose_2d"].numpy()
+  np.testing.assert_array_equal(batch(0), batch(0))
+  assert not np.allclose(batch(0), batch(1))
+  # ... and so does dropout, after keras.utils.set_random_seed (as train).
+  def dropped(seed):
+    tf.keras.utils.set_random_seed(seed)
+    return tf.keras.layers.Dropout(0.5)(tf.ones((64,)), training=True).numpy()
+  np.testing.assert_array_equal(dropped(0), dropped(0))
+  assert not np.array_equal(dropped(0), dropped(1))

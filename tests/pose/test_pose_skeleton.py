@@ -92,3 +92,18 @@ def test_convert_errors_name_the_problem():
     skeleton.conversion_indices(skeleton.COCO17, skeleton.MPII16)
   with pytest.raises(KeyError, match="unknown skeleton"):
     skeleton.convert(np.zeros((1, 16, 2)), "mpii", "h36m17")
+
+
+def test_2d_and_3d_skeletons_share_one_connectivity():
+  # The 2D input (MPII16) is drawn with the bones of the 3D skeleton
+  # (H36M17) once its extra joints (head_center) are contracted: e.g. both
+  # hang the shoulders from the neck, not one from the neck and one from
+  # the thorax.
+  mpii = {(skeleton.MPII16.joints[c], skeleton.MPII16.joints[p])
+          for c, p in skeleton.MPII16.bones}
+  assert skeleton.contracted_bones(skeleton.H36M17,
+                                   skeleton.MPII16.joints) == mpii
+  assert ("l_shoulder", "neck") in mpii and ("head_top", "neck") in mpii
+  h36m17 = {(skeleton.H36M17.joints[c], skeleton.H36M17.joints[p])
+            for c, p in skeleton.H36M17.bones}
+  assert skeleton.contracted_bones("h36m17", skeleton.H36M17.joints) == h36m17

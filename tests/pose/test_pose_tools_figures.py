@@ -11,6 +11,7 @@ import tensorflow as tf
 from ige_tf.pose import demo
 from ige_tf.pose import figures
 from ige_tf.pose import inference
+from ige_tf.pose import tables
 from ige_tf.pose import visualize
 from ige_tf.train import loop
 from ige_tf.train import run as train_run
@@ -108,17 +109,39 @@ def test_demo_runs_end_to_end(tmp_path):
     assert json.load(f)["seconds"]["total"] > 0
 
 
-def test_table1_reads_the_named_runs(ige_run, tmp_path):
+def test_table1_reads_real_per_action_metrics(ige_run, tmp_path):
+  # The keys bin/evaluate.py writes are the ones Table 1 reads.
   with open(os.path.join(ige_run, "metrics.json")) as f:
     metrics = json.load(f)
-  for name in ("ige4_gt", "b1024-2_sh"):
-    os.makedirs(tmp_path / name)
-    shutil.copy(os.path.join(ige_run, "metrics.json"), tmp_path / name)
-  text = figures.table1(str(tmp_path), out=str(tmp_path / "t.md"))
-  assert (tmp_path / "t.md").read_text() == text
-  rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
-          for line in text.splitlines()[2:]}
-  p1a, p2 = metrics["protocol1a_mm"][-1], metrics["protocol2_mm"][-1]
-  assert rows["IGE_4"] == ["-", "-", f"{p1a:.1f}", "-", "-", f"{p2:.1f} |"]
-  assert rows["Base 1024/2"][0] == f"{p1a:.1f}"
-  assert rows["IGE_8"] == ["-"] * 5 + ["- |"]
+  run = tmp_path / "ige4_gt"
+  os.makedirs(run)
+  shutil.copy(os.path.join(ige_run, "metrics.json"), run)
+  actions = sorted(metrics["protocol2_mm_per_action"])
+  assert len(actions) >= 2
+  markdown, _ = tables.table1([str(run)], actions=actions)
+  p2 = np.mean([metrics["protocol2_mm_per_action"][a][-1] for a in actions])
+  summary = markdown.splitlines()[4]
+  assert summary.startswith("| IGE_4 | - | - |")
+  assert summary.endswith(f" | {p2:.1f} |")
+
+
+def test_demo_reports_mean_and_sample_std_over_seeds():
+  per_seed = [{"per_step": {"protocol1a_mm": [a, a - 10],
+                            "protocol2_mm": [b, b - 10],
+                            "mpjpe_mm": [c, c]}}
+              for a, b, c in ((50.0, 40.0, 60.0), (52.0, 44.0, 60.0),
+                              (54.0, 42.0, 60.0))]
+  over = demo.spread(per_seed)
+  assert over["seeds"] == 3
+  assert over["mean"]["protocol1a_mm"] == [52.0, 42.0]
+  assert over["std"]["protocol1a_mm"] == [2.0, 2.0]  # n - 1: sqrt(8 / 2)
+  assert over["std"]["protocol2_mm"] == [2.0, 2.0]
+  assert over["std"]["mpjpe_mm"] == [0.0, 0.0]
+  summary = {"formulation": "default",
+             "b128-1": {"over_seeds": demo.spread(per_seed[:1])},
+             "ige4": {"over_seeds": over}}
+  table = demo.format_over_seeds(summary).splitlines()
+  assert table[3] == "| b128-1 | 0 | 50.0 | 40.0 | 60.0 |"  # one seed: no ±
+  assert table[6] == "| ige4 | 1 | 42.0 ± 2.0 | 32.0 ± 2.0 | 60.0 ± 0.0 |"
+  with pytest.raises(ValueError, match="formulation must be one of"):
+    demo.run_demo("unused", formulation="exact")
