@@ -3,9 +3,9 @@ IGE and baseline experiments on tiny generated records.
 
 IGE-MN runs through gin/voxel/demo.gin (= ige-mn.gin with a small budget);
 the world-aligned MN baseline through gin/voxel/base-mn-world.gin; both steps
-are traced (`tf.function`), as in a real run. Every experiment config,
-including the Inception-ResNet-v2 (I4) ones, takes an eager training step in
-test_voxel_problem_configs.py.
+are traced (`tf.function`), as in a real run. Every distinct training step
+of the experiment configs, the Inception-ResNet-v2 (I4) encoder's included,
+runs eagerly in test_voxel_problem_configs.py.
 """
 import json
 import os
