@@ -2,13 +2,13 @@
 
 Built once per test run (`build_once`: session-scoped, shared by the
 pytest-xdist workers), so every pose test (the data readers' and the
-models') reads the same files: a synthetic Human3.6M in the Martinez layout (S1 for
-training, S9 and S11 for testing; the 6 default actions, one take of 12
-frames each, 4 cameras; S11 "Directions" lacks detections for camera
+models') reads the same files: a synthetic Human3.6M in the Martinez layout
+(S1 for training, S9 and S11 for testing; the 6 default actions, one take
+of 12 frames each, 4 cameras; S11 "Directions" lacks detections for camera
 54138969 as in the real data), prepared through `prepare_h36m` exactly like
 real data (records: train 6 x 12 x 4 = 288 examples, test 576, sh test 564),
-and a b128-1 run trained for a few steps on it (the INIT_MODEL_DIR of IGE
-tests).
+a b128-1 run trained for a few steps on it (the INIT_MODEL_DIR of IGE
+tests) and an IGE-4 run from it.
 """
 import gin
 import pytest

@@ -233,7 +233,8 @@ def _encoder_free(bindings):
 
 
 def _step_plan(config):
-  """How the step tests run `config` (see test_config_trains_one_strict_step)."""
+  """How the step tests run `config` (see
+  test_config_trains_one_strict_step)."""
   plan = _expected_run(config)
   stored = RECORD_RESOLUTIONS[plan["grid"]]
   plan["resolution"] = (plan["RESOLUTION"] if plan["RESOLUTION"] in stored
