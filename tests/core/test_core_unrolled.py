@@ -145,10 +145,16 @@ def test_negative_learned_momentum_acts_as_its_absolute_value():
 
 
 def test_zero_steps_returns_initial_and_empty_diagnostics():
-  layer = UnrolledSGD(DiagonalQuadratic([1.0]), 0)
-  out = layer(tf.ones((3, 1)), tf.zeros((3, 1)), return_diagnostics=True)
-  assert out["steps"].shape == (1, 3, 1)
+  layer = UnrolledSGD(DiagonalQuadratic([1.0, 2.0]), 0)
+  initial = np.random.default_rng(4).normal(size=(3, 2)).astype(np.float32)
+  out = layer(tf.constant(initial), tf.zeros((3, 2)), return_diagnostics=True)
+  # The initial estimate itself, unchanged, and no per-step diagnostics.
+  np.testing.assert_array_equal(out["steps"].numpy(), initial[None])
   assert out["energy"].shape == (0, 3)
+  assert out["grad_norm"].shape == (0, 3)
+  np.testing.assert_array_equal(layer(tf.constant(initial),
+                                      tf.zeros((3, 2))).numpy(),
+                                initial[None])
 
 
 def test_diagnostics_energy_and_gradient_norm():

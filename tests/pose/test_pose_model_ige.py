@@ -42,8 +42,14 @@ def test_frozen_initial_estimate_has_no_trainable_weights(baseline_run):
 def test_zero_steps_returns_the_initial_estimate(records_gt, baseline_run):
   ige = models.ige_lifter(num_steps=0, init_model_dir=baseline_run,
                           initial_estimate_fn=b128_1)
-  out = ige(_batch(records_gt))
+  baseline = loop.restore_model(PoseProblem(records_gt, b128_1), baseline_run)
+  features = _batch(records_gt)
+  out = ige(features, training=False)
+  # The one "step" is the trained baseline's estimate; no inner steps.
   assert out["steps"].shape == (1, 8, 16, 3)
+  np.testing.assert_allclose(out["steps"][0],
+                             baseline(features, training=False)["steps"][0],
+                             rtol=1e-6, atol=1e-6)
   assert out["energy"].shape == (0, 8)
   assert not models.find_inner_optimizer(ige).trainable_weights
   with pytest.raises(ValueError, match="nothing is trainable"):

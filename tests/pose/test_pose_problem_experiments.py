@@ -3,10 +3,12 @@ training step.
 
 Each config is pointed at the tiny generated records (and, for IGE, at a
 b128-1 run) through the macros a user overrides on the command line
-(`RECORDS_DIR`, `EPOCHS`, `BATCH_SIZE`, `INIT_MODEL_DIR`), parsed strictly
-and trained for one step. The step runs eagerly: tracing the unrolled
-second-order graph of every config would take minutes, and eager execution
-runs the same ops.
+(`RECORDS_DIR`, `EPOCHS`, `BATCH_SIZE`, `INIT_MODEL_DIR`) and parsed
+strictly. One config per distinct training step (equal step bindings, see
+tests/config_steps.py) trains one step; every other config is shown to take
+that same step. The step runs eagerly: tracing the unrolled second-order
+graph of every config would take minutes, and eager execution runs the same
+ops.
 """
 import glob
 import os
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import config_steps  # pylint: disable=import-error
 from conftest import gin_overrides  # pylint: disable=import-error
 from ige_tf.train import cli
 from ige_tf.train import loop
@@ -56,16 +59,39 @@ def eager():
   tf.config.run_functions_eagerly(False)
 
 
-@pytest.mark.parametrize("config", EXPERIMENTS)
+def _parse_for_step(config, records, init_model_dir):
+  """Parses `config` strictly with the step overrides; returns its step
+  bindings (gin config minus RECORDS_DIR and INIT_MODEL_DIR, which the
+  overrides set to the same records and baseline run for every config)."""
+  gin.clear_config()
+  # INIT_MODEL_DIR only where the config has it (macros are strict).
+  if "ige" not in os.path.basename(config):
+    init_model_dir = None
+  cli.parse_gin([config], gin_overrides(records, epochs=3, batch_size=4,
+                                        init_model_dir=init_model_dir) +
+                ["train.max_steps = 1"])
+  return config_steps.step_bindings(ignore=("RECORDS_DIR", "INIT_MODEL_DIR"))
+
+
+# Configs whose step bindings are equal form a class (e.g. a Table 1 row's
+# gt/sh/ft configs differ only in their records and baseline run, which the
+# tests replace); the member nearest gin/pose (then by name) steps for its
+# class.
+BINDINGS = {c: _parse_for_step(c, "records", "baseline_run")
+            for c in EXPERIMENTS}
+gin.clear_config()
+CLASSES = config_steps.step_classes(EXPERIMENTS, BINDINGS,
+                                    sort_key=lambda c: (c.count("/"), c))
+STEPPED = {c: members[0] for members in CLASSES for c in members}
+STEPS = [members[0] for members in CLASSES]
+COVERED = [c for c in EXPERIMENTS if STEPPED[c] != c]
+
+
+@pytest.mark.parametrize("config", STEPS)
 def test_config_trains_one_step(config, records_gt, baseline_run, tmp_path,
                                 eager):
   del eager
-  gin.clear_config()
-  # INIT_MODEL_DIR only where the config has it (strict macros).
-  init = baseline_run if "ige" in config else None
-  cli.parse_gin([config], gin_overrides(records_gt, epochs=3, batch_size=4,
-                                        init_model_dir=init) +
-                ["train.max_steps = 1"])
+  assert _parse_for_step(config, records_gt, baseline_run) == BINDINGS[config]
   problem = cli.make_problem()
   # The command-line macros reached their configurables.
   assert problem.records_dir == records_gt
@@ -92,3 +118,33 @@ def test_config_trains_one_step(config, records_gt, baseline_run, tmp_path,
     value = reader.get_tensor(name)
     if np.asarray(value).dtype.kind == "f":
       assert np.all(np.isfinite(value)), name
+
+
+@pytest.mark.parametrize("config", COVERED)
+def test_config_shares_the_step_of_a_stepped_config(config, records_gt,
+                                                    baseline_run):
+  """A config that does not step: parsed strictly with the real step
+  overrides, its step bindings equal those of the stepped config of its
+  class, so its step would run the same computation; the overrides reached
+  its problem."""
+  stepped = STEPPED[config]
+  assert stepped != config and stepped in STEPS
+  assert _parse_for_step(config, records_gt, baseline_run) == BINDINGS[stepped]
+  problem = cli.make_problem()
+  assert problem.records_dir == records_gt
+  if "ige" in os.path.basename(config):
+    assert gin.query_parameter("%INIT_MODEL_DIR") == baseline_run
+
+
+def test_the_step_classes_cover_every_experiment():
+  """Every Figure 4 point steps; a Table 1 row's gt/sh/ft configs share
+  the step of its model config."""
+  assert len(STEPPED) == len(EXPERIMENTS) == 34
+  assert len(STEPS) == 19
+  for steps in (0, 1, 2, 6, 12, 16):
+    assert f"pose/figure4/ige_{steps}.gin" in STEPS
+  for model in ("b1024-2", "b128-1", "ige4", "ige8"):
+    for source in ("gt", "sh", "ft"):
+      assert STEPPED[f"pose/table1/{model}_{source}.gin"] == f"pose/{model}.gin"
+  assert STEPPED["pose/figure4/ige_4.gin"] == "pose/ige4.gin"
+  assert STEPPED["pose/figure4/base_1024x2.gin"] == "pose/b1024-2.gin"

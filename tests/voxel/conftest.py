@@ -14,14 +14,16 @@ CATEGORY_SYNSETS = {"car": "02958343", "plane": "02691156", "table": "04379243"}
 
 
 def _split_file(path, shapes, synsets, num_train):
-  """Writes a Pix2Vox-style split: the first `num_train` models train."""
+  """Writes a Pix2Vox-style split to `path` (str): the first `num_train`
+  models train."""
   split = []
   for synset in synsets:
     ids = sorted(m["model_id"] for m in shapes if m["synset"] == synset)
     split.append({"taxonomy_id": synset, "train": ids[:num_train],
                   "test": ids[num_train:]})
-  path.write_text(json.dumps(split))
-  return str(path)
+  with open(path, "w") as f:
+    json.dump(split, f)
+  return path
 
 
 @pytest.fixture(autouse=True)
@@ -39,41 +41,48 @@ def no_network(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def voxel_records(tmp_path_factory):
-  """Path (str) of the records directory described in the module docstring."""
+def voxel_records(build_once):
+  """Path (str) of the records directory described in the module docstring
+  (built once per test run)."""
   # pylint: disable=import-outside-toplevel
   from ige_tf.voxel.data.prepare import prepare_shapenet
   from ige_tf.voxel.synthetic import make_synthetic_shapenet
-  root = tmp_path_factory.mktemp("voxel_problem")
-  shapes = make_synthetic_shapenet(str(root / "shapes"), models_per_synset=3,
-                                   seed=0, synsets=SYNSETS)
-  split_file = _split_file(root / "split.json", shapes, SYNSETS, 2)
-  out = str(root / "records")
-  prepare_shapenet(str(root / "shapes"), out, synsets=SYNSETS,
-                   split_file=split_file, resolutions=(32, 64),
-                   world_resolutions=(32,), views=2, workers=1,
-                   progress=False)
-  assert os.path.exists(os.path.join(out, "manifest.json"))
-  return out
+
+  def build(root):
+    shapes_dir = os.path.join(root, "shapes")
+    shapes = make_synthetic_shapenet(shapes_dir, models_per_synset=3, seed=0,
+                                     synsets=SYNSETS)
+    split_file = _split_file(os.path.join(root, "split.json"), shapes,
+                             SYNSETS, 2)
+    out = os.path.join(root, "records")
+    prepare_shapenet(shapes_dir, out, synsets=SYNSETS, split_file=split_file,
+                     resolutions=(32, 64), world_resolutions=(32,), views=2,
+                     workers=1, progress=False)
+    assert os.path.exists(os.path.join(out, "manifest.json"))
+  return os.path.join(build_once("voxel_problem", build)[0], "records")
 
 
 @pytest.fixture(scope="session")
-def category_records(tmp_path_factory):
+def category_records(build_once):
   """dict category ("car", "plane", "table") -> records directory (str)
-  holding only that category (see the module docstring)."""
+  holding only that category (see the module docstring; built once per
+  test run)."""
   # pylint: disable=import-outside-toplevel
   from ige_tf.voxel.data.prepare import prepare_shapenet
   from ige_tf.voxel.synthetic import make_synthetic_shapenet
-  root = tmp_path_factory.mktemp("voxel_categories")
-  out = {}
-  for name, synset in CATEGORY_SYNSETS.items():
-    shapes_dir = str(root / f"shapes_{name}")
-    shapes = make_synthetic_shapenet(shapes_dir, models_per_synset=2, seed=1,
-                                     synsets=(synset,))
-    out[name] = str(root / f"shapenet_{name}")
-    prepare_shapenet(shapes_dir, out[name], synsets=(synset,),
-                     split_file=_split_file(root / f"split_{name}.json",
-                                            shapes, (synset,), 1),
-                     resolutions=(32, 64), views=2, workers=1,
-                     progress=False)
-  return out
+
+  def build(root):
+    for name, synset in CATEGORY_SYNSETS.items():
+      shapes_dir = os.path.join(root, f"shapes_{name}")
+      shapes = make_synthetic_shapenet(shapes_dir, models_per_synset=2,
+                                       seed=1, synsets=(synset,))
+      prepare_shapenet(shapes_dir, os.path.join(root, f"shapenet_{name}"),
+                       synsets=(synset,),
+                       split_file=_split_file(
+                           os.path.join(root, f"split_{name}.json"), shapes,
+                           (synset,), 1),
+                       resolutions=(32, 64), views=2, workers=1,
+                       progress=False)
+  root = build_once("voxel_categories", build)[0]
+  return {name: os.path.join(root, f"shapenet_{name}")
+          for name in CATEGORY_SYNSETS}

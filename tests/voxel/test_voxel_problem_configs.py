@@ -1,15 +1,17 @@
-"""Every voxel experiment (ige_tf/configs/voxel) parses strictly, configures
-the right run and takes one training step.
+"""Every ige_tf/configs/voxel experiment configures the run its name claims and its
+training step runs.
 
-Every file is parsed strictly, its `VoxelProblem` built and its bindings
-checked against the table cell the file name claims; its data pipeline runs
-on the tiny records; and the experiments train one step through the path of
-bin/train.py (`cli.parse_gin`, `cli.make_problem`, `loop.train`) on tiny
-records. The steps run eagerly (`train.run_eagerly = True`), which gives the
-traced step's update (tests/train/test_train_loop.py) without its tracing
-cost, which dominates a one-step run of these models. The 24 I4 configs
-whose step equals another config's carry the `duplicate_config_steps`
-marker, so a faster run can skip them with `-m "not duplicate_config_steps"`.
+Every file's `VoxelProblem` is built and its bindings checked against the
+table cell the file name claims (the strict parse of every gin file is
+tests/train/test_train_loop.py's); its data pipeline runs on the tiny
+records; and one config per distinct training step trains one step through
+the path of bin/train.py (`cli.parse_gin`, `cli.make_problem`,
+`loop.train`) on tiny records, while every other config is shown to take
+that same step (equal step bindings, see tests/config_steps.py; for the
+Inception-ResNet-v2 configs, equal up to the encoder, which steps once).
+The steps run eagerly (`train.run_eagerly = True`), which gives the traced
+step's update (tests/train/test_train_loop.py) without its tracing cost,
+which dominates a one-step run of these models.
 test_voxel_problem_train.py runs traced steps, evaluation and export for
 the MN configs.
 """
@@ -23,6 +25,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import config_steps  # pylint: disable=import-error
 from ige_tf.core import step_weights
 from ige_tf.train import cli
 from ige_tf.train import loop
@@ -66,7 +69,7 @@ def test_the_tables_have_their_configs():
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_config_parses_strictly_and_builds_its_problem(config):
+def test_config_builds_the_run_its_name_claims(config):
   gin.clear_config()
   cli.parse_gin([config])
   macros = {m: gin.query_parameter(f"%{m}") for m in
@@ -222,18 +225,19 @@ def _step_bindings():
   """The parsed config's bindings that decide a training step: gin's config
   minus RECORDS_DIR (the data) and EVAL_RESOLUTION (read by evaluation only;
   training reads no evaluation grid)."""
-  return "\n".join(line for line in _unwrap(gin.config_str()).splitlines()
-                   if not line.startswith(("RECORDS_DIR =", "EVAL_RESOLUTION =")))
+  return config_steps.step_bindings(ignore=("RECORDS_DIR", "EVAL_RESOLUTION"))
 
 
-def _unwrap(text):
-  """gin config text with its wrapped long lines (`name = \\` + indented
-  value) joined."""
-  return re.sub(r"\\\n\s*", "", text)
+def _encoder_free(bindings):
+  """`bindings` with the image encoder's name blanked
+  (`<model_fn>.encoder = ?`): equal for an I4 config and its MN twin."""
+  return re.sub(r"^(\w+\.encoder) = '\w+'$", r"\1 = ?", bindings,
+                flags=re.M)
 
 
 def _step_plan(config):
-  """How the step tests run `config` (see test_config_trains_one_strict_step)."""
+  """How the step tests run `config` (see
+  test_config_trains_one_strict_step)."""
   plan = _expected_run(config)
   stored = RECORD_RESOLUTIONS[plan["grid"]]
   plan["resolution"] = (plan["RESOLUTION"] if plan["RESOLUTION"] in stored
@@ -263,32 +267,42 @@ def _parse_for_step(config, voxel_records, category_records):
   return plan, records
 
 
-# Configs whose step bindings are equal form a class. Every config takes its
-# step; of the Inception-ResNet-v2 (I4) configs (the slowest steps; 34
-# configs in 10 classes) all but one per class (the one needing the fewest
-# overrides) are marked `duplicate_config_steps`, for faster runs to skip.
+# Configs whose step bindings are equal form a class (CLASSES, derived from
+# the parsed configs); the member needing the fewest overrides steps for its
+# class. The Inception-ResNet-v2 (I4) classes are MN classes with the image
+# encoder swapped, and their steps are the slowest (the 54M-parameter trunk):
+# the I4 encoder steps once, in I4_STEP (an IGE config, so the gradient
+# reaches the trunk through the unrolled steps, at the lowest resolution),
+# and every other I4 class is covered by the step of its MN twin (equal
+# bindings up to the encoder) plus I4_STEP. An I4 class without an MN twin
+# steps itself.
 PLANS = {config: _step_plan(config) for config in EXPERIMENTS}
 gin.clear_config()
-_CLASSES = {}
-for _config in EXPERIMENTS:
-  _CLASSES.setdefault(PLANS[_config]["bindings"], []).append(_config)
+CLASSES = config_steps.step_classes(
+    EXPERIMENTS, {c: PLANS[c]["bindings"] for c in EXPERIMENTS},
+    sort_key=lambda c: (PLANS[c]["resolution"] != PLANS[c]["RESOLUTION"],
+                        PLANS[c]["category"] is not None, c))
+_MN_TWINS = {_encoder_free(PLANS[m[0]]["bindings"]): m[0] for m in CLASSES
+             if PLANS[m[0]]["encoder"] == "mn"}
+I4_STEP = min((m[0] for m in CLASSES if PLANS[m[0]]["encoder"] == "i4"),
+              key=lambda c: (PLANS[c]["num_steps"] == 0,
+                             PLANS[c]["resolution"], c))
 STEPPED = {}  # config -> the config whose step stands for it
-for _members in _CLASSES.values():
-  _members.sort(key=lambda c: (PLANS[c]["resolution"] != PLANS[c]["RESOLUTION"],
-                               PLANS[c]["category"] is not None, c))
-  STEPPED.update({c: _members[0] for c in _members})
-DUPLICATE_STEPS = [c for c in EXPERIMENTS if STEPPED[c] != c
-                          and PLANS[c]["encoder"] == "i4"]
-# I4 configs first: xdist workers then end on short steps.
-STEP_PARAMS = [
-    pytest.param(c, marks=pytest.mark.duplicate_config_steps
-                 if c in DUPLICATE_STEPS else ())
-    for c in sorted(EXPERIMENTS, key=lambda c: (PLANS[c]["encoder"] != "i4", c))]
+for _members in CLASSES:
+  _stepped = _members[0]
+  if PLANS[_stepped]["encoder"] == "i4" and _stepped != I4_STEP:
+    _stepped = _MN_TWINS.get(_encoder_free(PLANS[_stepped]["bindings"]),
+                             _stepped)
+  STEPPED.update({c: _stepped for c in _members})
+# The I4 step first: xdist workers then end on short steps.
+STEPS = sorted(set(STEPPED.values()),
+               key=lambda c: (PLANS[c]["encoder"] != "i4", c))
+COVERED = [c for c in EXPERIMENTS if STEPPED[c] != c]
 
 
-@pytest.mark.parametrize("config", STEP_PARAMS)
+@pytest.mark.parametrize("config", STEPS)
 def test_config_trains_one_strict_step(config, voxel_records, category_records,
-                                       tmp_path):
+                                       tmp_path, monkeypatch):
   """One eager training step of an experiment on the tiny records.
 
   Overrides: RECORDS_DIR (the tiny records; a Table 5 single-category config's
@@ -298,11 +312,10 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
   where the records lack the config's evaluation grid (evaluation only), one
   step, eager, no progress bar. Everything else is the config's own.
 
-  Every experiment steps in the default run. Of the 34 I4 configs, 24 have
-  the same step bindings as one of the other 10 (see
-  test_config_shares_the_step_of_an_identical_config); they carry the
-  `duplicate_config_steps` marker, so `-m "not duplicate_config_steps"`
-  skips them (run alone with -n 2 on 2 cores, the 24 took 3 min 25 s).
+  One config per step class steps (see the comment above CLASSES); the
+  others are checked by test_config_shares_the_step_of_a_stepped_config.
+  The I4 step writes no checkpoint (~900 MB, and the MN steps already check
+  the checkpoint): the saves the loop asks for are recorded instead.
   """
   plan, records = _parse_for_step(config, voxel_records, category_records)
   problem = cli.make_problem()
@@ -329,6 +342,14 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
     return value
 
   problem.build_model, problem.loss = spy_build_model, spy_loss
+  saves = []
+  if plan["encoder"] == "i4":
+
+    def record_save(manager, checkpoint_number=None, **kwargs):
+      del kwargs
+      saves.append((manager.directory, int(checkpoint_number)))
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", record_save)
   model_dir = str(tmp_path / "run")
   try:
     assert loop.train(problem, model_dir) == 1
@@ -347,18 +368,20 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
     if plan["encoder"] == "i4":
       # Table 2: the I4 trunk (Inception-ResNet-v2, SAME padding).
       assert problem.component_params(model)["image_encoder"] == 54_276_192
-    checkpoint = tf.train.latest_checkpoint(model_dir)
-    assert checkpoint.endswith("ckpt-1")
-    assert tf.train.load_variable(
-        checkpoint, "step/.ATTRIBUTES/VARIABLE_VALUE") == 1
-    assert tf.train.load_variable(
-        checkpoint, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 1
+      assert saves and set(saves) == {(model_dir, 1)}
+    else:
+      checkpoint = tf.train.latest_checkpoint(model_dir)
+      assert checkpoint.endswith("ckpt-1")
+      assert tf.train.load_variable(
+          checkpoint, "step/.ATTRIBUTES/VARIABLE_VALUE") == 1
+      assert tf.train.load_variable(
+          checkpoint, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 1
     # The run's record of its configuration.
     prefix = "ige" if plan["model_fn"] == "ige_voxel_model" else "base"
     assert model.name.startswith(f"{prefix}_{plan['encoder']}_")
     assert model.name.endswith(f"_{r}")
     with open(os.path.join(model_dir, "operative_config.gin")) as f:
-      text = _unwrap(f.read())
+      text = config_steps.unwrap(f.read())
     loss_name, alpha, gamma = plan["loss"]
     lines = [f"VoxelProblem.model_fn = @{plan['model_fn']}",
              f"VoxelProblem.grid = '{plan['grid']}'", f"RESOLUTION = {r}",
@@ -373,24 +396,31 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
       assert line in text.splitlines(), line
     assert type(problem.loss_fn).__name__ == loss_name
   finally:
-    shutil.rmtree(model_dir, ignore_errors=True)  # I4: ~900 MB per checkpoint
+    shutil.rmtree(model_dir, ignore_errors=True)
 
 
-@pytest.mark.parametrize("config", DUPLICATE_STEPS)
-def test_config_shares_the_step_of_an_identical_config(
+@pytest.mark.parametrize("config", COVERED)
+def test_config_shares_the_step_of_a_stepped_config(
     config, voxel_records, category_records):
-  """An I4 config whose step duplicates another's: parsed strictly with the
-  step overrides, its step bindings (gin config minus RECORDS_DIR and
-  EVAL_RESOLUTION) equal those of the stepped config of its class, so its
-  step would run the same computation on its own records; and its training
-  data is its own records (a single-category config's hold only that
-  category)."""
+  """A config that does not step: parsed strictly with the step overrides,
+  its step bindings (gin config minus RECORDS_DIR and EVAL_RESOLUTION) equal
+  those of the stepped config standing for it, so its step would run the
+  same computation on its own records; an I4 config's equal them up to the
+  image encoder (its stepped config is its MN twin; the I4 encoder steps in
+  I4_STEP). Its training data is its own records (a single-category
+  config's hold only that category)."""
   plan, _ = _parse_for_step(config, voxel_records, category_records)
   stepped = STEPPED[config]
-  assert stepped != config and STEPPED[stepped] == stepped
-  assert _step_bindings() == PLANS[stepped]["bindings"]
+  assert stepped != config and stepped in STEPS
+  bindings = _step_bindings()
+  if PLANS[stepped]["encoder"] == plan["encoder"]:
+    assert bindings == PLANS[stepped]["bindings"]
+  else:
+    assert (plan["encoder"], PLANS[stepped]["encoder"]) == ("i4", "mn")
+    assert _encoder_free(bindings) == _encoder_free(PLANS[stepped]["bindings"])
+    assert f"{plan['model_fn']}.encoder = 'i4'" in bindings.splitlines()
   # No validation during training: EVAL_RESOLUTION cannot affect the step.
-  assert "validation_split" not in _step_bindings()
+  assert "validation_split" not in bindings
   problem = cli.make_problem()
   features, labels = next(iter(problem.dataset("train", 2, shuffle=True,
                                                seed=0)))
@@ -443,16 +473,22 @@ def test_model_configs_pass_the_encoder_weights(config):
 
 
 def test_the_step_classes_cover_every_table_cell():
-  """The stepped configs differ in model, loss, resolution or budget."""
-  stepped = sorted(set(STEPPED.values()))
-  assert len(stepped) == 22 and len(STEPPED) == len(EXPERIMENTS) == 70
-  assert len(DUPLICATE_STEPS) == 24
-  cells = {(PLANS[c]["model_fn"], PLANS[c]["encoder"], PLANS[c]["grid"],
-            PLANS[c]["loss"], PLANS[c]["resolution"]) for c in stepped}
-  for encoder in ("mn", "i4"):
-    for loss in LOSS_TAGS.values():
-      for r in (32, 64):
-        assert ("ige_voxel_model", encoder, "frustum", loss, r) in cells
-    for grid in ("frustum", "world"):
-      assert ("baseline_voxel_model", encoder, grid, LOSS_TAGS["ciou"],
-              32) in cells
+  """The stepped configs differ in model, loss, resolution or budget; each
+  I4 class is an MN class with the encoder swapped, and the I4 encoder steps
+  once."""
+  assert len(CLASSES) == 22 and len(STEPPED) == len(EXPERIMENTS) == 70
+  assert len(STEPS) == 13 and len(COVERED) == 57
+  assert I4_STEP == "voxel/ige-i4.gin"
+  assert [c for c in STEPS if PLANS[c]["encoder"] == "i4"] == [I4_STEP]
+  cells = {(PLANS[c]["model_fn"], PLANS[c]["grid"], PLANS[c]["loss"],
+            PLANS[c]["resolution"]) for c in STEPS}
+  for loss in LOSS_TAGS.values():
+    for r in (32, 64):
+      assert ("ige_voxel_model", "frustum", loss, r) in cells
+  for grid in ("frustum", "world"):
+    assert ("baseline_voxel_model", grid, LOSS_TAGS["ciou"], 32) in cells
+  for members in CLASSES:
+    stepped = STEPPED[members[0]]
+    assert all(STEPPED[c] == stepped for c in members)
+    if PLANS[members[0]]["encoder"] == "i4" and members[0] != I4_STEP:
+      assert PLANS[stepped]["encoder"] == "mn", members

@@ -1,11 +1,11 @@
 """One strict-gin training step, evaluation, export and Figure 6 for the MN
 IGE and baseline experiments on tiny generated records.
 
-IGE-MN runs through voxel/demo.gin (= ige-mn.gin with a small budget);
-the world-aligned MN baseline through voxel/base-mn-world.gin; both steps
-are traced (`tf.function`), as in a real run. Every experiment config,
-including the Inception-ResNet-v2 (I4) ones, takes an eager training step in
-test_voxel_problem_configs.py.
+IGE-MN runs through ige_tf/configs/voxel/demo.gin (= ige-mn.gin with a small budget);
+the world-aligned MN baseline through ige_tf/configs/voxel/base-mn-world.gin; both steps
+are traced (`tf.function`), as in a real run. Every distinct training step
+of the experiment configs, the Inception-ResNet-v2 (I4) encoder's included,
+runs eagerly in test_voxel_problem_configs.py.
 """
 import json
 import os
