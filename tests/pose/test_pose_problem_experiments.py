@@ -139,12 +139,14 @@ def test_config_shares_the_step_of_a_stepped_config(config, records_gt,
 def test_the_step_classes_cover_every_experiment():
   """Every Figure 4 point steps; a Table 1 row's gt/sh/ft configs share
   the step of its model config."""
-  assert len(STEPPED) == len(EXPERIMENTS) == 34
-  assert len(STEPS) == 19
+  assert len(STEPPED) == len(EXPERIMENTS) == 52
+  assert len(STEPS) == 25
   for steps in (0, 1, 2, 6, 12, 16):
     assert f"pose/figure4/ige_{steps}.gin" in STEPS
   for model in ("b1024-2", "b128-1", "ige4", "ige8"):
     for source in ("gt", "sh", "ft"):
       assert STEPPED[f"pose/table1/{model}_{source}.gin"] == f"pose/{model}.gin"
+      assert (STEPPED[f"pose/table1/{model}_paper_{source}.gin"] ==
+              f"pose/{model}_paper.gin")
   assert STEPPED["pose/figure4/ige_4.gin"] == "pose/ige4.gin"
   assert STEPPED["pose/figure4/base_1024x2.gin"] == "pose/b1024-2.gin"
