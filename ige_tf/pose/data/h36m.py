@@ -312,6 +312,9 @@ def to_mpii16(points, source_skeleton):
   return skeleton.convert(points, source_skeleton, skeleton.MPII16)
 
 
+_MM_PER_UNIT = {"m": 1000.0, "mm": 1.0}
+
+
 class VideoPose3DLayout:
   """VideoPose3D's `data_3d_h36m.npz` and optionally a `data_2d_h36m_*.npz`.
 
@@ -320,12 +323,18 @@ class VideoPose3DLayout:
       3D from the Martinez layout with CPN detections from an npz file).
     npz_2d: path of a 2D file, or None (then only the `gt` source, projected
       from the 3D poses, is available).
+    positions_unit: unit of the 3D positions in `npz_3d`: "m" (VideoPose3D's
+      files) or "mm".
 
   Raises:
     H36MDataError: missing or malformed files (wrong keys, not a dict).
   """
 
-  def __init__(self, npz_3d, npz_2d=None):
+  def __init__(self, npz_3d, npz_2d=None, positions_unit="m"):
+    if positions_unit not in _MM_PER_UNIT:
+      raise ValueError(f"positions_unit must be one of {sorted(_MM_PER_UNIT)}, "
+                       f"got {positions_unit!r}")
+    self.positions_unit = positions_unit
     self.npz_3d = npz_3d
     self.npz_2d = npz_2d
     self._positions_3d = {}
@@ -353,7 +362,8 @@ class VideoPose3DLayout:
     return sorted(self._positions_3d[subject])
 
   def positions_3d(self, subject, sequence):
-    """float64 `[N, 32, 3]` in **millimetres** (the file holds metres).
+    """float64 `[N, 32, 3]` in **millimetres** (the file holds metres, or
+    `positions_unit`).
 
     Raises:
       H36MDataError: not an `(N, 32, 3)` array.
@@ -363,7 +373,7 @@ class VideoPose3DLayout:
       raise H36MDataError(self.npz_3d, f"positions_3d[{subject!r}]"
                           f"[{sequence!r}] has shape {value.shape}, expected "
                           "(N, 32, 3)")
-    return value.astype(np.float64) * 1000.0
+    return value.astype(np.float64) * _MM_PER_UNIT[self.positions_unit]
 
   def has_2d(self, subject, sequence):
     return (self._positions_2d is not None and
