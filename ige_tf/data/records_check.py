@@ -17,7 +17,8 @@ writers record, for every finished shard, a *shard check*
   CRC), fewer or more records than recorded - is an error naming the shard
   file, not a bare `DataLossError: truncated record at 22620`;
 * `prepare_*` resume calls `verify_shard` (size and sha256) on every finished
-  shard and rewrites the damaged ones, and `remove_stale_temporaries` deletes
+  shard and rewrites the damaged ones (shards of older versions, without a
+  check, are read back once and get one), and `remove_stale_temporaries` deletes
   the `*.tmp-PID` files of killed runs.
 
 This module imports TensorFlow only inside the functions that read records,
@@ -57,27 +58,37 @@ def shard_check(path, examples):
           "sha256": file_sha256(path)}
 
 
-def verify_shard(path, check):
-  """Why a finished shard cannot be kept, or None if it matches `check`.
+def verify_shard(path, check, examples=None):
+  """Checks a finished shard on resume.
 
   Args:
     path: shard file.
-    check: its recorded shard check (may be None or lack keys: a shard of an
-      older run, which cannot be verified).
+    check: its recorded shard check; None (a shard of a version before shard
+      checks) is accepted only if `examples` is given and every record reads
+      back (TFRecord CRCs) and counts `examples`.
+    examples: the example count recorded beside the shard (for old shards).
 
   Returns:
-    None, or a str reason (missing file, size or sha256 mismatch, no check).
+    (check, reason): the shard's check and None if it can be kept, else
+    (None, a str reason: missing file, size or sha256 mismatch, damage).
   """
   if not os.path.exists(path):
-    return "shard file missing"
+    return None, "shard file missing"
   if not check or any(k not in check for k in CHECK_KEYS):
-    return "no shard check recorded (written by an older version)"
+    if examples is None:
+      return None, "no shard check recorded"
+    try:
+      for _ in read_checked(path, int(examples)):
+        pass
+    except ShardError as err:
+      return None, err.problem
+    return shard_check(path, examples), None
   size = os.path.getsize(path)
   if size != check["bytes"]:
-    return f"{size} bytes, {check['bytes']} recorded"
+    return None, f"{size} bytes, {check['bytes']} recorded"
   if file_sha256(path) != check["sha256"]:
-    return "sha256 differs from the recorded one (the file is corrupt)"
-  return None
+    return None, "sha256 differs from the recorded one (the file is corrupt)"
+  return check, None
 
 
 def check_shards(folder, checks, manifest_path, suffix=".tfrecord"):

@@ -499,8 +499,8 @@ def _finished_summary(out_dir, summary_path, bar):
   """The summary of a finished shard that still matches it, else None.
 
   A shard whose file is missing, has another size or sha256, or whose
-  summary is unreadable or predates shard checks is rewritten (the reason is
-  printed).
+  summary is unreadable is rewritten (the reason is printed); a shard of an
+  older version (no check) is read back once and kept if it is whole.
   """
   if not os.path.exists(summary_path):
     return None
@@ -513,11 +513,15 @@ def _finished_summary(out_dir, summary_path, bar):
   if not summary.get("file"):
     return summary   # a sequence without examples: nothing to verify
   path = os.path.join(out_dir, summary["file"])
-  reason = records_check.verify_shard(path, summary.get("check"))
-  if reason is None:
-    return summary
-  bar.write(f"{path}: {reason}; rewriting the shard")
-  return None
+  check, reason = records_check.verify_shard(path, summary.get("check"),
+                                             summary["examples"])
+  if reason is not None:
+    bar.write(f"{path}: {reason}; rewriting the shard")
+    return None
+  if check != summary.get("check"):
+    summary["check"] = check   # a shard of an older version, now verified
+    atomic_write_json(summary_path, summary)
+  return summary
 
 
 def prepare_h36m(out_dir, source, h36m_dir=None, npz_3d=None, npz_2d=None,
