@@ -22,6 +22,7 @@ import re
 import h5py
 import numpy as np
 
+from ige_tf.data import safe_npz
 from ige_tf.pose import camera as camera_lib
 from ige_tf.pose import skeleton
 
@@ -262,16 +263,23 @@ class MartinezLayout:
 
 
 def _load_npz_dict(path, key):
+  """`(value, metadata)` of a VideoPose3D npz file, via `safe_npz` (object
+  arrays through a restricted unpickler: a file that would run code is
+  refused)."""
   if not os.path.exists(path):
     raise H36MDataError(path, "file not found")
   try:
-    with np.load(path, allow_pickle=True) as npz:
-      if key not in npz.files:
-        raise H36MDataError(path, f"no key {key!r} (found {npz.files})")
-      value = npz[key]
-      metadata = npz["metadata"].item() if "metadata" in npz.files else {}
+    names = safe_npz.npz_names(path)
+    if key not in names:
+      raise H36MDataError(path, f"no key {key!r} (found {names})")
+    arrays = safe_npz.load_npz(
+        path, [key] + (["metadata"] if "metadata" in names else []))
+    value = arrays[key]
+    metadata = arrays["metadata"].item() if "metadata" in arrays else {}
   except H36MDataError:
     raise
+  except safe_npz.UnsafePickleError as e:
+    raise H36MDataError(path, e.problem) from None
   except Exception as e:  # zipfile / pickle errors of a damaged file
     raise H36MDataError(path, f"cannot read npz file: {e}") from e
   try:
