@@ -85,7 +85,8 @@ def verify_shard(path, check, examples=None):
     return shard_check(path, examples), None
   size = os.path.getsize(path)
   if size != check["bytes"]:
-    return None, f"{size} bytes, {check['bytes']} recorded"
+    return None, (f"{size} bytes but {check['bytes']} bytes recorded "
+                  "(truncated or changed)")
   if file_sha256(path) != check["sha256"]:
     return None, "sha256 differs from the recorded one (the file is corrupt)"
   return check, None
