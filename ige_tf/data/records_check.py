@@ -123,9 +123,9 @@ def check_shards(folder, checks, manifest_path, suffix=".tfrecord"):
                        f"examples): the shard is truncated or was changed; "
                        f"{REWRITE_HINT}")
   if os.path.isdir(folder):
-    extra = sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                   if f.endswith(suffix)
-                   and os.path.normpath(os.path.join(folder, f)) not in expected)
+    on_disk = (os.path.normpath(os.path.join(folder, f))
+               for f in os.listdir(folder) if f.endswith(suffix))
+    extra = sorted(f for f in on_disk if f not in expected)
     if extra:
       raise ShardError(extra[0], f"shard not listed in {manifest_path} (it "
                        "belongs to no finished preparation); remove it or "

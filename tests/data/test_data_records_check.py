@@ -2,7 +2,6 @@
 temporaries of killed runs are removed."""
 import os
 import re
-import struct
 import subprocess
 import sys
 
@@ -10,38 +9,6 @@ import pytest
 import tensorflow as tf
 
 from ige_tf.data import records_check
-
-
-def record_offsets(path):
-  """Start offsets of the records of a TFRecord file, and its size (parsed
-  from the framing independently: uint64 length, crc, data, crc)."""
-  offsets, offset = [], 0
-  data = open(path, "rb").read()
-  while offset < len(data):
-    offsets.append(offset)
-    (length,) = struct.unpack("<Q", data[offset:offset + 8])
-    offset += 8 + 4 + length + 4
-  return offsets, len(data)
-
-
-def damage(path, how, records=None):
-  """Damages a shard in place: "boundary" keeps the first `records` records,
-  "mid" cuts the file in the middle of a record's data, "header" in its
-  length header, "flip" flips one bit in a record's data (same size)."""
-  offsets, size = record_offsets(path)
-  data = bytearray(open(path, "rb").read())
-  if how == "boundary":
-    data = data[:offsets[records]]
-  elif how == "mid":
-    data = data[:offsets[len(offsets) // 2] + 20]
-  elif how == "header":
-    data = data[:offsets[len(offsets) // 2] + 5]
-  elif how == "flip":
-    data[offsets[len(offsets) // 2] + 16] ^= 0x10
-  else:
-    raise ValueError(how)
-  with open(path, "wb") as f:
-    f.write(bytes(data))
 
 
 @pytest.fixture
@@ -73,15 +40,16 @@ def read_all(dataset, in_function):
   return int(count())
 
 
-@pytest.mark.parametrize("in_function", [False, True], ids=["eager", "tf_function"])
+# Eagerly shards read one after another; in a tf.function interleaved.
+@pytest.mark.parametrize("in_function,cycle_length", [(False, 1), (True, 2)],
+                         ids=["eager", "tf_function_interleaved"])
 @pytest.mark.parametrize("how", ["mid", "header", "flip"])
-@pytest.mark.parametrize("cycle_length", [1, 2])
 def test_damaged_shard_read_is_an_error_naming_it(shards, how, in_function,
-                                                 cycle_length):
+                                                 cycle_length, damage_shard):
   _, paths, _ = shards
   assert read_all(records_check.checked_record_dataset(
       paths, [10, 10], cycle_length=cycle_length), in_function) == 20
-  damage(paths[1], how)
+  damage_shard(paths[1], how)
   dataset = records_check.checked_record_dataset(paths, [10, 10],
                                                  cycle_length=cycle_length)
   with pytest.raises(tf.errors.InvalidArgumentError,
@@ -101,12 +69,12 @@ def test_damaged_shard_read_is_an_error_naming_it(shards, how, in_function,
 
 
 def test_open_time_check_names_missing_truncated_and_unlisted_shards(
-    shards, tmp_path):
+    shards, tmp_path, damage_shard):
   folder, paths, checks = shards
   manifest = str(tmp_path / "manifest.json")
   files, counts = records_check.check_shards(folder, checks, manifest)
   assert files == paths and counts == [10, 10]
-  damage(paths[0], "boundary", records=4)
+  damage_shard(paths[0], "boundary", records=4)
   with pytest.raises(records_check.ShardError,
                      match=re.escape(paths[0]) + r": \d+ bytes but .*manifest"
                      r".json records \d+ bytes \(10 examples\): the shard is "
@@ -125,7 +93,7 @@ def test_open_time_check_names_missing_truncated_and_unlisted_shards(
                                         checks["train/b.tfrecord"]}, manifest)
 
 
-def test_verify_shard_on_resume(shards):
+def test_verify_shard_on_resume(shards, damage_shard):
   _, paths, checks = shards
   check = checks["train/a.tfrecord"]
   assert records_check.verify_shard(paths[0], check) == (check, None)
@@ -134,10 +102,10 @@ def test_verify_shard_on_resume(shards):
   assert records_check.verify_shard(paths[0], None, 11)[1] == (
       "holds 10 records, the manifest records 11; " +
       records_check.REWRITE_HINT)
-  damage(paths[0], "flip")
+  damage_shard(paths[0], "flip")
   assert records_check.verify_shard(paths[0], check) == (
       None, "sha256 differs from the recorded one (the file is corrupt)")
-  damage(paths[1], "boundary", records=3)
+  damage_shard(paths[1], "boundary", records=3)
   assert records_check.verify_shard(paths[1], checks["train/b.tfrecord"])[
       1] == "168 bytes but 560 bytes recorded (truncated or changed)"
 
