@@ -163,8 +163,10 @@ def read_checked(path, expected=None, batch_size=None):
       count += 1 if batch_size is None else int(item.shape[0])
       yield item.numpy() if batch_size is None else item
   except tf.errors.DataLossError as err:
-    raise ShardError(path, f"corrupt shard ({_tf_detail(err)}, after "
-                     f"{count} good records); {REWRITE_HINT}") from None
+    # (Batched, the good records before the damage are not counted.)
+    after = "" if batch_size is not None else f", after {count} good records"
+    raise ShardError(path, f"corrupt shard ({_tf_detail(err)}{after}); "
+                     f"{REWRITE_HINT}") from None
   if expected is not None and count != expected:
     raise ShardError(path, f"holds {count} records, the manifest records "
                      f"{expected}; {REWRITE_HINT}")
