@@ -190,8 +190,9 @@ def _check_human_scale(world, valid, path, subject, sequence, unit):
     H36MDataError: median bone length outside `HUMAN_MEDIAN_BONE_MM`.
   """
   lengths = _bone_lengths_mm(world[valid])
-  with np.errstate(invalid="ignore", over="ignore"):
-    median = float(np.median(lengths)) if lengths.size else float("nan")
+  if not lengths.size:
+    return   # no finite frame: the sequence is skipped as unusable
+  median = float(np.median(lengths))
   low, high = HUMAN_MEDIAN_BONE_MM
   if low <= median <= high:
     return
@@ -285,15 +286,6 @@ def build_shard(inputs, subject, sequence, subsample=1, shuffle_seed=None):
                           f"non-finite 3D joints in {len(bad)} of "
                           f"{num_frames} frames (first: frame {bad[0]}); "
                           "frames dropped", "frames", len(bad)))
-  with np.errstate(invalid="ignore"):
-    hips = np.linalg.norm(world[:, 1] - world[:, 6], axis=-1)
-  degenerate = np.nonzero(valid_3d & (hips < MIN_HIP_DISTANCE_MM))[0]
-  if len(degenerate):
-    valid_3d[degenerate] = False
-    skipped.append(_entry(subject, sequence, None, path_3d,
-                          f"hips closer than {MIN_HIP_DISTANCE_MM} mm in "
-                          f"{len(degenerate)} frames; frames dropped",
-                          "frames", len(degenerate)))
   _check_human_scale(world, valid_3d, path_3d, subject, sequence,
                      getattr(inputs.layout_3d, "positions_unit", None))
   absurd = np.nonzero(valid_3d & _absurd_frames(world))[0]
@@ -305,6 +297,15 @@ def build_shard(inputs, subject, sequence, subsample=1, shuffle_seed=None):
                           f"{MAX_JOINT_DISTANCE_MM:g} mm from the origin) in "
                           f"{len(absurd)} frames (first: frame {absurd[0]}); "
                           "frames dropped", "frames", len(absurd)))
+  with np.errstate(invalid="ignore"):
+    hips = np.linalg.norm(world[:, 1] - world[:, 6], axis=-1)
+  degenerate = np.nonzero(valid_3d & (hips < MIN_HIP_DISTANCE_MM))[0]
+  if len(degenerate):
+    valid_3d[degenerate] = False
+    skipped.append(_entry(subject, sequence, None, path_3d,
+                          f"hips closer than {MIN_HIP_DISTANCE_MM} mm in "
+                          f"{len(degenerate)} frames; frames dropped",
+                          "frames", len(degenerate)))
   if not valid_3d.any():
     skipped.append(_entry(subject, sequence, None, path_3d,
                           "no usable 3D frames", "sequence"))
