@@ -1,8 +1,13 @@
 """ShapeNet -> records: bad inputs, resumption, splits, determinism, inspection."""
 import collections
+import glob
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import PIL.Image
@@ -247,3 +252,68 @@ def test_inspect_record_writes_npz_and_png(prepared, tmp_path):
   assert (example.model_id, example.view) == (first.model_id, 1)
   with pytest.raises(IndexError, match="out of range"):
     inspection.read_example(os.path.join(out, "train"), 10_000)
+
+
+def _children(pid):
+  """Pids of the live (not zombie) processes whose parent is `pid`."""
+  found = []
+  for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+      continue
+    try:
+      with open(f"/proc/{entry}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+      continue
+    if int(fields[1]) == pid and fields[0] != "Z":
+      found.append(int(entry))
+  return found
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc (Linux)")
+def test_sigkilled_prepare_shapenet_leaves_no_live_worker(repo_dir, tmp_path):
+  root = str(tmp_path / "shapenet")
+  synthetic.make_synthetic_shapenet(root, 4, seed=3, synsets=GOOD_SYNSETS)
+  out = str(tmp_path / "records")
+  parent = subprocess.Popen(
+      [sys.executable, os.path.join(repo_dir, "bin", "prepare_shapenet.py"),
+       f"--shapenet_dir={root}", f"--out_dir={out}", "--workers=2",
+       f"--synsets={','.join(GOOD_SYNSETS)}", "--models_per_shard=1",
+       "--resolutions=8", "--views=2", "--image_size=32", "--max_faces=3000"],
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+      env=dict(os.environ, PYTHONPATH=repo_dir))
+  workers, helpers = [], []
+  try:
+    # Kill the parent while its workers are processing models (after the
+    # first finished shard).
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and parent.poll() is None:
+      workers = [p for p in _children(parent.pid)
+                 if "spawn_main" in open(f"/proc/{p}/cmdline").read()]
+      if len(workers) == 2 and glob.glob(os.path.join(out, "*", "*.json")):
+        break
+      time.sleep(0.02)
+    helpers = _children(parent.pid)   # the workers and multiprocessing's own
+    assert parent.poll() is None, "the run ended before it could be killed"
+    assert len(workers) == 2 and all(map(_alive, workers))
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(map(_alive, helpers)):
+      time.sleep(0.1)
+    assert not [p for p in helpers if _alive(p)]
+  finally:
+    if parent.poll() is None:
+      parent.kill()
+      parent.wait()
+    for pid in set(workers) | set(helpers):   # no orphan, even on failure
+      if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
