@@ -178,6 +178,35 @@ def test_resume_skips_finished_shards_and_rewrites_identically(shapenet, prepare
                              **dict(SMALL, resolutions=(8,)))
 
 
+def test_resume_rewrites_a_damaged_shard_and_removes_stale_temporaries(
+    shapenet, prepared, tmp_path, damage_shard):
+  root, _, _ = shapenet
+  out, manifest = prepared
+  copy = str(tmp_path / "copy")
+  shutil.copytree(out, copy)
+  shards = [os.path.join(copy, s) for split in manifest["splits"].values()
+            for s in split["shards"]]
+  before = {s: (os.stat(s).st_mtime_ns, open(s, "rb").read()) for s in shards}
+  victim = shards[0]
+  damage_shard(victim, "flip")            # sidecar kept, same size
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  stale = [f"{victim}.tmp-{dead.pid}", f"{shards[1]}.tmp-{dead.pid}",
+           os.path.join(copy, f"manifest.json.tmp-{dead.pid}")]
+  for path in stale:
+    with open(path, "w") as f:
+      f.write("partial")
+  again = prepare.prepare_shapenet(root, copy, workers=1, models_per_shard=2,
+                                   max_faces=3000, **SMALL)
+  for shard, (mtime, data) in before.items():
+    assert open(shard, "rb").read() == data, shard    # rewritten identically
+    if shard != victim:
+      assert os.stat(shard).st_mtime_ns == mtime       # verified, kept
+  assert os.stat(victim).st_mtime_ns != before[victim][0]
+  assert not [p for p in stale if os.path.exists(p)]
+  assert again["splits"] == manifest["splits"]
+
+
 def test_worker_processes_write_the_same_bytes(shapenet, prepared, tmp_path):
   root, _, _ = shapenet
   out, manifest = prepared
