@@ -8,7 +8,9 @@ Examples:
       --out_dir=/data/records/cpn
 
 Writes train/ (S1 S5 S6 S7 S8) and test/ (S9 S11) shards, manifest.json and
-statistics.json; reruns resume. See docs/data_pose.md.
+statistics.json; reruns resume (finished shards are verified, damaged ones
+rewritten). 3D poses must be human-sized in metres: an npz in millimetres is
+refused; --positions_unit=mm converts it. See docs/data_pose.md.
 """
 import json
 

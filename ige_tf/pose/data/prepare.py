@@ -5,11 +5,13 @@
   prepare_config.json     the settings; a rerun with other settings refuses
   train/<S>-<Sequence>.tfrecord   one shard per (subject, sequence), all
   test/<S>-<Sequence>.tfrecord    cameras; schema in `records.py`
-  <split>/<shard>.json    per-shard summary (counts, skips, sums); its
-                          presence marks the shard finished (resume)
-  manifest.json           counts per split / subject / action / camera and
-                          every skipped sequence, camera or frame range with
-                          its reason
+  <split>/<shard>.json    per-shard summary (counts, skips, sums, the shard
+                          check: examples, bytes, sha256); its presence marks
+                          the shard finished (resume verifies the check)
+  manifest.json           counts per split / subject / action / camera, the
+                          shard checks per split (`shard_checks`, compared
+                          by the readers) and every skipped sequence, camera
+                          or frame range with its reason
   statistics.json         mean / std of the pipeline's inputs and targets per
                           split (see `ige_tf.pose.data.pipeline`)
 
@@ -19,13 +21,18 @@ test shards keep camera-major frame order.
 
 Policy for bad input (also in docs/data_pose.md):
   * fatal (`H36MDataError` naming the file): a missing or unreadable
-    `cameras.h5`, a missing Human3.6M folder or npz file, bad settings;
+    `cameras.h5`, a missing Human3.6M folder or npz file, bad settings, an
+    npz whose pickle names anything but data (`ige_tf.data.safe_npz`), 3D
+    poses that are not human-sized (median bone length of a sequence
+    outside `HUMAN_MEDIAN_BONE_MM`: wrong unit, absurd values; the error
+    names the likely unit and `--positions_unit`);
   * skipped and recorded in the manifest: an unreadable or malformed 3D or
     2D file (truncated, wrong joint count), a sequence without 2D for a
     camera (S11 Directions), a camera without calibration, a 2D sequence
     shorter than its 3D sequence;
-  * frames dropped and recorded: non-finite 3D or 2D joints, hips closer than
-    1 mm, a joint at depth <= 0 when projecting `gt`;
+  * frames dropped and recorded: non-finite 3D or 2D joints, a bone longer
+    than 2 m or a joint farther than 100 m, hips closer than 1 mm, a joint
+    at depth <= 0 when projecting `gt`;
   * noted: 2D longer than 3D (truncated to the 3D length, VideoPose3D's rule).
   2D keypoints outside the image are kept (cameras.h5 has no image size).
 """
