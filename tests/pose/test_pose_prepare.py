@@ -303,9 +303,9 @@ def test_millimetre_npz_is_refused_with_the_unit_and_converted_with_the_flag(
   with pytest.raises(h36m.H36MDataError,
                      match=re.escape(npz_mm) + r": 3D poses of S9 .* are not "
                      r"human-sized with positions in m: median bone length "
-                     r"[\d.]+e\+05 mm, expected 80 to 600 mm; the file looks like "
-                     r"millimetres \(VideoPose3D files hold metres\): pass "
-                     r"--positions_unit=mm to convert"):
+                     r"[\d.]+e\+05 mm, expected 80 to 600 mm; the file looks "
+                     r"like millimetres \(VideoPose3D files hold metres\): "
+                     r"pass --positions_unit=mm to convert"):
     prepare.prepare_h36m(str(tmp_path / "refused"), npz_3d=npz_mm, **kwargs)
   assert not glob.glob(str(tmp_path / "refused" / "*" / "*.tfrecord"))
   with pytest.raises(h36m.H36MDataError,
