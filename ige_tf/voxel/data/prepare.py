@@ -290,12 +290,12 @@ def _read_sidecar(out_dir, shard):
     return None
 
 
-def _verified_sidecar(out_dir, shard, log=None):
+def _verified_sidecar(out_dir, shard):
   """The sidecar of a finished shard that still matches it (size, sha256).
 
   A shard of an older version (no check) is read back once and, if whole,
-  kept with a new check. Otherwise None, and the reason is logged: the shard
-  is rewritten.
+  kept with a new check. Otherwise None, and the reason is printed to
+  stderr: the shard is rewritten.
   """
   sidecar = _read_sidecar(out_dir, shard)
   if sidecar is None:
@@ -304,8 +304,7 @@ def _verified_sidecar(out_dir, shard, log=None):
   check, reason = records_check.verify_shard(path, sidecar.get("check"),
                                              sidecar.get("num_examples"))
   if reason is not None:
-    (log or (lambda m: print(m, file=sys.stderr)))(
-        f"{path}: {reason}; rewriting the shard")
+    print(f"{path}: {reason}; rewriting the shard", file=sys.stderr)
     return None
   if check != sidecar.get("check"):
     sidecar["check"] = check
