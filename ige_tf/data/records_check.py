@@ -92,7 +92,8 @@ def verify_shard(path, check, examples=None):
   return check, None
 
 
-def check_shards(folder, checks, manifest_path, suffix=".tfrecord"):
+def check_shards(folder, checks, manifest_path, examples=None,
+                 suffix=".tfrecord"):
   """Compares the shards of a split on disk with its manifest (cheap).
 
   Args:
@@ -100,6 +101,8 @@ def check_shards(folder, checks, manifest_path, suffix=".tfrecord"):
     checks: dict shard path (absolute or relative to `folder`'s parent) ->
       shard check, as recorded in the manifest.
     manifest_path: the manifest, named in errors.
+    examples: the split's example count in the manifest, or None; the
+      shards' counts must add up to it.
     suffix: shard file suffix.
 
   Returns:
@@ -107,7 +110,8 @@ def check_shards(folder, checks, manifest_path, suffix=".tfrecord"):
 
   Raises:
     ShardError: a listed shard is missing or has another size (e.g. cut at a
-      record boundary), or an unlisted shard lies in the folder.
+      record boundary), an unlisted shard lies in the folder, or the counts
+      do not add up to `examples`.
   """
   root = os.path.dirname(os.path.normpath(folder))
   expected = {os.path.normpath(os.path.join(root, name)): check
@@ -131,7 +135,12 @@ def check_shards(folder, checks, manifest_path, suffix=".tfrecord"):
                        "belongs to no finished preparation); remove it or "
                        "re-run the prepare command")
   files = sorted(expected)
-  return files, [int(expected[f]["examples"]) for f in files]
+  counts = [int(expected[f]["examples"]) for f in files]
+  if examples is not None and sum(counts) != int(examples):
+    raise ShardError(manifest_path, f"the shards of {folder} hold "
+                     f"{sum(counts)} examples but the split records "
+                     f"{examples}; re-run the prepare command")
+  return files, counts
 
 
 def _tf_detail(error):

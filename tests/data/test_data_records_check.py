@@ -72,8 +72,13 @@ def test_open_time_check_names_missing_truncated_and_unlisted_shards(
     shards, tmp_path, damage_shard):
   folder, paths, checks = shards
   manifest = str(tmp_path / "manifest.json")
-  files, counts = records_check.check_shards(folder, checks, manifest)
+  files, counts = records_check.check_shards(folder, checks, manifest,
+                                             examples=20)
   assert files == paths and counts == [10, 10]
+  with pytest.raises(records_check.ShardError,
+                     match=re.escape(manifest) + ": the shards of .* hold 20 "
+                     "examples but the split records 21"):
+    records_check.check_shards(folder, checks, manifest, examples=21)
   damage_shard(paths[0], "boundary", records=4)
   with pytest.raises(records_check.ShardError,
                      match=re.escape(paths[0]) + r": \d+ bytes but .*manifest"

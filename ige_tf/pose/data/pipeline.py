@@ -77,8 +77,8 @@ def split_shards(records_dir, split):
         path, "written by an older prepare_h36m without shard checks; re-run "
         "bin/prepare_h36m.py with the same flags (it verifies the finished "
         "shards and records their checks)")
-  files, counts = records_check.check_shards(folder, entry["shard_checks"],
-                                             path)
+  files, counts = records_check.check_shards(
+      folder, entry["shard_checks"], path, examples=entry["examples"])
   if not files:
     raise FileNotFoundError(f"{folder}: no .tfrecord shards")
   return files, counts

@@ -72,8 +72,9 @@ def split_shards(records_dir, split):
         path, "written by an older version without shard checks; re-run the "
         "prepare command with the same flags (it verifies the finished shards "
         "and records their checks)")
-  files, counts = records_check.check_shards(os.path.join(records_dir, split),
-                                             entry["shard_checks"], path)
+  files, counts = records_check.check_shards(
+      os.path.join(records_dir, split), entry["shard_checks"], path,
+      examples=entry.get("num_examples"))
   if not files:
     raise ValueError(f"{records_dir}: split {split!r} has no finished shards")
   return files, counts
