@@ -310,7 +310,7 @@ def _alive(pid):
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc (Linux)")
 def test_sigkilled_prepare_shapenet_leaves_no_live_worker(repo_dir, tmp_path):
   root = str(tmp_path / "shapenet")
-  synthetic.make_synthetic_shapenet(root, 4, seed=3, synsets=GOOD_SYNSETS)
+  synthetic.make_synthetic_shapenet(root, 2, seed=3, synsets=GOOD_SYNSETS)
   out = str(tmp_path / "records")
   parent = subprocess.Popen(
       [sys.executable, os.path.join(repo_dir, "bin", "prepare_shapenet.py"),
