@@ -1,5 +1,9 @@
 """`tf.data` input pipeline over prepared Human3.6M records.
 
+Every split is checked against `manifest.json` when it is opened (shard
+sizes and counts) and while it is read (record counts, TFRecord CRCs): a
+damaged shard is an error naming it (`ige_tf.data.records_check`).
+
 `pose_dataset` yields `(features, labels)` batches:
 
 features:
