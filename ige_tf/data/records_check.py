@@ -16,6 +16,8 @@ writers record, for every finished shard, a *shard check*
   whose records do not all read back - cut mid-record, a flipped bit (TFRecord
   CRC), fewer or more records than recorded - is an error naming the shard
   file, not a bare `DataLossError: truncated record at 22620`;
+* `verify_records_dir` (`bin/inspect_records.py --verify`) hashes every
+  shard of a records directory against its manifest, on request;
 * `prepare_*` resume calls `verify_shard` (size and sha256) on every finished
   shard and rewrites the damaged ones (shards of older versions, without a
   check, are read back once and get one), and `remove_stale_temporaries` deletes
@@ -25,6 +27,7 @@ This module imports TensorFlow only inside the functions that read records,
 so data-preparation worker processes stay light.
 """
 import hashlib
+import json
 import os
 import re
 
@@ -141,6 +144,53 @@ def check_shards(folder, checks, manifest_path, examples=None,
                      f"{sum(counts)} examples but the split records "
                      f"{examples}; re-run the prepare command")
   return files, counts
+
+
+def verify_records_dir(records_dir, manifest_name="manifest.json"):
+  """Full check of a records directory: every shard's size and sha256.
+
+  For the pose and voxel layouts alike (`splits.<split>.shard_checks` in the
+  manifest). Reads every byte once: use it before an important run, not on
+  every read.
+
+  Args:
+    records_dir: the `--out_dir` of a prepare command.
+    manifest_name: its manifest file.
+
+  Returns:
+    (checked, damaged): the number of shards listed, and a sorted list of
+    (shard path, reason) for the damaged, missing and unlisted ones.
+
+  Raises:
+    FileNotFoundError: no manifest. ShardError: a manifest without shard
+    checks.
+  """
+  manifest_path = os.path.join(records_dir, manifest_name)
+  if not os.path.exists(manifest_path):
+    raise FileNotFoundError(f"{manifest_path}: no manifest")
+  with open(manifest_path) as f:
+    manifest = json.load(f)
+  checked, damaged = 0, []
+  for split, entry in sorted(manifest.get("splits", {}).items()):
+    if "shard_checks" not in entry:
+      raise ShardError(manifest_path, "written by an older version without "
+                       f"shard checks (split {split!r}); re-run the prepare "
+                       "command with the same flags")
+    listed = set()
+    for name, check in sorted(entry["shard_checks"].items()):
+      path = os.path.normpath(os.path.join(records_dir, name))
+      listed.add(path)
+      checked += 1
+      _, reason = verify_shard(path, check)
+      if reason is not None:
+        damaged.append((path, reason))
+    folder = os.path.join(records_dir, split)
+    if os.path.isdir(folder):
+      for f in sorted(os.listdir(folder)):
+        path = os.path.normpath(os.path.join(folder, f))
+        if f.endswith(".tfrecord") and path not in listed:
+          damaged.append((path, f"not listed in {manifest_path}"))
+  return checked, sorted(damaged)
 
 
 def _tf_detail(error):

@@ -357,3 +357,30 @@ def test_absurd_3d_values_are_refused_or_dropped(synthetic_h36m, tmp_path):
                      "files hold millimetres"):
     prepare.prepare_h36m(str(tmp_path / "rec2"), "gt", h36m_dir=h36m_dir,
                          subjects=("S9",), progress=False)
+
+
+def test_inspect_records_verify_lists_damaged_shards(records_gt, repo_dir,
+                                                      tmp_path, damage_shard):
+  out = str(tmp_path / "rec")
+  shutil.copytree(records_gt, out)
+  command = [sys.executable, os.path.join(repo_dir, "bin",
+                                          "inspect_records.py"),
+             f"--records={out}", "--verify"]
+  env = dict(os.environ, PYTHONPATH=repo_dir)
+  result = subprocess.run(command, capture_output=True, text=True, env=env)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines() == [
+      f"18 shards listed in {out}/manifest.json, 0 damaged, missing or "
+      "unlisted"]
+  flipped = sorted(glob.glob(os.path.join(out, "test", "*.tfrecord")))[0]
+  damage_shard(flipped, "flip")
+  extra = os.path.join(out, "train", "extra.tfrecord")
+  shutil.copy(flipped, extra)
+  result = subprocess.run(command, capture_output=True, text=True, env=env)
+  assert result.returncode == 1
+  assert result.stdout.splitlines() == [
+      f"{flipped}: sha256 differs from the recorded one (the file is "
+      "corrupt)",
+      f"{extra}: not listed in {out}/manifest.json",
+      f"18 shards listed in {out}/manifest.json, 2 damaged, missing or "
+      "unlisted"]
