@@ -136,3 +136,20 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
   finally:
     alive.kill()
     alive.wait()
+
+
+def test_damaged_shard_in_distributed_iteration_names_it(shards,
+                                                         damage_shard):
+  _, paths, _ = shards
+  damage_shard(paths[0], "flip")
+  strategy = tf.distribute.MirroredStrategy(devices=["/cpu:0"])
+  dataset = strategy.experimental_distribute_dataset(
+      records_check.checked_record_dataset(paths, [10, 10]).batch(4))
+
+  @tf.function
+  def count(batch):
+    return strategy.run(lambda b: tf.shape(b)[0], args=(batch,))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=re.escape(paths[0]) + ": shard damaged"):
+    for batch in dataset:
+      count(batch)
