@@ -148,12 +148,12 @@ def main():
     records_dir = os.path.join(tmp, "records")
     os.makedirs(os.path.join(records_dir, "train"))
     shard = "train/train-00000-of-00001.tfrecord"
-    records.write_tfrecord(os.path.join(records_dir, shard),
-                           [s for _, serialized in examples for s in serialized])
+    check = records.write_tfrecord(os.path.join(records_dir, shard),
+                                   [s for _, serialized in examples for s in serialized])
     with open(os.path.join(records_dir, "manifest.json"), "w") as f:
       json.dump({"parameters": {"resolutions": resolutions, "world_resolutions": resolutions,
                                 "image_size": 128},
-                 "splits": {"train": {"shards": [shard]}}}, f)
+                 "splits": {"train": {"shards": [shard], "shard_checks": {shard: check}}}}, f)
     top = max(resolutions)
     decode = {
         "frustum": _decode_rate(records_dir, top, ("frustum",), args.decode_examples),

@@ -8,6 +8,8 @@ import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import struct  # noqa: E402
+
 import gin  # noqa: E402
 import pytest  # noqa: E402
 
@@ -78,3 +80,45 @@ def config_round_trip():
   """`config_round_trip(layer) -> clone`: the Keras config round trip check
   every serializable layer's test runs."""
   return _config_round_trip
+
+
+def _record_offsets(path):
+  """Start offsets of the records of a TFRecord file, and its size (parsed
+  from the framing independently: uint64 length, crc, data, crc)."""
+  offsets, offset = [], 0
+  with open(path, "rb") as f:
+    data = f.read()
+  while offset < len(data):
+    offsets.append(offset)
+    (length,) = struct.unpack("<Q", data[offset:offset + 8])
+    offset += 8 + 4 + length + 4
+  return offsets, len(data)
+
+
+def _damage_shard(path, how, records=None):
+  """Damages a TFRecord shard in place: "boundary" keeps the first `records`
+  records, "mid" cuts the file in the middle of a record's data, "header" in
+  its length header, "flip" flips one bit in a record's data (same size)."""
+  offsets, _ = _record_offsets(path)
+  with open(path, "rb") as f:
+    data = bytearray(f.read())
+  middle = offsets[len(offsets) // 2]
+  if how == "boundary":
+    data = data[:offsets[records]]
+  elif how == "mid":
+    data = data[:middle + 20]
+  elif how == "header":
+    data = data[:middle + 5]
+  elif how == "flip":
+    data[middle + 16] ^= 0x10
+  else:
+    raise ValueError(how)
+  with open(path, "wb") as f:
+    f.write(bytes(data))
+
+
+@pytest.fixture
+def damage_shard():
+  """`damage_shard(path, how, records=None)`: truncates ("boundary", "mid",
+  "header") or bit-flips ("flip") a TFRecord shard in place."""
+  return _damage_shard

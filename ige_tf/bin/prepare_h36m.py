@@ -8,7 +8,9 @@ Examples:
       --out_dir=/data/records/cpn
 
 Writes train/ (S1 S5 S6 S7 S8) and test/ (S9 S11) shards, manifest.json and
-statistics.json; reruns resume. See docs/data_pose.md.
+statistics.json; reruns resume (finished shards are verified, damaged ones
+rewritten). 3D poses must be human-sized in metres: an npz in millimetres is
+refused; --positions_unit=mm converts it. See docs/data_pose.md.
 """
 import json
 
@@ -34,6 +36,9 @@ flags.DEFINE_string("source", None, "2D source: gt (projected ground truth), "
 flags.DEFINE_string("out_dir", None, "Output folder for records.")
 flags.DEFINE_integer("subsample", 1, "Keep every N-th frame.")
 flags.DEFINE_list("subjects", list(h36m.SUBJECTS), "Subjects to prepare.")
+flags.DEFINE_enum("positions_unit", "m", ["m", "mm"], "Unit of the "
+                  "positions_3d in --npz_3d (VideoPose3D's files: m); mm "
+                  "converts a millimetre file.")
 flags.mark_flags_as_required(["source", "out_dir"])
 FLAGS = flags.FLAGS
 
@@ -44,7 +49,7 @@ def main(argv):
       FLAGS.out_dir, FLAGS.source, h36m_dir=FLAGS.h36m_dir,
       npz_3d=FLAGS.npz_3d, npz_2d=FLAGS.npz_2d, cameras=FLAGS.cameras,
       detections_dir=FLAGS.detections_dir, subsample=FLAGS.subsample,
-      subjects=tuple(FLAGS.subjects))
+      subjects=tuple(FLAGS.subjects), positions_unit=FLAGS.positions_unit)
   counts = {s: v["examples"] for s, v in manifest["splits"].items()}
   print(json.dumps({"examples": counts,
                     "skipped": len(manifest["skipped"])}))

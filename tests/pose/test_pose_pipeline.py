@@ -2,11 +2,13 @@
 import collections
 import glob
 import os
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from ige_tf.data import records_check
 from ige_tf.pose import camera
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import pipeline
@@ -197,3 +199,52 @@ def test_missing_split_and_manifest_errors(records_gt, tmp_path):
     pipeline.pose_dataset(records_gt, "validation", 8)
   with pytest.raises(FileNotFoundError, match="manifest.json: no manifest"):
     pipeline.num_examples(str(tmp_path), "train")
+
+
+@pytest.fixture
+def damaged_copy(records_gt, tmp_path, damage_shard):
+  """`damaged_copy(how)`: a copy of `records_gt` with one test shard (48
+  records) damaged by `damage_shard`; returns (records_dir, shard path)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+
+  def make(how):
+    out = str(tmp_path / how)
+    shutil.copytree(records_gt, out)
+    shard = sorted(glob.glob(os.path.join(out, "test", "*.tfrecord")))[2]
+    damage_shard(shard, how, records=24)
+    return out, shard
+  return make
+
+
+@pytest.mark.parametrize("how", ["boundary", "mid"])
+def test_truncated_shard_is_refused_when_opened(damaged_copy, how,
+                                                in_memory):
+  out, shard = damaged_copy(how)
+  with pytest.raises(records_check.ShardError,
+                     match=re.escape(shard) + r": \d+ bytes but .*manifest."
+                     r"json records \d+ bytes \(48 examples\): the shard is "
+                     "truncated"):
+    pipeline.pose_dataset(out, "test", 64, in_memory=in_memory)
+
+
+def test_bit_flip_is_an_error_naming_the_shard(damaged_copy, in_memory):
+  out, shard = damaged_copy("flip")
+  if in_memory:
+    with pytest.raises(records_check.ShardError,
+                       match=re.escape(shard) + r": corrupt shard \(corrupted "
+                       r"record at \d+\); re-run the prepare command"):
+      pipeline.pose_dataset(out, "test", 64, in_memory=True)
+    return
+  dataset = pipeline.pose_dataset(out, "test", 64, shuffle=True, seed=1,
+                                  in_memory=False)
+
+  @tf.function
+  def count():
+    total = tf.constant(0)
+    for features, _ in dataset:
+      total += tf.shape(features["pose_2d"])[0]
+    return total
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=re.escape(shard) + ": shard damaged: 24 of the 48 "
+                     "records listed in the manifest read back"):
+    count()

@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -257,3 +258,129 @@ def test_prepare_binary(synthetic_h36m, repo_dir, tmp_path):
   summary = json.loads(result.stdout.strip().splitlines()[-1])
   assert summary == {"examples": {"train": 0, "test": 6 * 12 * 4 - 12},
                      "skipped": 1}
+
+
+def test_resume_rewrites_damaged_shards_and_removes_stale_temporaries(
+    synthetic_h36m, tmp_path, damage_shard):
+  out = str(tmp_path / "rec")
+  kwargs = dict(h36m_dir=synthetic_h36m, subjects=("S9",), progress=False)
+  first = prepare.prepare_h36m(out, "gt", **kwargs)
+  shards = sorted(glob.glob(os.path.join(out, "test", "*.tfrecord")))
+  before = {p: (os.stat(p).st_mtime_ns, open(p, "rb").read()) for p in shards}
+  damage_shard(shards[0], "flip")                  # same size, other sha256
+  damage_shard(shards[1], "boundary", records=20)  # 20 of 48 records kept
+  # Temporaries of a killed run (a pid that no longer runs).
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  stale = [f"{shards[2]}.tmp-{dead.pid}",
+           os.path.join(out, f"manifest.json.tmp-{dead.pid}")]
+  for path in stale:
+    with open(path, "w") as f:
+      f.write("partial")
+  second = prepare.prepare_h36m(out, "gt", **kwargs)
+  assert second == first
+  for path, (mtime, data) in before.items():
+    assert open(path, "rb").read() == data, path   # rewritten identically
+    if path not in shards[:2]:
+      assert os.stat(path).st_mtime_ns == mtime     # verified, kept
+  for path in shards[:2]:
+    assert os.stat(path).st_mtime_ns != before[path][0]
+  assert not [p for p in stale if os.path.exists(p)]
+  # The rewritten records read back whole.
+  assert pipeline.num_examples(out, "test") == sum(
+      len(records.read_records(p)["frame"]) for p in shards) == 6 * 12 * 4
+
+
+def test_millimetre_npz_is_refused_with_the_unit_and_converted_with_the_flag(
+    synthetic_h36m, tmp_path):
+  cameras = os.path.join(synthetic_h36m, "cameras.h5")
+  npz_m, _, _ = write_videopose3d_npz(synthetic_h36m, str(tmp_path / "m"),
+                                      subjects=("S9",))
+  npz_mm, _, _ = write_videopose3d_npz(synthetic_h36m, str(tmp_path / "mm"),
+                                       subjects=("S9",), unit="mm")
+  kwargs = dict(source="gt", cameras=cameras, subjects=("S9",),
+                progress=False)
+  with pytest.raises(h36m.H36MDataError,
+                     match=re.escape(npz_mm) + r": 3D poses of S9 .* are not "
+                     r"human-sized with positions in m: median bone length "
+                     r"[\d.]+e\+05 mm, expected 80 to 600 mm; the file looks "
+                     r"like millimetres \(VideoPose3D files hold metres\): "
+                     r"pass --positions_unit=mm to convert"):
+    prepare.prepare_h36m(str(tmp_path / "refused"), npz_3d=npz_mm, **kwargs)
+  assert not glob.glob(str(tmp_path / "refused" / "*" / "*.tfrecord"))
+  with pytest.raises(h36m.H36MDataError,
+                     match=re.escape(npz_m) + r": .* not human-sized with "
+                     r"positions in mm: .* looks like metres.*drop "
+                     r"--positions_unit=mm"):
+    prepare.prepare_h36m(str(tmp_path / "refused_m"), npz_3d=npz_m,
+                         positions_unit="mm", **kwargs)
+  converted = str(tmp_path / "converted")
+  prepare.prepare_h36m(converted, npz_3d=npz_mm, positions_unit="mm", **kwargs)
+  metres = str(tmp_path / "metres")
+  prepare.prepare_h36m(metres, npz_3d=npz_m, **kwargs)
+  a = records.read_records(sorted(glob.glob(f"{converted}/test/*.tfrecord")))
+  b = records.read_records(sorted(glob.glob(f"{metres}/test/*.tfrecord")))
+  assert len(a["frame"]) == len(b["frame"]) == 6 * 12 * 4
+  np.testing.assert_allclose(a["pose_3d"], b["pose_3d"], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="--positions_unit is the unit of "
+                     "--npz_3d"):
+    prepare.prepare_h36m(str(tmp_path / "x"), "gt", h36m_dir=synthetic_h36m,
+                         positions_unit="mm")
+
+
+def test_absurd_3d_values_are_refused_or_dropped(synthetic_h36m, tmp_path):
+  h36m_dir = str(tmp_path / "h36m")
+  shutil.copytree(synthetic_h36m, h36m_dir)
+  layout = h36m.MartinezLayout(h36m_dir)
+  sequences = layout.sequences("S9")
+  one_frame = layout.positions_3d_path("S9", sequences[1])
+  with h5py.File(one_frame, "a") as h5:
+    values = h5["3D_positions"][()]    # (96, N) mm
+    values[:, 3] = 1e30                  # frame 3
+    h5["3D_positions"][...] = values
+  manifest = prepare.prepare_h36m(str(tmp_path / "rec"), "gt",
+                                  h36m_dir=h36m_dir, subjects=("S9",),
+                                  progress=False)
+  [entry] = [s for s in manifest["skipped"] if s["file"] == one_frame]
+  assert entry["scope"] == "frames" and entry["frames"] == 1
+  assert "implausible 3D joints" in entry["reason"] and (
+      "first: frame 3" in entry["reason"])
+  assert manifest["splits"]["test"]["examples"] == 6 * 12 * 4 - 4
+  stats = pipeline.load_statistics(str(tmp_path / "rec"), "test")
+  assert np.abs(stats["root_3d_mean"]).max() < 10    # metres, not poisoned
+  everything = layout.positions_3d_path("S9", sequences[2])
+  with h5py.File(everything, "a") as h5:
+    h5["3D_positions"][...] = 1e30
+  with pytest.raises(h36m.H36MDataError,
+                     match=re.escape(everything) + r": 3D poses of S9 .* are "
+                     r"not human-sized: median bone length .* Martinez h5 "
+                     "files hold millimetres"):
+    prepare.prepare_h36m(str(tmp_path / "rec2"), "gt", h36m_dir=h36m_dir,
+                         subjects=("S9",), progress=False)
+
+
+def test_inspect_records_verify_lists_damaged_shards(records_gt, repo_dir,
+                                                      tmp_path, damage_shard):
+  out = str(tmp_path / "rec")
+  shutil.copytree(records_gt, out)
+  command = [sys.executable, os.path.join(repo_dir, "bin",
+                                          "inspect_records.py"),
+             f"--records={out}", "--verify"]
+  env = dict(os.environ, PYTHONPATH=repo_dir)
+  result = subprocess.run(command, capture_output=True, text=True, env=env)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines() == [
+      f"18 shards listed in {out}/manifest.json, 0 damaged, missing or "
+      "unlisted"]
+  flipped = sorted(glob.glob(os.path.join(out, "test", "*.tfrecord")))[0]
+  damage_shard(flipped, "flip")
+  extra = os.path.join(out, "train", "extra.tfrecord")
+  shutil.copy(flipped, extra)
+  result = subprocess.run(command, capture_output=True, text=True, env=env)
+  assert result.returncode == 1
+  assert result.stdout.splitlines() == [
+      f"{flipped}: sha256 differs from the recorded one (the file is "
+      "corrupt)",
+      f"{extra}: not listed in {out}/manifest.json",
+      f"18 shards listed in {out}/manifest.json, 2 damaged, missing or "
+      "unlisted"]

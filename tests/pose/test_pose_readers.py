@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
+from ige_tf.data import safe_npz
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import h36m
 from ige_tf.pose.data import synthetic
@@ -19,10 +20,12 @@ def read_raw_3d(h36m_dir, subject, sequence):
     return h5["3D_positions"][()].T.reshape(-1, 32, 3)
 
 
-def write_videopose3d_npz(h36m_dir, out_dir, subjects=("S1", "S9")):
+def write_videopose3d_npz(h36m_dir, out_dir, subjects=("S1", "S9"),
+                          unit="m"):
   """A tiny VideoPose3D set written in the test from the Martinez files.
 
-  3D: `{subject: {sequence: float32 (N, 32, 3) metres}}`. 2D (H36M17 layout,
+  3D: `{subject: {sequence: float32 (N, 32, 3) metres}}` (millimetres with
+  `unit="mm"`). 2D (H36M17 layout,
   pixels): projections of the 17 joints, computed here with the DATA.md
   formula; camera 0 of S9's first sequence is left out (None).
   """
@@ -34,7 +37,8 @@ def write_videopose3d_npz(h36m_dir, out_dir, subjects=("S1", "S9")):
     for name in sorted(os.listdir(folder)):
       sequence = name[:-3]
       world = read_raw_3d(h36m_dir, subject, sequence)
-      positions_3d[subject][sequence] = (world / 1000).astype(np.float32)
+      positions_3d[subject][sequence] = (
+          world / (1000 if unit == "m" else 1)).astype(np.float32)
       per_camera = []
       for camera_id in h36m.CAMERAS:
         cam = cameras[(subject, camera_id)]
@@ -112,8 +116,7 @@ def test_videopose3d_reader(synthetic_h36m, npz_files):
   assert pose_2d.shape == (12, 16, 2)
   assert layout.positions_2d("S9", first, h36m.CAMERAS[0]) is None
   # H36M17 -> MPII16: e.g. MPII head_top is H36M17 joint 10.
-  with np.load(npz_2d, allow_pickle=True) as f:
-    raw = f["positions_2d"].item()["S9"][first][2]
+  raw = safe_npz.load_npz(npz_2d)["positions_2d"].item()["S9"][first][2]
   np.testing.assert_allclose(pose_2d[:, skeleton.MPII16.index("head_top")],
                              raw[:, 10])
   np.testing.assert_allclose(pose_2d[:, skeleton.MPII16.index("pelvis")],

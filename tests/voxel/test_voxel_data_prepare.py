@@ -1,8 +1,13 @@
 """ShapeNet -> records: bad inputs, resumption, splits, determinism, inspection."""
 import collections
+import glob
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import PIL.Image
@@ -173,6 +178,35 @@ def test_resume_skips_finished_shards_and_rewrites_identically(shapenet, prepare
                              **dict(SMALL, resolutions=(8,)))
 
 
+def test_resume_rewrites_a_damaged_shard_and_removes_stale_temporaries(
+    shapenet, prepared, tmp_path, damage_shard):
+  root, _, _ = shapenet
+  out, manifest = prepared
+  copy = str(tmp_path / "copy")
+  shutil.copytree(out, copy)
+  shards = [os.path.join(copy, s) for split in manifest["splits"].values()
+            for s in split["shards"]]
+  before = {s: (os.stat(s).st_mtime_ns, open(s, "rb").read()) for s in shards}
+  victim = shards[0]
+  damage_shard(victim, "flip")            # sidecar kept, same size
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  stale = [f"{victim}.tmp-{dead.pid}", f"{shards[1]}.tmp-{dead.pid}",
+           os.path.join(copy, f"manifest.json.tmp-{dead.pid}")]
+  for path in stale:
+    with open(path, "w") as f:
+      f.write("partial")
+  again = prepare.prepare_shapenet(root, copy, workers=1, models_per_shard=2,
+                                   max_faces=3000, **SMALL)
+  for shard, (mtime, data) in before.items():
+    assert open(shard, "rb").read() == data, shard    # rewritten identically
+    if shard != victim:
+      assert os.stat(shard).st_mtime_ns == mtime       # verified, kept
+  assert os.stat(victim).st_mtime_ns != before[victim][0]
+  assert not [p for p in stale if os.path.exists(p)]
+  assert again["splits"] == manifest["splits"]
+
+
 def test_worker_processes_write_the_same_bytes(shapenet, prepared, tmp_path):
   root, _, _ = shapenet
   out, manifest = prepared
@@ -247,3 +281,68 @@ def test_inspect_record_writes_npz_and_png(prepared, tmp_path):
   assert (example.model_id, example.view) == (first.model_id, 1)
   with pytest.raises(IndexError, match="out of range"):
     inspection.read_example(os.path.join(out, "train"), 10_000)
+
+
+def _children(pid):
+  """Pids of the live (not zombie) processes whose parent is `pid`."""
+  found = []
+  for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+      continue
+    try:
+      with open(f"/proc/{entry}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+      continue
+    if int(fields[1]) == pid and fields[0] != "Z":
+      found.append(int(entry))
+  return found
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc (Linux)")
+def test_sigkilled_prepare_shapenet_leaves_no_live_worker(repo_dir, tmp_path):
+  root = str(tmp_path / "shapenet")
+  synthetic.make_synthetic_shapenet(root, 2, seed=3, synsets=GOOD_SYNSETS)
+  out = str(tmp_path / "records")
+  parent = subprocess.Popen(
+      [sys.executable, os.path.join(repo_dir, "bin", "prepare_shapenet.py"),
+       f"--shapenet_dir={root}", f"--out_dir={out}", "--workers=2",
+       f"--synsets={','.join(GOOD_SYNSETS)}", "--models_per_shard=1",
+       "--resolutions=8", "--views=2", "--image_size=32", "--max_faces=3000"],
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+      env=dict(os.environ, PYTHONPATH=repo_dir))
+  workers, helpers = [], []
+  try:
+    # Kill the parent while its workers are processing models (after the
+    # first finished shard).
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and parent.poll() is None:
+      workers = [p for p in _children(parent.pid)
+                 if "spawn_main" in open(f"/proc/{p}/cmdline").read()]
+      if len(workers) == 2 and glob.glob(os.path.join(out, "*", "*.json")):
+        break
+      time.sleep(0.02)
+    helpers = _children(parent.pid)   # the workers and multiprocessing's own
+    assert parent.poll() is None, "the run ended before it could be killed"
+    assert len(workers) == 2 and all(map(_alive, workers))
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(map(_alive, helpers)):
+      time.sleep(0.1)
+    assert not [p for p in helpers if _alive(p)]
+  finally:
+    if parent.poll() is None:
+      parent.kill()
+      parent.wait()
+    for pid in set(workers) | set(helpers):   # no orphan, even on failure
+      if _alive(pid):
+        os.kill(pid, signal.SIGKILL)

@@ -1,8 +1,14 @@
 """Record encoding, the tf.data reader and frustum pooling: bit-exact round trips."""
+import glob
+import os
+import re
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from ige_tf.data import records_check
 from ige_tf.voxel.data import pipeline
 from ige_tf.voxel.data import prepare
 from ige_tf.voxel.data import records
@@ -166,3 +172,29 @@ def test_pool_frustum_is_the_block_mean():
     pipeline.pool_frustum(tf.constant(grid), (3, 4, 4))
   assert pipeline.pooled_shapes_for(32, (16, 8, 4), (32, 16, 8)) == (
       (16, 16, 32), (8, 8, 16), (4, 4, 8))
+
+
+@pytest.mark.parametrize("how", ["boundary", "mid", "flip"])
+def test_damaged_shard_is_an_error_naming_it(records_dir, tmp_path, how,
+                                             damage_shard):
+  copy = str(tmp_path / "copy")
+  shutil.copytree(records_dir, copy)
+  shard = sorted(glob.glob(os.path.join(copy, "train", "*.tfrecord")))[1]
+  damage_shard(shard, how, records=1)
+  if how != "flip":   # a truncated shard has another size: refused at open
+    with pytest.raises(records_check.ShardError,
+                       match=re.escape(shard) + r": \d+ bytes but .*manifest."
+                       r"json records \d+ bytes \(2 examples\)"):
+      pipeline.voxel_dataset(copy, "train", 8, batch_size=2)
+    return
+  dataset = pipeline.voxel_dataset(copy, "train", 8, batch_size=2,
+                                   shuffle=True, seed=3)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=re.escape(shard) + ": shard damaged: 1 of the 2 "
+                     "records listed in the manifest read back"):
+    for _ in dataset:
+      pass
+  with pytest.raises(records_check.ShardError,
+                     match=re.escape(shard) + r": corrupt shard \(corrupted "
+                     r"record at \d+, after 1 good records\)"):
+    list(records.read_tfrecord(shard))

@@ -22,6 +22,7 @@ import re
 import h5py
 import numpy as np
 
+from ige_tf.data import safe_npz
 from ige_tf.pose import camera as camera_lib
 from ige_tf.pose import skeleton
 
@@ -262,16 +263,23 @@ class MartinezLayout:
 
 
 def _load_npz_dict(path, key):
+  """`(value, metadata)` of a VideoPose3D npz file, via `safe_npz` (object
+  arrays through a restricted unpickler: a file that would run code is
+  refused)."""
   if not os.path.exists(path):
     raise H36MDataError(path, "file not found")
   try:
-    with np.load(path, allow_pickle=True) as npz:
-      if key not in npz.files:
-        raise H36MDataError(path, f"no key {key!r} (found {npz.files})")
-      value = npz[key]
-      metadata = npz["metadata"].item() if "metadata" in npz.files else {}
+    names = safe_npz.npz_names(path)
+    if key not in names:
+      raise H36MDataError(path, f"no key {key!r} (found {names})")
+    arrays = safe_npz.load_npz(
+        path, [key] + (["metadata"] if "metadata" in names else []))
+    value = arrays[key]
+    metadata = arrays["metadata"].item() if "metadata" in arrays else {}
   except H36MDataError:
     raise
+  except safe_npz.UnsafePickleError as e:
+    raise H36MDataError(path, e.problem) from None
   except Exception as e:  # zipfile / pickle errors of a damaged file
     raise H36MDataError(path, f"cannot read npz file: {e}") from e
   try:
@@ -312,6 +320,9 @@ def to_mpii16(points, source_skeleton):
   return skeleton.convert(points, source_skeleton, skeleton.MPII16)
 
 
+_MM_PER_UNIT = {"m": 1000.0, "mm": 1.0}
+
+
 class VideoPose3DLayout:
   """VideoPose3D's `data_3d_h36m.npz` and optionally a `data_2d_h36m_*.npz`.
 
@@ -320,12 +331,18 @@ class VideoPose3DLayout:
       3D from the Martinez layout with CPN detections from an npz file).
     npz_2d: path of a 2D file, or None (then only the `gt` source, projected
       from the 3D poses, is available).
+    positions_unit: unit of the 3D positions in `npz_3d`: "m" (VideoPose3D's
+      files) or "mm".
 
   Raises:
     H36MDataError: missing or malformed files (wrong keys, not a dict).
   """
 
-  def __init__(self, npz_3d, npz_2d=None):
+  def __init__(self, npz_3d, npz_2d=None, positions_unit="m"):
+    if positions_unit not in _MM_PER_UNIT:
+      raise ValueError(f"positions_unit must be one of {sorted(_MM_PER_UNIT)}, "
+                       f"got {positions_unit!r}")
+    self.positions_unit = positions_unit
     self.npz_3d = npz_3d
     self.npz_2d = npz_2d
     self._positions_3d = {}
@@ -353,7 +370,8 @@ class VideoPose3DLayout:
     return sorted(self._positions_3d[subject])
 
   def positions_3d(self, subject, sequence):
-    """float64 `[N, 32, 3]` in **millimetres** (the file holds metres).
+    """float64 `[N, 32, 3]` in **millimetres** (the file holds metres, or
+    `positions_unit`).
 
     Raises:
       H36MDataError: not an `(N, 32, 3)` array.
@@ -363,7 +381,7 @@ class VideoPose3DLayout:
       raise H36MDataError(self.npz_3d, f"positions_3d[{subject!r}]"
                           f"[{sequence!r}] has shape {value.shape}, expected "
                           "(N, 32, 3)")
-    return value.astype(np.float64) * 1000.0
+    return value.astype(np.float64) * _MM_PER_UNIT[self.positions_unit]
 
   def has_2d(self, subject, sequence):
     return (self._positions_2d is not None and

@@ -1,5 +1,9 @@
 """`tf.data` input pipeline over prepared Human3.6M records.
 
+Every split is checked against `manifest.json` when it is opened (shard
+sizes and counts) and while it is read (record counts, TFRecord CRCs): a
+damaged shard is an error naming it (`ige_tf.data.records_check`).
+
 `pose_dataset` yields `(features, labels)` batches:
 
 features:
@@ -33,6 +37,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from ige_tf.data import records_check
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import h36m
 from ige_tf.pose.data import prepare
@@ -41,22 +46,51 @@ from ige_tf.pose.data import records
 STATISTIC_KEYS = ("pose_2d", "pose_3d", "pose_3d_camera", "root_3d")
 
 
-def record_files(records_dir, split):
-  """Sorted shard paths of a split.
+def _read_manifest(records_dir):
+  path = os.path.join(records_dir, prepare.MANIFEST_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no manifest; run bin/prepare_h36m.py")
+  with open(path) as f:
+    return path, json.load(f)
+
+
+def split_shards(records_dir, split):
+  """Shards of a split, checked against `manifest.json` (cheap: sizes).
+
+  Returns:
+    (files, counts): sorted shard paths and their recorded example counts.
 
   Raises:
-    FileNotFoundError: no such split folder or no shards in it (names it).
+    FileNotFoundError: no such split folder, no shards or no manifest (names
+      it).
+    records_check.ShardError: a shard missing, of another size than recorded
+      (e.g. truncated) or not listed; a manifest without shard checks (names
+      the file).
   """
   folder = os.path.join(records_dir, split)
   if not os.path.isdir(folder):
     raise FileNotFoundError(
         f"{folder}: no such split folder (splits: {sorted(h36m.SPLITS)}; run "
         "bin/prepare_h36m.py first)")
-  files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                 if f.endswith(".tfrecord"))
+  path, manifest = _read_manifest(records_dir)
+  entry = manifest.get("splits", {}).get(split)
+  if entry is None:
+    raise KeyError(f"{path}: no split {split!r}")
+  if "shard_checks" not in entry:
+    raise records_check.ShardError(
+        path, "written by an older prepare_h36m without shard checks; re-run "
+        "bin/prepare_h36m.py with the same flags (it verifies the finished "
+        "shards and records their checks)")
+  files, counts = records_check.check_shards(
+      folder, entry["shard_checks"], path, examples=entry["examples"])
   if not files:
     raise FileNotFoundError(f"{folder}: no .tfrecord shards")
-  return files
+  return files, counts
+
+
+def record_files(records_dir, split):
+  """Sorted shard paths of a split (checked as `split_shards`)."""
+  return split_shards(records_dir, split)[0]
 
 
 def num_examples(records_dir, split):
@@ -65,11 +99,7 @@ def num_examples(records_dir, split):
   Raises:
     FileNotFoundError: no manifest (names the path).
   """
-  path = os.path.join(records_dir, prepare.MANIFEST_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no manifest; run bin/prepare_h36m.py")
-  with open(path) as f:
-    manifest = json.load(f)
+  path, manifest = _read_manifest(records_dir)
   try:
     return int(manifest["splits"][split]["examples"])
   except KeyError:
@@ -171,13 +201,14 @@ def load_split(records_dir, split):
     (floats float32 `[N, 92]`, strings string `[N, 4]`, frame int32 `[N]`)
     in file order; `_unpack` turns rows into `(features, labels)`.
   """
-  files = record_files(records_dir, split)
+  files, counts = split_shards(records_dir, split)
   manifest = os.path.join(records_dir, prepare.MANIFEST_FILE)
   key = (os.path.abspath(records_dir), split,
          os.stat(manifest).st_mtime_ns if os.path.exists(manifest) else 0)
   if key not in _SPLIT_CACHE:
-    parts = [_pack(records.parse_batch(batch)) for batch in
-             tf.data.TFRecordDataset(files).batch(65536)]
+    parts = [_pack(records.parse_batch(batch))
+             for path, count in zip(files, counts)
+             for batch in records_check.read_checked(path, count, 65536)]
     _SPLIT_CACHE[key] = tuple(tf.concat([p[i] for p in parts], axis=0)
                               for i in range(3))
   return _SPLIT_CACHE[key]
@@ -261,7 +292,7 @@ def pose_dataset(records_dir, split, batch_size, shuffle=True,
   Returns:
     `tf.data.Dataset` of `(features, labels)`; see the module docstring.
   """
-  files = record_files(records_dir, split)
+  files, counts = split_shards(records_dir, split)
   if seed is None:
     seed = int(np.random.default_rng().integers(2**31 - 1))
   if in_memory == "auto":
@@ -270,16 +301,13 @@ def pose_dataset(records_dir, split, batch_size, shuffle=True,
     return _in_memory_dataset(records_dir, split, batch_size, shuffle,
                               flip_augment, repeat, seed, drop_remainder)
   if shuffle:
-    dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(
-        len(files), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
-        block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+    dataset = records_check.checked_record_dataset(
+        files, counts, shuffle=True, seed=seed, cycle_length=cycle_length,
         deterministic=True)
     dataset = dataset.shuffle(shuffle_buffer, seed=seed,
                               reshuffle_each_iteration=True)
   else:
-    dataset = tf.data.TFRecordDataset(files)
+    dataset = records_check.checked_record_dataset(files, counts)
   if repeat:
     dataset = dataset.repeat()
   dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)

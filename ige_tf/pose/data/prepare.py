@@ -5,11 +5,13 @@
   prepare_config.json     the settings; a rerun with other settings refuses
   train/<S>-<Sequence>.tfrecord   one shard per (subject, sequence), all
   test/<S>-<Sequence>.tfrecord    cameras; schema in `records.py`
-  <split>/<shard>.json    per-shard summary (counts, skips, sums); its
-                          presence marks the shard finished (resume)
-  manifest.json           counts per split / subject / action / camera and
-                          every skipped sequence, camera or frame range with
-                          its reason
+  <split>/<shard>.json    per-shard summary (counts, skips, sums, the shard
+                          check: examples, bytes, sha256); its presence marks
+                          the shard finished (resume verifies the check)
+  manifest.json           counts per split / subject / action / camera, the
+                          shard checks per split (`shard_checks`, compared
+                          by the readers) and every skipped sequence, camera
+                          or frame range with its reason
   statistics.json         mean / std of the pipeline's inputs and targets per
                           split (see `ige_tf.pose.data.pipeline`)
 
@@ -19,13 +21,18 @@ test shards keep camera-major frame order.
 
 Policy for bad input (also in docs/data_pose.md):
   * fatal (`H36MDataError` naming the file): a missing or unreadable
-    `cameras.h5`, a missing Human3.6M folder or npz file, bad settings;
+    `cameras.h5`, a missing Human3.6M folder or npz file, bad settings, an
+    npz whose pickle names anything but data (`ige_tf.data.safe_npz`), 3D
+    poses that are not human-sized (median bone length of a sequence
+    outside `HUMAN_MEDIAN_BONE_MM`: wrong unit, absurd values; the error
+    names the likely unit and `--positions_unit`);
   * skipped and recorded in the manifest: an unreadable or malformed 3D or
     2D file (truncated, wrong joint count), a sequence without 2D for a
     camera (S11 Directions), a camera without calibration, a 2D sequence
     shorter than its 3D sequence;
-  * frames dropped and recorded: non-finite 3D or 2D joints, hips closer than
-    1 mm, a joint at depth <= 0 when projecting `gt`;
+  * frames dropped and recorded: non-finite 3D or 2D joints, a bone longer
+    than 2 m or a joint farther than 100 m, hips closer than 1 mm, a joint
+    at depth <= 0 when projecting `gt`;
   * noted: 2D longer than 3D (truncated to the 3D length, VideoPose3D's rule).
   2D keypoints outside the image are kept (cameras.h5 has no image size).
 """
@@ -38,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
+from ige_tf.data import records_check
 from ige_tf.pose import camera as camera_lib
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import h36m
@@ -45,6 +53,13 @@ from ige_tf.pose.data import records
 
 RESERVED_SOURCES = ("gt", "sh", "sh_ft")
 MIN_HIP_DISTANCE_MM = 1.0
+# Plausibility of 3D poses: the median bone of the H36M17 skeleton (over a
+# sequence's frames) of a person is a few decimetres (Human3.6M: ~0.23 m);
+# a frame with a longer bone or a joint farther from the origin is absurd.
+HUMAN_MEDIAN_BONE_MM = (80.0, 600.0)
+MAX_BONE_MM = 2000.0
+MAX_JOINT_DISTANCE_MM = 100_000.0
+POSITIONS_UNITS = ("m", "mm")
 CONFIG_FILE = "prepare_config.json"
 MANIFEST_FILE = "manifest.json"
 STATISTICS_FILE = "statistics.json"
@@ -105,7 +120,8 @@ def _resolve_inputs(config):
   cameras = h36m.load_cameras(cameras_path)
 
   if npz_3d is not None:
-    layout_3d = h36m.VideoPose3DLayout(npz_3d, npz_2d)
+    layout_3d = h36m.VideoPose3DLayout(npz_3d, npz_2d,
+                                       positions_unit=config["positions_unit"])
   else:
     layout_3d = h36m.MartinezLayout(h36m_dir, config["detections_dir"])
   if source == "gt":
@@ -149,6 +165,58 @@ def _statistics_sums(pose_2d, pose_3d, f, c):
     sums[key + "_sum"] = value.sum(0).tolist()
     sums[key + "_sumsq"] = np.square(value).sum(0).tolist()
   return sums
+
+
+def _bone_lengths_mm(world):
+  """Bone lengths `[N, 16]` of H36M32 world poses `[N, 32, 3]`."""
+  pose = world[:, skeleton.H36M32_TO_H36M17]
+  child, parent = np.array(skeleton.H36M17.bones).T
+  with np.errstate(invalid="ignore", over="ignore"):
+    return np.linalg.norm(pose[:, child] - pose[:, parent], axis=-1)
+
+
+def _absurd_frames(world):
+  """bool `[N]`: frames with a bone or joint no person can have."""
+  with np.errstate(invalid="ignore", over="ignore"):
+    far = np.any(np.abs(world) > MAX_JOINT_DISTANCE_MM, axis=(1, 2))
+    return far | np.any(_bone_lengths_mm(world) > MAX_BONE_MM, axis=1)
+
+
+def _check_human_scale(world, valid, path, subject, sequence, unit):
+  """Refuses a sequence whose poses are not human-sized in millimetres.
+
+  Args:
+    world: float64 `[N, 32, 3]`, as the readers return it (mm).
+    valid: bool `[N]`, the finite frames.
+    path: the 3D file (named in the error).
+    subject, sequence: named in the error.
+    unit: the unit the file was read in ("m", "mm" for a VideoPose3D npz),
+      None for the Martinez h5 files (always mm).
+
+  Raises:
+    H36MDataError: median bone length outside `HUMAN_MEDIAN_BONE_MM`.
+  """
+  lengths = _bone_lengths_mm(world[valid])
+  if not lengths.size:
+    return   # no finite frame: the sequence is skipped as unusable
+  median = float(np.median(lengths))
+  low, high = HUMAN_MEDIAN_BONE_MM
+  if low <= median <= high:
+    return
+  if unit is None:
+    hint = "Martinez h5 files hold millimetres; is this a Human3.6M file?"
+  elif unit == "m" and low <= median / 1000.0 <= high:
+    hint = ("the file looks like millimetres (VideoPose3D files hold "
+            "metres): pass --positions_unit=mm to convert")
+  elif unit == "mm" and low <= median * 1000.0 <= high:
+    hint = ("the file looks like metres, as VideoPose3D files hold: drop "
+            "--positions_unit=mm")
+  else:
+    hint = "no unit makes these poses human-sized"
+  read_as = "" if unit is None else f" with positions in {unit}"
+  raise h36m.H36MDataError(path, f"3D poses of {subject} {sequence!r} are not "
+                      f"human-sized{read_as}: median bone length {median:.4g} "
+                      f"mm, expected {low:g} to {high:g} mm; {hint}")
 
 
 def _project_gt(pose_cam_mm, cam):
@@ -225,6 +293,17 @@ def build_shard(inputs, subject, sequence, subsample=1, shuffle_seed=None):
                           f"non-finite 3D joints in {len(bad)} of "
                           f"{num_frames} frames (first: frame {bad[0]}); "
                           "frames dropped", "frames", len(bad)))
+  _check_human_scale(world, valid_3d, path_3d, subject, sequence,
+                     getattr(inputs.layout_3d, "positions_unit", None))
+  absurd = np.nonzero(valid_3d & _absurd_frames(world))[0]
+  if len(absurd):
+    valid_3d[absurd] = False
+    skipped.append(_entry(subject, sequence, None, path_3d,
+                          f"implausible 3D joints (a bone longer than "
+                          f"{MAX_BONE_MM:g} mm or a joint farther than "
+                          f"{MAX_JOINT_DISTANCE_MM:g} mm from the origin) in "
+                          f"{len(absurd)} frames (first: frame {absurd[0]}); "
+                          "frames dropped", "frames", len(absurd)))
   with np.errstate(invalid="ignore"):
     hips = np.linalg.norm(world[:, 1] - world[:, 6], axis=-1)
   degenerate = np.nonzero(valid_3d & (hips < MIN_HIP_DISTANCE_MM))[0]
@@ -312,6 +391,7 @@ def build_shard(inputs, subject, sequence, subsample=1, shuffle_seed=None):
 
 
 def _write_shard(path, arrays, subject, action, sequence):
+  """Writes a shard atomically; returns its `records_check.shard_check`."""
   tmp = f"{path}.tmp-{os.getpid()}"
   with tf.io.TFRecordWriter(tmp) as writer:
     for i in range(len(arrays["frame"])):
@@ -319,11 +399,13 @@ def _write_shard(path, arrays, subject, action, sequence):
           arrays["pose_2d"][i], arrays["pose_3d"][i], arrays["f"][i],
           arrays["c"][i], arrays["k"][i], arrays["p"][i], subject, action,
           sequence, arrays["camera"][i], arrays["frame"][i]))
+  check = records_check.shard_check(tmp, len(arrays["frame"]))
   os.replace(tmp, path)
+  return check
 
 
 def _config(out_dir, source, h36m_dir, npz_3d, npz_2d, cameras,
-            detections_dir, subsample, subjects):
+            detections_dir, subsample, subjects, positions_unit):
   absolute = lambda p: None if p is None else os.path.abspath(p)  # noqa: E731
   if int(subsample) < 1:
     raise ValueError(f"--subsample must be >= 1, got {subsample}")
@@ -332,11 +414,18 @@ def _config(out_dir, source, h36m_dir, npz_3d, npz_2d, cameras,
     raise ValueError(f"unknown subjects {unknown}; known {h36m.SUBJECTS}")
   if not source:
     raise ValueError("--source is required (gt, sh, sh_ft or an npz name)")
+  if positions_unit not in POSITIONS_UNITS:
+    raise ValueError(f"--positions_unit must be one of {POSITIONS_UNITS}, got "
+                     f"{positions_unit!r}")
+  if positions_unit != "m" and npz_3d is None:
+    raise ValueError("--positions_unit is the unit of --npz_3d; the Martinez "
+                     "h5 files of --h36m_dir are always millimetres")
   return {"version": MANIFEST_VERSION, "source": source,
           "h36m_dir": absolute(h36m_dir), "npz_3d": absolute(npz_3d),
           "npz_2d": absolute(npz_2d), "cameras": absolute(cameras),
           "detections_dir": absolute(detections_dir),
-          "subsample": int(subsample), "subjects": list(subjects)}
+          "subsample": int(subsample), "subjects": list(subjects),
+          "positions_unit": positions_unit}
 
 
 def _check_resume(out_dir, config):
@@ -344,6 +433,7 @@ def _check_resume(out_dir, config):
   if os.path.exists(path):
     with open(path) as f:
       previous = json.load(f)
+    previous.setdefault("positions_unit", "m")   # runs before the setting
     if previous != config:
       diff = {k: (previous.get(k), config.get(k))
               for k in sorted(set(previous) | set(config))
@@ -375,18 +465,22 @@ def _combine_statistics(summaries):
   return stats
 
 
+def _empty_split():
+  return {"examples": 0, "shards": [], "shard_checks": {}, "subjects": {},
+          "actions": {}, "cameras": {}}
+
+
 def _manifest(config, summaries, subject_skips):
   splits = {}
   skipped = list(subject_skips)
   notes = []
   for summary in summaries:
-    split = splits.setdefault(summary["split"], {
-        "examples": 0, "shards": [], "subjects": {}, "actions": {},
-        "cameras": {}})
+    split = splits.setdefault(summary["split"], _empty_split())
     n = summary["examples"]
     split["examples"] += n
     if summary["file"]:
       split["shards"].append(summary["file"])
+      split["shard_checks"][summary["file"]] = summary["check"]
     for key, value in (("subjects", summary["subject"]),
                        ("actions", summary["action"])):
       split[key][value] = split[key].get(value, 0) + n
@@ -395,8 +489,7 @@ def _manifest(config, summaries, subject_skips):
     skipped.extend(summary["skipped"])
     notes.extend(summary["notes"])
   for split in h36m.SPLITS:
-    splits.setdefault(split, {"examples": 0, "shards": [], "subjects": {},
-                              "actions": {}, "cameras": {}})
+    splits.setdefault(split, _empty_split())
   return {
       "version": MANIFEST_VERSION,
       "config": config,
@@ -410,13 +503,44 @@ def _manifest(config, summaries, subject_skips):
   }
 
 
+def _finished_summary(out_dir, summary_path, bar):
+  """The summary of a finished shard that still matches it, else None.
+
+  A shard whose file is missing, has another size or sha256, or whose
+  summary is unreadable is rewritten (the reason is printed); a shard of an
+  older version (no check) is read back once and kept if it is whole.
+  """
+  if not os.path.exists(summary_path):
+    return None
+  try:
+    with open(summary_path) as f:
+      summary = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    bar.write(f"{summary_path}: unreadable shard summary ({e}); rewriting")
+    return None
+  if not summary.get("file"):
+    return summary   # a sequence without examples: nothing to verify
+  path = os.path.join(out_dir, summary["file"])
+  check, reason = records_check.verify_shard(path, summary.get("check"),
+                                             summary["examples"])
+  if reason is not None:
+    bar.write(f"{path}: {reason}; rewriting the shard")
+    return None
+  if check != summary.get("check"):
+    summary["check"] = check   # a shard of an older version, now verified
+    atomic_write_json(summary_path, summary)
+  return summary
+
+
 def prepare_h36m(out_dir, source, h36m_dir=None, npz_3d=None, npz_2d=None,
                  cameras=None, detections_dir=None, subsample=1,
-                 subjects=h36m.SUBJECTS, progress=True):
+                 subjects=h36m.SUBJECTS, progress=True, positions_unit="m"):
   """Writes TFRecord shards, `manifest.json` and `statistics.json`.
 
-  Resumable: shards whose summary file exists are not rewritten; every file
-  is written to a temporary name and moved into place.
+  Resumable: a shard whose summary file exists and whose size and sha256
+  match the summary is kept; others (missing, truncated, corrupt) are
+  rewritten. Every file is written to a temporary name and moved into place;
+  temporaries of killed runs (`*.tmp-PID`) are removed.
 
   Args:
     out_dir: output folder (created).
@@ -435,16 +559,19 @@ def prepare_h36m(out_dir, source, h36m_dir=None, npz_3d=None, npz_2d=None,
     subsample: keep every `subsample`-th frame (by original frame index).
     subjects: subjects to prepare.
     progress: show a tqdm progress bar.
+    positions_unit: unit of the `npz_3d` positions: "m" (VideoPose3D's own
+      files) or "mm" (converted to metres).
 
   Returns:
     The manifest dict (also written to `out_dir/manifest.json`).
 
   Raises:
-    H36MDataError: missing/unreadable `cameras.h5` or inputs (names the file).
+    H36MDataError: missing/unreadable `cameras.h5` or inputs, or 3D poses
+      that are not human-sized (names the file).
     ValueError: inconsistent settings, or `out_dir` prepared with others.
   """
   config = _config(out_dir, source, h36m_dir, npz_3d, npz_2d, cameras,
-                   detections_dir, subsample, subjects)
+                   detections_dir, subsample, subjects, positions_unit)
   inputs = _resolve_inputs(dict(config))
   os.makedirs(out_dir, exist_ok=True)
   _check_resume(out_dir, config)
@@ -462,15 +589,17 @@ def prepare_h36m(out_dir, source, h36m_dir=None, npz_3d=None, npz_2d=None,
   for split in h36m.SPLITS:
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
 
+  for folder in [out_dir] + [os.path.join(out_dir, s) for s in h36m.SPLITS]:
+    records_check.remove_stale_temporaries(folder)
   summaries = []
   bar = tqdm.tqdm(plans, desc="prepare_h36m", unit="seq", disable=not progress)
   for split, subject, sequence in bar:
     name = shard_name(subject, sequence)
     record_rel = os.path.join(split, name + ".tfrecord")
     summary_path = os.path.join(out_dir, split, name + ".json")
-    if os.path.exists(summary_path):
-      with open(summary_path) as f:
-        summaries.append(json.load(f))
+    summary = _finished_summary(out_dir, summary_path, bar)
+    if summary is not None:
+      summaries.append(summary)
       continue
     seed = zlib.crc32(name.encode()) if split == "train" else None
     arrays, skipped, notes = build_shard(inputs, subject, sequence,
@@ -478,17 +607,18 @@ def prepare_h36m(out_dir, source, h36m_dir=None, npz_3d=None, npz_2d=None,
     action = h36m.action_of(sequence)
     summary = {"split": split, "subject": subject, "sequence": sequence,
                "action": action, "file": None, "examples": 0, "cameras": {},
-               "skipped": skipped, "notes": notes, "sums": None}
+               "skipped": skipped, "notes": notes, "sums": None,
+               "check": None}
     if arrays is not None:
-      _write_shard(os.path.join(out_dir, record_rel), arrays, subject, action,
-                   sequence)
+      check = _write_shard(os.path.join(out_dir, record_rel), arrays, subject,
+                           action, sequence)
       cameras_seen, counts = np.unique(arrays["camera"].astype(str),
                                        return_counts=True)
       summary.update(
           file=record_rel, examples=int(len(arrays["frame"])),
           cameras={str(c): int(n) for c, n in zip(cameras_seen, counts)},
           sums=_statistics_sums(arrays["pose_2d"], arrays["pose_3d"],
-                                arrays["f"], arrays["c"]))
+                                arrays["f"], arrays["c"]), check=check)
     atomic_write_json(summary_path, summary)
     summaries.append(summary)
     bar.set_postfix(examples=sum(s["examples"] for s in summaries),

@@ -19,6 +19,8 @@ Every `tf.train.Example` holds:
 import numpy as np
 import tensorflow as tf
 
+from ige_tf.data import records_check
+
 FLOAT_FEATURES = {"pose_2d": 32, "pose_3d": 51, "f": 2, "c": 2, "k": 3,
                   "p": 2}
 STRING_FEATURES = ("subject", "action", "sequence", "camera")
@@ -106,11 +108,16 @@ def read_records(paths):
 
   Returns:
     dict of numpy arrays as `parse_batch` (strings decoded to `str`).
+
+  Raises:
+    records_check.ShardError: a corrupt file (names it).
   """
   if isinstance(paths, str):
     paths = [paths]
   out = {k: [] for k in FEATURE_SPEC}
-  for batch in tf.data.TFRecordDataset(list(paths)).batch(4096):
+  batches = (batch for path in paths
+             for batch in records_check.read_checked(path, batch_size=4096))
+  for batch in batches:
     parsed = parse_batch(batch)
     for key, value in parsed.items():
       out[key].append(value.numpy())

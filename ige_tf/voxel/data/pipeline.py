@@ -13,6 +13,10 @@
   `"frustum_pooled"` (a tuple of float32 `[B, h_i, w_i, d_i]`, the frustum
   grid average-pooled to each requested shape).
 
+Shards are checked against `manifest.json` when the dataset is made (sizes)
+and while it is read (record counts, TFRecord CRCs): a damaged shard is an
+error naming it (`ige_tf.data.records_check`).
+
 Voxels are decoded with a 256-entry bit lookup table (`tf.gather`) after
 `tf.io.decode_compressed(..., "ZLIB")`, bit for bit what was written.
 """
@@ -22,6 +26,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from ige_tf.data import records_check
 from ige_tf.voxel.data import records
 
 MANIFEST = "manifest.json"
@@ -45,21 +50,39 @@ def read_manifest(records_dir):
     return json.load(f)
 
 
-def shard_files(records_dir, split):
-  """Sorted list of the finished shard files of `split`.
+def split_shards(records_dir, split):
+  """The finished shards of `split`, checked against the manifest (sizes).
+
+  Returns:
+    (files, counts): sorted shard paths and their recorded example counts.
 
   Raises:
     ValueError: unknown split or no finished shards (naming the directory).
+    records_check.ShardError: a shard missing, of another size than recorded
+      (e.g. truncated) or not listed; a manifest without shard checks.
   """
   manifest = read_manifest(records_dir)
+  path = os.path.join(records_dir, MANIFEST)
   splits = manifest.get("splits", {})
   if split not in splits:
     raise ValueError(f"{records_dir}: no split {split!r}; available: {sorted(splits)}")
-  files = [os.path.join(records_dir, name) for name in splits[split]["shards"]]
-  files = [f for f in files if os.path.exists(f)]
+  entry = splits[split]
+  if "shard_checks" not in entry:
+    raise records_check.ShardError(
+        path, "written by an older version without shard checks; re-run the "
+        "prepare command with the same flags (it verifies the finished shards "
+        "and records their checks)")
+  files, counts = records_check.check_shards(
+      os.path.join(records_dir, split), entry["shard_checks"], path,
+      examples=entry.get("num_examples"))
   if not files:
     raise ValueError(f"{records_dir}: split {split!r} has no finished shards")
-  return sorted(files)
+  return files, counts
+
+
+def shard_files(records_dir, split):
+  """Sorted list of the finished shard files of `split` (see `split_shards`)."""
+  return split_shards(records_dir, split)[0]
 
 
 def decode_voxels(data, shape, dtype=tf.float32):
@@ -216,7 +239,7 @@ def voxel_dataset(records_dir, split, resolution, batch_size, shuffle=False, see
   if pooled_shapes and "frustum" not in grids:
     raise ValueError("pooled_shapes needs the frustum grid")
   image_size = int(params.get("image_size", 0)) or None
-  files = shard_files(records_dir, split)
+  files, counts = split_shards(records_dir, split)
   spec = _feature_spec(grids, resolution, include_mask)
   shape = (resolution,) * 3
 
@@ -244,15 +267,9 @@ def voxel_dataset(records_dir, split, resolution, batch_size, shuffle=False, see
       labels["frustum_pooled"] = tuple(pool_frustum(frustum, s) for s in pooled_shapes)
     return features, labels
 
-  dataset = tf.data.Dataset.from_tensor_slices(files)
-  if shuffle:
-    dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-  if len(files) > 1:
-    dataset = dataset.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-  else:
-    dataset = dataset.flat_map(tf.data.TFRecordDataset)
+  dataset = records_check.checked_record_dataset(
+      files, counts, shuffle=shuffle, seed=seed, cycle_length=8,
+      deterministic=deterministic)
   if shuffle:
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   if repeat:

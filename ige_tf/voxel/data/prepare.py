@@ -13,10 +13,16 @@
    voxelize world grids once and frustum grids per view
    (`ige_tf.voxel.frustum`), encode (`ige_tf.voxel.data.records`);
 5. write each shard atomically (temporary file + `os.replace`), then its
-   sidecar `<shard>.json` (examples, models, skipped models with reasons,
-   warnings). A shard with a sidecar is finished: a rerun skips it;
-6. write `manifest.json` (parameters, shards, counts, every skipped model and
-   its reason, warnings) atomically.
+   sidecar `<shard>.json` (examples, shard check = examples, bytes, sha256,
+   models, skipped models with reasons, warnings). A shard with a sidecar
+   whose size and sha256 still match is finished: a rerun keeps it and
+   rewrites damaged ones (`ige_tf.data.records_check`), after removing the
+   temporary files (`*.tmp-PID`) of killed runs;
+6. write `manifest.json` (parameters, shards and their checks, counts, every
+   skipped model and its reason, warnings) atomically.
+
+Worker processes end when the parent dies, however it dies
+(`ige_tf.data.workers.die_with_parent`).
 
 A model that cannot be used (unreadable file, empty mesh, too many faces,
 ...) is skipped and recorded, never fatal. Shards are independent work units:
@@ -33,11 +39,14 @@ import hashlib
 import json
 import multiprocessing
 import os
+import sys
 import time
 import traceback
 
 import numpy as np
 
+from ige_tf.data import records_check
+from ige_tf.data import workers as workers_lib
 from ige_tf.voxel.data import records
 
 MANIFEST = "manifest.json"
@@ -225,9 +234,11 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
                      "NUMBA_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
-def _init_worker():
-  """Worker processes use one thread for numeric libraries (set before the
-  heavy modules are imported lazily by the process functions)."""
+def _init_worker(parent_pid):
+  """Worker processes end when `parent_pid` dies (`workers.die_with_parent`)
+  and use one thread for numeric libraries (set before the heavy modules are
+  imported lazily by the process functions)."""
+  workers_lib.die_with_parent(parent_pid)
   for name in _THREAD_VARIABLES:
     os.environ[name] = "1"
 
@@ -240,7 +251,8 @@ def _results_in_order(process_fn, params, jobs, workers):
     return
   context = multiprocessing.get_context("spawn")
   executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                    initializer=_init_worker)
+                                                    initializer=_init_worker,
+                                                    initargs=(os.getpid(),))
   pending = []
   try:
     window = workers * 3
@@ -266,9 +278,38 @@ def _sidecar_path(out_dir, shard):
   return os.path.join(out_dir, shard.name[:-len(".tfrecord")] + ".json")
 
 
-def _shard_done(out_dir, shard):
-  return (os.path.exists(_sidecar_path(out_dir, shard))
-          and os.path.exists(os.path.join(out_dir, shard.name)))
+def _read_sidecar(out_dir, shard):
+  """The sidecar of a shard whose file exists, or None (unfinished)."""
+  path = _sidecar_path(out_dir, shard)
+  if not (os.path.exists(path) and os.path.exists(os.path.join(out_dir, shard.name))):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+
+
+def _verified_sidecar(out_dir, shard):
+  """The sidecar of a finished shard that still matches it (size, sha256).
+
+  A shard of an older version (no check) is read back once and, if whole,
+  kept with a new check. Otherwise None, and the reason is printed to
+  stderr: the shard is rewritten.
+  """
+  sidecar = _read_sidecar(out_dir, shard)
+  if sidecar is None:
+    return None
+  path = os.path.join(out_dir, shard.name)
+  check, reason = records_check.verify_shard(path, sidecar.get("check"),
+                                             sidecar.get("num_examples"))
+  if reason is not None:
+    print(f"{path}: {reason}; rewriting the shard", file=sys.stderr)
+    return None
+  if check != sidecar.get("check"):
+    sidecar["check"] = check
+    _write_json_atomic(_sidecar_path(out_dir, shard), sidecar)
+  return sidecar
 
 
 def _finish_shard(out_dir, shard, results):
@@ -278,11 +319,12 @@ def _finish_shard(out_dir, shard, results):
     serialized.extend(records.serialize(features) for features in result["examples"])
   path = os.path.join(out_dir, shard.name)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  records.write_tfrecord(path, serialized)
+  check = records.write_tfrecord(path, serialized)
   sidecar = {
       "shard": shard.name,
       "split": shard.split,
       "num_examples": len(serialized),
+      "check": check,
       "models": [{"synset": r["synset"], "model_id": r["model_id"],
                   "num_examples": len(r["examples"]), "seconds": round(r["seconds"], 3)}
                  for r in results if r["status"] == "ok"],
@@ -293,6 +335,21 @@ def _finish_shard(out_dir, shard, results):
   }
   _write_json_atomic(_sidecar_path(out_dir, shard), sidecar)
   return sidecar
+
+
+def _remove_stale_temporaries(out_dir, shards, everything):
+  """Removes `*.tmp-PID` files of killed runs: of `shards` (and their
+  sidecars), and with `everything` also of the manifest and parameters (only
+  safe when no other task shares `out_dir`)."""
+  names = {}
+  for shard in shards:
+    folder, base = os.path.split(os.path.join(out_dir, shard.name))
+    names.setdefault(folder, set()).update(
+        {base, base[:-len(".tfrecord")] + ".json"})
+  for folder, allowed in names.items():
+    records_check.remove_stale_temporaries(folder, allowed)
+  if everything:
+    records_check.remove_stale_temporaries(out_dir, {MANIFEST, PARAMETERS})
 
 
 def build_manifest(out_dir, shards, parameters, extra=None):
@@ -308,14 +365,15 @@ def build_manifest(out_dir, shards, parameters, extra=None):
   finished = 0
   seconds = []
   for shard in shards:
-    entry = splits.setdefault(shard.split, {"shards": [], "num_examples": 0, "num_models": 0,
+    entry = splits.setdefault(shard.split, {"shards": [], "shard_checks": {},
+                                            "num_examples": 0, "num_models": 0,
                                             "num_shards": shard.count})
-    if not _shard_done(out_dir, shard):
+    sidecar = _read_sidecar(out_dir, shard)
+    if sidecar is None or not sidecar.get("check"):
       continue
     finished += 1
-    with open(_sidecar_path(out_dir, shard)) as f:
-      sidecar = json.load(f)
     entry["shards"].append(shard.name)
+    entry["shard_checks"][shard.name] = sidecar["check"]
     entry["num_examples"] += sidecar["num_examples"]
     entry["num_models"] += len(sidecar["models"])
     models_written += len(sidecar["models"])
@@ -378,8 +436,9 @@ def write_records(jobs, process_fn, parameters, out_dir, workers=None, progress=
   _check_parameters(out_dir, parameters)
   workers = os.cpu_count() if workers is None else max(1, int(workers))
   shards = plan_shards(jobs, parameters.get("models_per_shard", DEFAULT_MODELS_PER_SHARD))
-  todo = [s for n, s in enumerate(shards)
-          if n % num_tasks == task_index and not _shard_done(out_dir, s)]
+  mine = [s for n, s in enumerate(shards) if n % num_tasks == task_index]
+  _remove_stale_temporaries(out_dir, mine, everything=num_tasks == 1)
+  todo = [s for s in mine if _verified_sidecar(out_dir, s) is None]
   todo_jobs = [job for shard in todo for job in shard.jobs]
   bar = None
   if progress:

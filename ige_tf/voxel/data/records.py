@@ -37,6 +37,8 @@ import zlib
 import numpy as np
 import PIL.Image
 
+from ige_tf.data import records_check
+
 FORMAT_VERSION = 1
 ZLIB_LEVEL = 6
 
@@ -243,21 +245,31 @@ def parse(serialized):
 
 
 def write_tfrecord(path, serialized_examples):
-  """Writes serialized examples to `path` atomically (temp file + os.replace)."""
+  """Writes serialized examples to `path` atomically (temp file + os.replace).
+
+  Returns:
+    the shard's `records_check.shard_check` (examples, bytes, sha256).
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tmp = f"{path}.tmp-{os.getpid()}"
   try:
+    count = 0
     with tf.io.TFRecordWriter(tmp) as writer:
       for data in serialized_examples:
         writer.write(data)
+        count += 1
+    check = records_check.shard_check(tmp, count)
     os.replace(tmp, path)
+    return check
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
 
 
 def read_tfrecord(path):
-  """Yields the serialized examples of one TFRecord file (eager)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  for record in tf.data.TFRecordDataset(path):
-    yield record.numpy()
+  """Yields the serialized examples of one TFRecord file (eager).
+
+  Raises:
+    records_check.ShardError: a corrupt record (names the file and offset).
+  """
+  yield from records_check.read_checked(path)
