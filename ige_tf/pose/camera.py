@@ -252,7 +252,8 @@ def distort(x, k=None, p=None):
   if p is None:
     return x * scale
   p = tf.cast(p, x.dtype)[..., None, :]
-  tan = p[..., 0:1] * x[..., 1:2] + p[..., 1:2] * x[..., 0:1]
+  x_x, x_y = tf.split(x, 2, axis=-1)  # (see project_normalized)
+  tan = p[..., 0:1] * x_y + p[..., 1:2] * x_x
   return x * (scale + tan) + tf.reverse(p, axis=[-1]) * r2
 
 
@@ -274,10 +275,12 @@ def project_normalized(points, k=None, p=None, min_depth=None,
     float `[B, J, 2]`, same dtype as `points`.
   """
   points = tf.convert_to_tensor(points)
-  z = points[..., 2:3]
+  # tf.split, not slicing: its gradient is a concatenation (a TFLite
+  # builtin; slicing's, StridedSliceGrad, is not).
+  xy, z = tf.split(points, [2, 1], axis=-1)
   if min_depth is not None:
     z = soft_min_depth(z, min_depth, depth_softness)
-  x = points[..., :2] / z
+  x = xy / z
   if max_normalized is not None:
     x = soft_limit(x, max_normalized)
   return distort(x, k, p)

@@ -182,8 +182,9 @@ def pairwise_squared_distances(points):
                      f"shape {points.shape}")
   matrix = tf.constant(pair_difference_matrix(num_points), points.dtype)
   total = 0.0
-  for d in range(dims):
-    total += tf.square(tf.matmul(points[..., d], matrix))
+  # tf.unstack, not slicing: its gradient is a stack (a TFLite builtin).
+  for coordinate in tf.unstack(points, num=dims, axis=-1):
+    total += tf.square(tf.matmul(coordinate, matrix))
   return total
 
 
