@@ -8,6 +8,20 @@ import keras
 import tensorflow as tf
 
 
+def _stable_softplus(x):
+  """`x/2 + |x|/2 + log1p(exp(-|x|))`: `tf.math.softplus` from plain ops.
+
+  The same values (to float rounding; `x/2 + |x|/2` is exactly `max(x, 0)`)
+  from ops that every runtime evaluates stably: TFLite lowers
+  `tf.math.softplus` to `log(1 + exp(x))`, which is inf beyond x = 88 (a
+  converted energy was inf and its gradient NaN). Written this way, the
+  automatic gradient is exactly `sigmoid(x)` everywhere, x = 0 included
+  (`1/2 + sign(x)/2 - sign(x) sigmoid(-|x|)`).
+  """
+  abs_x = tf.abs(x)
+  return 0.5 * x + 0.5 * abs_x + tf.math.log1p(tf.exp(-abs_x))
+
+
 @keras.saving.register_keras_serializable(package="ige_tf")
 def softplus(x):
   """Elementwise `log(1 + exp(x))`, numerically stable.
@@ -18,7 +32,7 @@ def softplus(x):
   Returns:
     Tensor of the same shape and dtype as `x`.
   """
-  return tf.math.softplus(x)
+  return _stable_softplus(x)
 
 
 @keras.saving.register_keras_serializable(package="ige_tf")
@@ -34,4 +48,4 @@ def softabs(x):
   Returns:
     Tensor of the same shape and dtype as `x`.
   """
-  return (tf.math.softplus(x) + tf.math.softplus(-x)) / 2
+  return (_stable_softplus(x) + _stable_softplus(-x)) / 2

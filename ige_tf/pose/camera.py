@@ -35,6 +35,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from ige_tf.core import activations
+
 # Defaults for the safe projection of poses in metres: depth >= 10 cm,
 # normalized coordinates within +-1 (45 degrees off the optical axis; the
 # Human3.6M images span about +-0.45, where the limit changes them by less
@@ -177,7 +179,8 @@ def soft_min_depth(z, min_depth, softness=None):
   softness = min_depth / 4.0 if softness is None else softness
   m = tf.cast(min_depth, z.dtype)
   s = tf.cast(softness, z.dtype)
-  return m + s * tf.nn.softplus((z - m) / s)
+  # The core softplus: stable on every runtime (TFLite included).
+  return m + s * activations.softplus((z - m) / s)
 
 
 def soft_limit(x, limit, power=16):
