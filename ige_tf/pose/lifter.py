@@ -130,10 +130,14 @@ class Lifter:
 
   # -- loading (one place; the lead may redirect it to the run loader) -----
   @classmethod
-  def from_run(cls, model_dir, **kwargs):
-    """From a `bin/train.py --model_dir` (operative config + checkpoint)."""
+  def from_run(cls, model_dir, gin_params=(), **kwargs):
+    """From a `bin/train.py --model_dir` (operative config + checkpoint).
+
+    `gin_params` are extra bindings for rebuilding the model, e.g.
+    `["ige_lifter.safeguard = False"]`.
+    """
     from ige_tf.pose import inference  # pylint: disable=import-outside-toplevel
-    problem, model = inference.restore_run(model_dir)
+    problem, model = inference.restore_run(model_dir, gin_params)
     serve_fn, _ = problem.serving_function(model)
 
     def serve(pose_2d, f, c, k, p):
@@ -216,13 +220,15 @@ class Lifter:
       keypoints).
 
     Raises:
-      ValueError: wrong shapes or non-finite input.
+      ValueError: wrong shapes, no pose, or non-finite input.
     """
     keypoints = np.asarray(keypoints_2d, np.float64)
     if keypoints.ndim != 3 or keypoints.shape[1:] != (16, 2):
       raise ValueError(f"keypoints_2d must be [N, 16, 2] MPII16 pixels, got "
                        f"shape {keypoints.shape}")
     n = len(keypoints)
+    if n == 0:
+      raise ValueError("keypoints_2d holds no pose (N = 0)")
     intrinsics = np.broadcast_to(np.asarray(intrinsics, np.float64), (n, 4))
     distortion = np.zeros((n, 5)) if distortion is None else (
         np.broadcast_to(np.asarray(distortion, np.float64), (n, 5)))
@@ -240,7 +246,7 @@ class Lifter:
                               c[s:s + self.batch_size],
                               k[s:s + self.batch_size],
                               p[s:s + self.batch_size])
-             for s in range(0, max(n, 1), self.batch_size)]
+             for s in range(0, n, self.batch_size)]
     steps = np.concatenate([s for s, _ in parts], axis=1)
     model_steps = np.concatenate([m for _, m in parts], axis=1)
     rejected = np.all(model_steps[1:] == model_steps[:-1], axis=(2, 3))
