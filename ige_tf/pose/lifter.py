@@ -15,8 +15,9 @@ RMS spread of the normalized 2D joints about 0.085. A small person far from
 the camera (or any person far off the axis, or a camera with another focal
 length) is far outside that: the baseline's initial estimate is then a
 shrunken, distorted pose, on which the learned energy is steep and the
-learned step size overshoots (measured: 40 px persons at 14 m, energy up
-at 85 % of poses, extent x4). The lifter therefore lifts every detection in
+learned step size overshoots: the energy rises and the pose moves away
+from its observation (docs/lifting.md has the measurement). The lifter
+therefore lifts every detection in
 a virtual camera that looks at it the way the training cameras looked:
   1. undistort the keypoints to normalized coordinates x `[16, 2]`;
   2. rotate the camera (R, no translation) so that the ray through the
