@@ -1,4 +1,4 @@
-"""Lifts 2D keypoints (COCO detections or MPII16 lists) to 3D poses.
+r"""Lifts 2D keypoints (COCO detections or MPII16 lists) to 3D poses.
 
 Examples:
   python bin/lift.py --model=runs/pose/ige4/export \

@@ -8,6 +8,7 @@ import gin
 import numpy as np
 import pytest
 
+import ige_tf.pose
 from ige_tf.pose import lift
 from ige_tf.pose import lifter as lifter_lib
 from ige_tf.pose import skeleton
@@ -161,7 +162,8 @@ def test_one_call_api_equals_across_run_export_and_tflite(ige_run,
   meta = tflite.convert_lifter(export_dir, tflite_path)
   assert meta["select_tf_ops"] == []
   assert meta["size_bytes"] == os.path.getsize(tflite_path)
-  from_run = lifter_lib.Lifter.from_run(ige_run)
+  assert ige_tf.pose.Lifter is lifter_lib.Lifter
+  from_run = ige_tf.pose.Lifter.from_run(ige_run)
   poses, steps = from_run(mpii, intrinsics, distortion)
   assert poses.shape == (4, 16, 3) and steps.shape == (5, 4, 16, 3)
   np.testing.assert_array_equal(poses, steps[-1])
