@@ -8,18 +8,23 @@ import keras
 import tensorflow as tf
 
 
+@tf.custom_gradient
 def _stable_softplus(x):
-  """`x/2 + |x|/2 + log1p(exp(-|x|))`: `tf.math.softplus` from plain ops.
+  """`max(x, 0) + log1p(exp(-|x|))` with gradient `sigmoid(x)`.
 
-  The same values (to float rounding; `x/2 + |x|/2` is exactly `max(x, 0)`)
-  from ops that every runtime evaluates stably: TFLite lowers
-  `tf.math.softplus` to `log(1 + exp(x))`, which is inf beyond x = 88 (a
-  converted energy was inf and its gradient NaN). Written this way, the
-  automatic gradient is exactly `sigmoid(x)` everywhere, x = 0 included
-  (`1/2 + sign(x)/2 - sign(x) sigmoid(-|x|)`).
+  The values of `tf.math.softplus` (to float rounding) from ops that every
+  runtime evaluates stably: TFLite lowers `tf.math.softplus` to
+  `log(1 + exp(x))`, which is inf beyond x = 88 (a converted energy was inf
+  and its gradient NaN). The gradient is one `sigmoid` (exact at x = 0, the
+  same op eagerly and traced, differentiable again for the outer
+  optimizer's second-order terms).
   """
-  abs_x = tf.abs(x)
-  return 0.5 * x + 0.5 * abs_x + tf.math.log1p(tf.exp(-abs_x))
+  value = tf.maximum(x, 0.0) + tf.math.log1p(tf.exp(-tf.abs(x)))
+
+  def grad(upstream):
+    return upstream * tf.sigmoid(x)
+
+  return value, grad
 
 
 @keras.saving.register_keras_serializable(package="ige_tf")
