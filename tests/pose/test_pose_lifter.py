@@ -3,6 +3,9 @@ inner-step safeguard on generated COCO detections of persons 40-800 px tall;
 ige_tf.pose.tflite against the SavedModel."""
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import gin
 import numpy as np
@@ -174,6 +177,29 @@ def test_one_call_api_equals_across_run_export_and_tflite(ige_run,
     assert other.view_scale == pytest.approx(from_run.view_scale)
     _, other_steps = other(mpii, intrinsics, distortion)
     np.testing.assert_allclose(other_steps, steps, atol=1e-4)
+
+
+def test_export_binary_writes_a_tflite_lifter(ige_run, records_gt, tmp_path,
+                                              repo_dir):
+  """`bin/export.py --format=tflite`: SavedModel, then lifter.tflite and its
+  sidecar, all builtin ops; the file lifts like the SavedModel."""
+  run = tmp_path / "run"
+  shutil.copytree(ige_run, run, ignore=shutil.ignore_patterns("export"))
+  cmd = [sys.executable, os.path.join(repo_dir, "bin", "export.py"),
+         f"--model_dir={run}",
+         f"--gin_file={run / loop.OPERATIVE_CONFIG}", "--format=tflite"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert summary["out"] == str(run / "lifter.tflite")
+  assert summary["select_tf_ops"] == [] and summary["batch_size"] == 1
+  _, keypoints = generated_detections(records_gt, (100, 500), per_height=1)
+  intrinsics = [1500.0, 1500.0, 960.0, 720.0]
+  _, expected = lifter_lib.Lifter.load(str(run / "export"))(keypoints,
+                                                            intrinsics)
+  _, got = lifter_lib.Lifter.load(summary["out"])(keypoints, intrinsics)
+  np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 def test_lifter_input_errors(trained_ige_run):
