@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   with run_lib.open_run(FLAGS.model_dir, FLAGS.gin_file, FLAGS.gin_param,
-                    restore=False) as loaded:
+                        restore=False) as loaded:
     metrics = loop.evaluate(loaded.problem, FLAGS.model_dir)
   print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, list)}))
 

@@ -22,7 +22,7 @@ def main(argv):
   del argv
   if FLAGS.model_dir:
     with run_lib.open_run(FLAGS.model_dir, FLAGS.gin_file, FLAGS.gin_param,
-                      restore=False) as loaded:
+                          restore=False) as loaded:
       stats = loop.model_stats(loaded.problem)
   else:
     if not FLAGS.gin_file:

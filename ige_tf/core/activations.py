@@ -8,6 +8,25 @@ import keras
 import tensorflow as tf
 
 
+@tf.custom_gradient
+def _stable_softplus(x):
+  """`max(x, 0) + log1p(exp(-|x|))` with gradient `sigmoid(x)`.
+
+  The values of `tf.math.softplus` (to float rounding) from ops that every
+  runtime evaluates stably: TFLite lowers `tf.math.softplus` to
+  `log(1 + exp(x))`, which is inf beyond x = 88 (a converted energy was inf
+  and its gradient NaN). The gradient is one `sigmoid` (exact at x = 0, the
+  same op eagerly and traced, differentiable again for the outer
+  optimizer's second-order terms).
+  """
+  value = tf.maximum(x, 0.0) + tf.math.log1p(tf.exp(-tf.abs(x)))
+
+  def grad(upstream):
+    return upstream * tf.sigmoid(x)
+
+  return value, grad
+
+
 @keras.saving.register_keras_serializable(package="ige_tf")
 def softplus(x):
   """Elementwise `log(1 + exp(x))`, numerically stable.
@@ -18,7 +37,7 @@ def softplus(x):
   Returns:
     Tensor of the same shape and dtype as `x`.
   """
-  return tf.math.softplus(x)
+  return _stable_softplus(x)
 
 
 @keras.saving.register_keras_serializable(package="ige_tf")
@@ -34,4 +53,4 @@ def softabs(x):
   Returns:
     Tensor of the same shape and dtype as `x`.
   """
-  return (tf.math.softplus(x) + tf.math.softplus(-x)) / 2
+  return (_stable_softplus(x) + _stable_softplus(-x)) / 2

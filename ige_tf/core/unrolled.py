@@ -63,12 +63,19 @@ class UnrolledSGD(keras.layers.Layer):
     recompute_steps: recompute each step in the outer backward pass instead
       of storing its intermediates (gradient checkpointing per step; see the
       module docstring). Values and gradients are unchanged.
+    monotone_inference: at inference (`training` falsy) never accept a step
+      that raises the energy: a step whose energy is higher than (or not
+      comparable to, e.g. NaN) the current one is rejected per example, the
+      iterate stays where it was (`steps[t+1] == steps[t]` exactly), its
+      momentum is reset and the step size of that example is halved for the
+      following steps. Costs one more energy-and-gradient evaluation (T + 1
+      in all). Training always runs the plain steps.
   """
 
   def __init__(self, energy, num_steps, learning_rate=DEFAULT_LEARNING_RATE,
                momentum=None, clip_value=None, learn_learning_rate=False,
                learn_momentum=False, learn_clip_value=False,
-               recompute_steps=False, **kwargs):
+               recompute_steps=False, monotone_inference=False, **kwargs):
     super().__init__(**kwargs)
     if not callable(energy):
       raise TypeError(f"UnrolledSGD: energy must be callable, got {energy!r}")
@@ -80,6 +87,7 @@ class UnrolledSGD(keras.layers.Layer):
     self.learn_momentum = bool(learn_momentum)
     self.learn_clip_value = bool(learn_clip_value)
     self.recompute_steps = bool(recompute_steps)
+    self.monotone_inference = bool(monotone_inference)
     if momentum is None and self.learn_momentum:
       momentum = DEFAULT_MOMENTUM
     if clip_value is None and self.learn_clip_value:
@@ -229,6 +237,49 @@ class UnrolledSGD(keras.layers.Layer):
       grad_norms.append(grad_norm)
     return iterates, velocities, energies, grad_norms
 
+  def _unroll_monotone(self, initial, lr, mu, clip, context, training):
+    """The T steps with rejection of energy-raising steps (inference only).
+
+    See `monotone_inference` in the class docstring. Every tensor op is
+    batched (`tf.where` per example), so the loop unrolls into a fixed graph.
+
+    Returns:
+      `(steps [T+1, B, ...], energies [T, B], grad_norms [T, B])`, entry t of
+      `energies` / `grad_norms` at `steps[t]` as in `_unroll`.
+    """
+    reduce_axes = list(range(1, len(initial.shape)))
+
+    def per_example(values):  # [B] -> [B, 1, ..., 1], broadcast against y
+      return tf.reshape(values, [-1] + [1] * len(reduce_axes))
+
+    y = initial
+    energy, grad = self._energy_and_gradient(y, context, training)
+    step_scale = tf.ones_like(energy)
+    velocity = None
+    iterates, energies, grad_norms = [y], [], []
+    for _ in range(self.num_steps):
+      energies.append(energy)
+      grad_norms.append(tf.sqrt(tf.reduce_sum(tf.square(grad),
+                                              axis=reduce_axes)))
+      update = grad if clip is None else tf.clip_by_value(grad, -clip, clip)
+      if mu is not None:
+        update = update if velocity is None else mu * velocity + update
+      candidate = y - lr * per_example(step_scale) * update
+      candidate_energy, candidate_grad = self._energy_and_gradient(
+          candidate, context, training)
+      # NaN compares False: a non-finite candidate is rejected too.
+      accept = candidate_energy <= energy
+      keep = per_example(accept)
+      y = tf.where(keep, candidate, y)
+      energy = tf.where(accept, candidate_energy, energy)
+      grad = tf.where(keep, candidate_grad, grad)
+      if mu is not None:
+        velocity = tf.where(keep, update, tf.zeros_like(update))
+      step_scale = tf.where(accept, step_scale, 0.5 * step_scale)
+      iterates.append(y)
+    return (tf.stack(iterates, axis=0), tf.stack(energies),
+            tf.stack(grad_norms))
+
   def _unroll_recomputed(self, initial, lr, mu, clip, context, training):
     """`_unroll` as one `tf.custom_gradient` block that recomputes in backward.
 
@@ -339,6 +390,9 @@ class UnrolledSGD(keras.layers.Layer):
     if self.num_steps == 0:
       steps = tf.expand_dims(initial, 0)
       energies = grad_norms = tf.zeros([0, tf.shape(initial)[0]], dtype)
+    elif self.monotone_inference and not training:
+      steps, energies, grad_norms = self._unroll_monotone(
+          initial, lr, mu, clip, context, training)
     elif self.recompute_steps:
       steps, energies, grad_norms = self._unroll_recomputed(
           initial, lr, mu, clip, context, training)
@@ -362,7 +416,8 @@ class UnrolledSGD(keras.layers.Layer):
         learn_learning_rate=self.learn_learning_rate,
         learn_momentum=self.learn_momentum,
         learn_clip_value=self.learn_clip_value,
-        recompute_steps=self.recompute_steps)
+        recompute_steps=self.recompute_steps,
+        monotone_inference=self.monotone_inference)
     return config
 
   @classmethod

@@ -35,6 +35,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from ige_tf.core import activations
+
 # Defaults for the safe projection of poses in metres: depth >= 10 cm,
 # normalized coordinates within +-1 (45 degrees off the optical axis; the
 # Human3.6M images span about +-0.45, where the limit changes them by less
@@ -177,7 +179,8 @@ def soft_min_depth(z, min_depth, softness=None):
   softness = min_depth / 4.0 if softness is None else softness
   m = tf.cast(min_depth, z.dtype)
   s = tf.cast(softness, z.dtype)
-  return m + s * tf.nn.softplus((z - m) / s)
+  # The core softplus: stable on every runtime (TFLite included).
+  return m + s * activations.softplus((z - m) / s)
 
 
 def soft_limit(x, limit, power=16):
@@ -252,7 +255,8 @@ def distort(x, k=None, p=None):
   if p is None:
     return x * scale
   p = tf.cast(p, x.dtype)[..., None, :]
-  tan = p[..., 0:1] * x[..., 1:2] + p[..., 1:2] * x[..., 0:1]
+  x_x, x_y = tf.split(x, 2, axis=-1)  # (see project_normalized)
+  tan = p[..., 0:1] * x_y + p[..., 1:2] * x_x
   return x * (scale + tan) + tf.reverse(p, axis=[-1]) * r2
 
 
@@ -274,10 +278,12 @@ def project_normalized(points, k=None, p=None, min_depth=None,
     float `[B, J, 2]`, same dtype as `points`.
   """
   points = tf.convert_to_tensor(points)
-  z = points[..., 2:3]
+  # tf.split, not slicing: its gradient is a concatenation (a TFLite
+  # builtin; slicing's, StridedSliceGrad, is not).
+  xy, z = tf.split(points, [2, 1], axis=-1)
   if min_depth is not None:
     z = soft_min_depth(z, min_depth, depth_softness)
-  x = points[..., :2] / z
+  x = xy / z
   if max_normalized is not None:
     x = soft_limit(x, max_normalized)
   return distort(x, k, p)

@@ -121,10 +121,16 @@ def scale_normalize(points, index_a, index_b, min_length=1e-3):
     float `[..., J, D]`.
   """
   points = tf.convert_to_tensor(points)
-  diff = points[..., index_a, :] - points[..., index_b, :]
+  # A weighted sum rather than indexing: the same values, and its gradient
+  # is a product (indexing's, StridedSliceGrad, is no TFLite builtin).
+  num_joints = points.shape[-2]
+  weights = np.zeros([num_joints, 1], np.float32)
+  weights[index_a] += 1.0
+  weights[index_b] -= 1.0
+  diff = tf.reduce_sum(points * tf.constant(weights, points.dtype), axis=-2)
   length = tf.sqrt(tf.reduce_sum(tf.square(diff), axis=-1) +
                    tf.cast(min_length, points.dtype)**2)
-  return points / length[..., None, None]
+  return points / tf.expand_dims(tf.expand_dims(length, -1), -1)
 
 
 def procrustes_transform(prediction, target):

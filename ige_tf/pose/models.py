@@ -185,8 +185,9 @@ def pairwise_squared_distances(points):
                      f"shape {points.shape}")
   matrix = tf.constant(pair_difference_matrix(num_points), points.dtype)
   total = 0.0
-  for d in range(dims):
-    total += tf.square(tf.matmul(points[..., d], matrix))
+  # tf.unstack, not slicing: its gradient is a stack (a TFLite builtin).
+  for coordinate in tf.unstack(points, num=dims, axis=-1):
+    total += tf.square(tf.matmul(coordinate, matrix))
   return total
 
 
@@ -738,7 +739,8 @@ def ige_lifter(num_steps=4, init_model_dir=None, train_initial_estimate=True,
                initial_estimate_fn=baseline_lifter, energy_fn=pose_energy,
                learning_rate=1.0, clip_value=1.0, momentum=0.1,
                learn_learning_rate=True, learn_clip_value=True,
-               learn_momentum=True, statistics=None, name="ige"):
+               learn_momentum=True, safeguard=True, statistics=None,
+               name="ige"):
   """IGE lifter: a baseline's estimate refined by `num_steps` inner steps.
 
   Args:
@@ -754,6 +756,10 @@ def ige_lifter(num_steps=4, init_model_dir=None, train_initial_estimate=True,
     learning_rate, clip_value, momentum: the inner optimizer's (initial)
       hyper-parameters (paper 5.2: 1, 1, 0.1).
     learn_learning_rate, learn_clip_value, learn_momentum: learn them.
+    safeguard: at inference (evaluation, export, lifting) reject every inner
+      step that raises the energy (`UnrolledSGD.monotone_inference`): the
+      pose stays at the previous step and that example's step size halves.
+      Training runs the plain steps either way.
     statistics: optional `pipeline.load_statistics` dict, used when
       `init_model_dir` is None.
     name: model name.
@@ -782,7 +788,7 @@ def ige_lifter(num_steps=4, init_model_dir=None, train_initial_estimate=True,
       momentum=momentum, clip_value=clip_value,
       learn_learning_rate=learn_learning_rate,
       learn_momentum=learn_momentum, learn_clip_value=learn_clip_value,
-      name=INNER_OPTIMIZER)
+      monotone_inference=safeguard, name=INNER_OPTIMIZER)
   outputs = inner(initial, context, return_diagnostics=True)
   if int(num_steps) == 0:
     inner.trainable = False  # nothing to learn without steps

@@ -390,3 +390,30 @@ def test_an_energy_build_without_the_context_shape_is_a_clear_error():
                      r"build\(self, input_shape\); .* must accept "
                      r"build\(y_shape, context_shape\)"):
     layer(tf.zeros((2, 3)), tf.zeros((2, 3)))
+
+
+def test_monotone_inference_never_raises_the_energy():
+  """Curvature 3, step 1: plain steps overshoot (y -> -2 y, the energy
+  grows 4x per step). At inference the safeguard rejects such a step
+  (iterate unchanged, energy not raised) and halves the step size, which
+  then converges. With curvature 0.5 no step is rejected: the plain
+  iterates exactly. Training (`training=True`) runs the plain steps."""
+  energy = DiagonalQuadratic([3.0])
+  y0 = tf.constant([[1.0], [1.0]])
+  context = tf.constant([[0.0], [0.0]])
+  layer = UnrolledSGD(energy, 4, learning_rate=1.0, monotone_inference=True)
+  gentle = UnrolledSGD(DiagonalQuadratic([0.5]), 4, learning_rate=1.0,
+                       monotone_inference=True)
+  out = layer(y0, context, return_diagnostics=True)
+  steps = out["steps"].numpy()[:, 0, 0]
+  # Step 1 (y = 1 - 3 = -2, energy 6 > 1.5) rejected, then lr 0.5:
+  # y = 1 - 1.5 = -0.5 (accepted), then y = -0.5 + 0.75 = 0.25, ...
+  np.testing.assert_allclose(steps, [1.0, 1.0, -0.5, 0.25, -0.125])
+  energies = 1.5 * steps**2
+  assert np.all(np.diff(energies) <= 0)
+  np.testing.assert_allclose(out["energy"].numpy()[:, 0], energies[:-1])
+  plain = gentle(y0, context).numpy()[:, 0, 0]
+  np.testing.assert_allclose(plain, 0.5**np.arange(5))
+  trained = layer(y0, context, training=True).numpy()[:, 0, 0]
+  np.testing.assert_allclose(trained, (-2.0)**np.arange(5))
+  assert UnrolledSGD.from_config(layer.get_config()).monotone_inference

@@ -75,7 +75,7 @@ def _parse_for_step(config, records, init_model_dir):
 
 # Configs whose step bindings are equal form a class (e.g. a Table 1 row's
 # gt/sh/ft configs differ only in their records and baseline run, which the
-# tests replace); the member nearest gin/pose (then by name) steps for its
+# tests replace); the member nearest ige_tf/configs/pose (then by name) steps for its
 # class.
 BINDINGS = {c: _parse_for_step(c, "records", "baseline_run")
             for c in EXPERIMENTS}

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from ige_tf.pose import inference
 from ige_tf.pose import lift
+from ige_tf.pose import lifter as lifter_lib
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import pipeline
 
@@ -19,7 +19,13 @@ CAMERA = {"f": [1145.0, 1144.0], "c": [512.0, 515.0],
 
 @pytest.fixture(scope="module")
 def lifter(ige_run):
-  return inference.load_lifter(os.path.join(ige_run, "export"))
+  return lifter_lib.Lifter.from_export(os.path.join(ige_run, "export"))
+
+
+def intrinsics_of(cam, n):
+  return (np.tile(np.concatenate([cam["f"], cam["c"]]), (n, 1)),
+          np.tile(np.concatenate([cam.get("k", [0, 0, 0]),
+                                  cam.get("p", [0, 0])]), (n, 1)))
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +83,14 @@ def test_lift_binary_on_coco_detections(ige_run, mpii_poses, lifter,
   # The same numbers as the model on the COCO -> MPII16 conversion.
   converted = np.stack([skeleton.coco17_to_mpii16(coco_from_mpii(p))
                         for p in mpii_poses])
-  n = len(converted)
-  expected = lifter(converted, np.tile(CAMERA["f"], (n, 1)),
-                    np.tile(CAMERA["c"], (n, 1)), np.tile(CAMERA["k"], (n, 1)),
-                    np.tile(CAMERA["p"], (n, 1)))
+  expected, _ = lifter(converted, *intrinsics_of(CAMERA, len(converted)))
   got = np.array([p["pose_3d"] for p in result["poses"]])
-  np.testing.assert_allclose(got, expected["final"], atol=2e-6)
+  np.testing.assert_allclose(got, expected, atol=2e-6)
+  assert result["assumptions"] == []
+  assert result["poses"][0]["camera"]["assumed"] is None
+  assert all(p["reprojection_px"] >= 0 for p in result["poses"])
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert summary["poses"] == 3 and summary["skipped"] == 0
   assert np.array(result["poses"][0]["steps"]).shape == (5, 16, 3)
   assert sorted(os.listdir(tmp_path / "png")) == ["0_0.png", "1_1.png",
                                                   "2_2.png"]
@@ -94,9 +102,7 @@ def test_plain_mpii16_list_equals_the_model(mpii_poses, lifter, tmp_path):
   result = lift.lift_file(lifter, keypoints, str(tmp_path / "out.json"),
                           camera=cam)
   assert result["keypoint_format"] == "mpii16"
-  n = len(mpii_poses)
-  expected = lifter(mpii_poses, np.tile(cam.f, (n, 1)), np.tile(cam.c, (n, 1)),
-                    np.tile(cam.k, (n, 1)), np.tile(cam.p, (n, 1)))["final"]
+  expected, _ = lifter(mpii_poses, *intrinsics_of(CAMERA, len(mpii_poses)))
   np.testing.assert_allclose([p["pose_3d"] for p in result["poses"]],
                              expected, atol=2e-6)
 
@@ -165,5 +171,105 @@ def test_bad_files_are_clear_errors(tmp_path, lifter):
   with pytest.raises(lift.LiftInputError, match="'f' must be 2 finite numbers"):
     lift.load_intrinsics(cam)
   plain = write(tmp_path / "plain.json", [[[500, 500]] * 16])
-  with pytest.raises(lift.LiftInputError, match="no intrinsics for this image"):
+  with pytest.raises(lift.LiftInputError,
+                     match="no intrinsics and no image size for this image"):
     lift.lift_file(lifter, plain, str(tmp_path / "o.json"))
+
+
+@pytest.mark.parametrize("change, reason", [
+    ("zero", r"invalid joints: .*\(at \(0, 0\), COCO's mark of an "
+     "undetected keypoint\)"),
+    ("one_pixel", r"degenerate 2D extent: the keypoints span 0.0 x 0.0 px"),
+    ("huge", r"invalid joints: l_knee \(at \(1e\+30, .*beyond 100000 px\)"),
+    ("nan", r"invalid joints: l_knee \(not finite\)"),
+])
+def test_non_detections_are_refused_or_recorded(mpii_poses, lifter, tmp_path,
+                                                change, reason):
+  """An all-zero person at confidence 0.9, all joints on one pixel, huge
+  and NaN keypoints: an error naming the detection, or a recorded skip
+  with --on_invalid=skip; never a pose, never NaN in the file."""
+  good = detection(coco_from_mpii(mpii_poses[0]), image_id=1)
+  bad = detection(coco_from_mpii(mpii_poses[1]), image_id=2)
+  values = np.asarray(bad["keypoints"]).reshape(17, 3)
+  knee = skeleton.COCO17.index("l_knee")
+  if change == "zero":
+    values[:, :2] = 0.0
+  elif change == "one_pixel":
+    values[:, :2] = [400.0, 300.0]
+  elif change == "huge":
+    values[knee, 0] = 1e30
+  else:
+    values[knee, 0] = np.nan
+  bad["keypoints"] = values.reshape(-1).tolist()
+  path = tmp_path / "dets.json"
+  path.write_text(json.dumps([good, bad]))  # NaN is written as NaN
+  cam = lift.Camera(CAMERA["f"], CAMERA["c"])
+  with pytest.raises(lift.LiftInputError,
+                     match=r"dets.json: detection 1 \(image_id 2\): " + reason):
+    lift.lift_file(lifter, str(path), str(tmp_path / "o.json"), camera=cam)
+  out = tmp_path / "o.json"
+  result = lift.lift_file(lifter, str(path), str(out), camera=cam,
+                          on_invalid="skip")
+  assert [p["image_id"] for p in result["poses"]] == [1]
+  assert [s["image_id"] for s in result["skipped"]] == [2]
+  text = out.read_text()
+  assert "NaN" not in text and "Infinity" not in text
+  json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
+
+
+def test_unknown_camera_is_assumed_from_the_image_size(mpii_poses, lifter,
+                                                       tmp_path):
+  """COCO results have no intrinsics: sizes from the annotation file's
+  "images", the focal length from the default field of view (or --fov /
+  --focal), recorded as an assumption."""
+  dets = [detection(coco_from_mpii(p), image_id=i + 100)
+          for i, p in enumerate(mpii_poses[:2])]
+  results = write(tmp_path / "results.json", dets)
+  images = write(tmp_path / "instances.json", {"images": [
+      {"id": 100, "width": 1000, "height": 1002},
+      {"id": 101, "width": 1200, "height": 800}]})
+  out = str(tmp_path / "o.json")
+  result = lift.lift_file(lifter, results, out, images_path=images)
+  f100 = 1002 / 2 / np.tan(np.radians(30))
+  cams = [p["camera"] for p in result["poses"]]
+  np.testing.assert_allclose(cams[0]["f"], [f100, f100])
+  np.testing.assert_allclose(cams[0]["c"], [500, 501])
+  np.testing.assert_allclose(cams[1]["c"], [600, 400])
+  assert cams[0]["assumed"] == (
+      f"focal {f100:.1f} px from a 60 degree field of view over the 1002 px "
+      "side; principal point at the centre of the 1000x1002 image; no "
+      "distortion")
+  assert result["assumptions"] == [c["assumed"] for c in cams]
+  # The pose is the lifter's with that camera.
+  expected, _ = lifter(skeleton.coco17_to_mpii16(coco_from_mpii(
+      mpii_poses[0]))[None], [f100, f100, 500, 501])
+  np.testing.assert_allclose(result["poses"][0]["pose_3d"], expected[0],
+                             atol=2e-6)
+  narrow = lift.lift_file(lifter, results, out, images_path=images,
+                          fov_deg=40)
+  f40 = 1002 / 2 / np.tan(np.radians(20))
+  np.testing.assert_allclose(narrow["poses"][0]["camera"]["f"], [f40, f40])
+  given = lift.lift_file(lifter, results, out, image_size=(1000, 1002),
+                         focal=[900.0])
+  assert given["poses"][1]["camera"]["f"] == [900.0, 900.0]
+  assert given["assumptions"][0].startswith("focal 900, 900 px as given")
+
+
+def test_binary_errors_are_one_line(ige_run, mpii_poses, tmp_path, repo_dir):
+  bad = detection(coco_from_mpii(mpii_poses[0]), image_id=5)
+  bad["keypoints"] = [0.0] * 34 + [0.9] * 17
+  keypoints = write(tmp_path / "zero.json", [bad])
+  cmd = [sys.executable, os.path.join(repo_dir, "bin", "lift.py"),
+         f"--model={os.path.join(ige_run, 'export')}",
+         f"--keypoints={keypoints}", f"--out={tmp_path / 'o.json'}",
+         "--image_size=640,480"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert proc.returncode == 1
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"lift.py: error: {keypoints}: detection 0 "
+                         "(image_id 5): invalid joints: l_shoulder (at (0, "
+                         "0), COCO's mark of an undetected keypoint)")
+  assert last.endswith("Use --on_invalid=skip to leave such detections out.")
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "o.json").exists()
