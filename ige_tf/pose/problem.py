@@ -131,9 +131,15 @@ class PoseProblem(Problem):
             "ige_lifter.init_model_dir = None"]
 
   def evaluation_bindings(self):
-    """Data location and training-only settings (`Problem`)."""
+    """Data location, training-only and inference-only settings (`Problem`).
+
+    `ige_lifter.safeguard` acts only at inference (the energy-monotone step
+    check of `UnrolledSGD.monotone_inference`), so a trained run may be
+    evaluated or lifted with it on or off.
+    """
     return ["PoseProblem.records_dir", "PoseProblem.shuffle_buffer",
-            "PoseProblem.require_statistics", "ige_lifter.init_model_dir"]
+            "PoseProblem.require_statistics", "ige_lifter.init_model_dir",
+            "ige_lifter.safeguard"]
 
   # -- data ------------------------------------------------------------------
   def statistics(self):
