@@ -31,11 +31,21 @@ encoder or decoders; random features and labels) at one R and B: the
 allocator peak of a compiled forward + backward pass, storing vs
 recomputing the inner steps, with and without XLA, each in a fresh process.
 
+`--mode=profile` takes one IGE-MN training step at one R apart: each part
+(encoder, initial estimate, image decoder, the occupancy pooling and its
+gradients, the 2D energy CNNs, one recomputed inner step with its
+second-order backward pass, the loss over all steps, the inner loop) runs
+alone as a compiled forward + backward pass at the two batch sizes, in one
+fresh process; per part it reports the allocator peak per example (slope)
+and the median time at the larger batch.
+
 Usage (writes bench/results/voxel_scaling.{json,md}):
   python bench/bench_voxel_scaling.py
   python bench/bench_voxel_scaling.py --mode=params   # voxel_params.{json,md}
   python bench/bench_voxel_scaling.py --mode=inner --resolution=128 \
       --batch_size=2   # voxel_inner_memory.{json,md}
+  python bench/bench_voxel_scaling.py --mode=profile --resolution=128
+      # voxel_profile_128.{json,md}
 """
 import json
 import os
@@ -49,10 +59,11 @@ from absl import flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "scaling",
-                  ["scaling", "params", "inner", "worker", "inner_worker"],
+                  ["scaling", "params", "inner", "profile", "worker",
+                   "inner_worker", "profile_worker"],
                   "scaling: the time/memory sweep; params: Table 2 counts; "
-                  "inner: the inner loop alone; worker, inner_worker: one "
-                  "configuration (internal).")
+                  "inner: the inner loop alone; profile: one step's parts; "
+                  "worker, inner_worker: one configuration (internal).")
 flags.DEFINE_list("resolutions", ["32", "64", "128", "256"],
                   "Resolutions R to measure.")
 flags.DEFINE_list("batch_sizes", ["2", "4"],
@@ -321,6 +332,230 @@ def run_inner():
   _write("voxel_inner_memory", {"runs": runs}, "\n".join(lines))
 
 
+def _profile_parts(resolution, batch_size, num_steps):
+  """dict part name -> `step()` running that part's forward + backward."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  from ige_tf.core import MultiStepLoss  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import decoders, energy, losses, models  # pylint: disable=g-import-not-at-top
+
+  model = models.ige_voxel_model("mn", resolution=resolution,
+                                 num_steps=num_steps, recompute_steps=True)
+  encoder = model.get_layer("image_encoder")
+  generator = model.get_layer("3d_decoder")
+  image_decoder = model.get_layer("image_decoder")
+  inner = model.get_layer("inner_optimizer")
+  frustum = inner.energy
+  rng = np.random.default_rng(0)
+
+  def constant(shape):
+    return tf.constant(rng.normal(size=shape).astype(np.float32))
+
+  image = tf.constant(rng.random((batch_size, 128, 128, 3), np.float32))
+  grid_shape = (batch_size,) + (resolution,) * 3
+  labels = tf.constant((rng.random(grid_shape) > 0.7).astype(np.float32))
+  maps = encoder(image)
+  by_size = {128 >> k: m for k, m in enumerate(maps, start=1)}
+  sizes = decoders.level_sizes(4, resolution)
+  skips = [by_size[s] for s in sizes[1:] if s in by_size]
+  features = image_decoder([by_size[4]] + skips)
+  initial = generator(by_size[4])
+  coarse = constant((batch_size, 32, 32, 32))
+  level_shapes = [(batch_size, h, h, d)
+                  for h, d in zip(frustum.level_sizes, frustum.depth_bins)]
+  level_weights = [constant(s) for s in level_shapes]
+  pooled_inputs = [constant(s) for s in level_shapes]
+  upstream = constant(grid_shape)
+  iou = losses.ContinuousIoU()
+  step_loss = MultiStepLoss(iou)
+  steps = constant((num_steps + 1,) + grid_shape)
+
+  def weighted(tensors, weights=None):
+    return tf.add_n([tf.reduce_sum(t * (1.0 if weights is None else w))
+                     for t, w in zip(tensors, weights or tensors)])
+
+  def encoder_part():
+    with tf.GradientTape() as tape:
+      value = tf.add_n([tf.reduce_mean(tf.square(m)) for m in encoder(
+          image, training=True)])
+    return tape.gradient(value, encoder.trainable_variables)
+
+  def initial_part():
+    with tf.GradientTape() as tape:
+      value = tf.reduce_mean(iou(labels, generator(by_size[4],
+                                                   training=True)))
+    return tape.gradient(value, generator.trainable_variables)
+
+  def upsampling_part():
+    with tf.GradientTape() as tape:
+      tape.watch(coarse)
+      value = tf.reduce_mean(iou(labels, decoders.upsample_trilinear(
+          coarse, resolution // 32)))
+    return tape.gradient(value, coarse)
+
+  def image_decoder_part():
+    with tf.GradientTape() as tape:
+      value = tf.add_n([tf.reduce_mean(tf.square(f)) for f in image_decoder(
+          [by_size[4]] + skips, training=True)])
+    return tape.gradient(value, image_decoder.trainable_variables)
+
+  def pooling(pool, second_order):
+    def part():
+      with tf.GradientTape() as outer:
+        outer.watch([initial] + level_weights)
+        with tf.GradientTape() as tape:
+          tape.watch(initial)
+          value = weighted(pool(initial), level_weights)
+        grad = tape.gradient(value, initial)
+        projected = tf.reduce_sum(grad * upstream)
+      if not second_order:
+        return grad
+      return outer.gradient(projected, [initial] + level_weights)
+    return part
+
+  def new_pool(y):
+    return energy.pooled_occupancy(y, frustum.level_sizes, frustum.depth_bins)
+
+  def autodiff_pool(y):
+    return energy.pool_frustum_levels(tf.sigmoid(y), frustum.level_sizes,
+                                      frustum.depth_bins)
+
+  def cnn_part():
+    watched = pooled_inputs + list(features)
+    with tf.GradientTape() as outer:
+      outer.watch(watched)
+      with tf.GradientTape() as tape:
+        tape.watch(pooled_inputs)
+        value = tf.add_n([tf.reduce_sum(cnn(tf.concat([f, p], -1)))
+                          for cnn, f, p in zip(frustum.level_cnns, features,
+                                               pooled_inputs)])
+      grads = tape.gradient(value, pooled_inputs)
+      projected = weighted(grads, level_weights)
+    return outer.gradient(projected, watched + frustum.trainable_variables)
+
+  def inner_step_first_order():
+    return inner._step(initial, None, inner.learning_rate, None,  # pylint: disable=protected-access
+                       inner.clip_value, features, False)[0]
+
+  def inner_step_second_order():
+    watched = [initial] + list(features)
+    with tf.GradientTape() as tape:
+      tape.watch(watched)
+      y_next = inner._step(initial, None, inner.learning_rate, None,  # pylint: disable=protected-access
+                           inner.clip_value, features, True)[0]
+    return tape.gradient(y_next, watched + inner.trainable_variables,
+                         output_gradients=upstream)
+
+  def loss_part():
+    with tf.GradientTape() as tape:
+      tape.watch(steps)
+      value = step_loss(labels, steps)
+    return tape.gradient(value, steps)
+
+  def inner_loop_part():
+    watched = [initial] + list(features)
+    with tf.GradientTape() as tape:
+      tape.watch(watched)
+      value = step_loss(labels, inner(initial, features, training=True))
+    return tape.gradient(value, watched + inner.trainable_variables)
+
+  def full_step():
+    with tf.GradientTape() as tape:
+      value = step_loss(labels, model({"image": image}, training=True)[
+          "steps"])
+    return tape.gradient(value, model.trainable_variables)
+
+  return {
+      "image encoder (MN), fwd + bwd": encoder_part,
+      "initial estimate (3D decoder to 32^3 + trilinear to R), fwd + bwd":
+          initial_part,
+      "trilinear upsampling 32^3 -> R alone, fwd + bwd": upsampling_part,
+      "image decoder, fwd + bwd": image_decoder_part,
+      "occupancy + pyramid pooling, 1st order (autodiff, before)":
+          pooling(autodiff_pool, False),
+      "occupancy + pyramid pooling, 1st order (hand-written)":
+          pooling(new_pool, False),
+      "occupancy + pyramid pooling, 1st + 2nd order (autodiff, before)":
+          pooling(autodiff_pool, True),
+      "occupancy + pyramid pooling, 1st + 2nd order (hand-written)":
+          pooling(new_pool, True),
+      "2D energy CNNs, 1st + 2nd order": cnn_part,
+      "one inner step, 1st order (inference)": inner_step_first_order,
+      "one inner step, 1st + 2nd order (recomputed step)":
+          inner_step_second_order,
+      f"loss over T+1 = {num_steps + 1} steps, fwd + bwd": loss_part,
+      f"inner loop (T = {num_steps}, recomputed) + loss, fwd + bwd":
+          inner_loop_part,
+      "full training step (no optimizer update)": full_step,
+  }
+
+
+def run_profile_worker(resolution, batch_size, num_steps, timed_steps):
+  """Every part of `_profile_parts` in this process: peak MB and seconds."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  keras.utils.set_random_seed(0)
+  results = {}
+  for name, part in _profile_parts(resolution, batch_size,
+                                   num_steps).items():
+    compiled = tf.function(part)
+    tf.nest.map_structure(lambda t: t.numpy(), compiled())
+    times, peak_mb = _timed_peak(
+        lambda: tf.nest.map_structure(lambda t: t.numpy(), compiled()),  # pylint: disable=cell-var-from-loop
+        timed_steps)
+    results[name] = {"peak_mb": peak_mb,
+                     "step_seconds": float(np.median(times))}
+  return {"resolution": resolution, "batch_size": batch_size,
+          "num_steps": num_steps, "parts": results}
+
+
+def run_profile():
+  """The parts of one IGE-MN step at R, at two batch sizes (two processes)."""
+  resolution = FLAGS.resolution
+  batches = _batches(resolution)
+  runs = []
+  for batch_size in batches:
+    command = [sys.executable, os.path.abspath(__file__),
+               "--mode=profile_worker", f"--resolution={resolution}",
+               f"--batch_size={batch_size}", f"--num_steps={FLAGS.num_steps}",
+               f"--timed_steps={FLAGS.timed_steps}"]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            check=False)
+    lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+      raise RuntimeError(f"profile worker B={batch_size} failed:\n"
+                         f"{result.stderr[-3000:]}")
+    runs.append(json.loads(lines[-1]))
+    print(json.dumps(runs[-1])[:300], flush=True)
+  low, high = runs[0], runs[-1]
+  span = batches[-1] - batches[0]
+  grid_mb = resolution ** 3 * 4 / 2 ** 20
+  lines = [
+      f"Parts of one IGE-MN training step, R = {resolution}, T = "
+      f"{FLAGS.num_steps}, B = {batches[0]}/{batches[-1]}, CPU. MB/example: "
+      "slope of the allocator peak above the inputs between the two "
+      f"batches; grids: MB/example over one float32 R^3 grid "
+      f"({grid_mb:.1f} MB); time: median at B = {batches[-1]}.", "",
+      "| part | MB/example | grids/example | s (B = "
+      f"{batches[-1]}) |", "|---|---|---|---|"]
+  summary = {}
+  for name in high["parts"]:
+    per_example = (high["parts"][name]["peak_mb"]
+                   - low["parts"][name]["peak_mb"]) / span
+    summary[name] = {"mb_per_example": per_example,
+                     "grids_per_example": per_example / grid_mb,
+                     "step_seconds": high["parts"][name]["step_seconds"]}
+    lines.append(f"| {name} | {per_example:.1f} | "
+                 f"{per_example / grid_mb:.1f} | "
+                 f"{high['parts'][name]['step_seconds']:.3f} |")
+  _write(f"voxel_profile_{resolution}", {"runs": runs, "summary": summary},
+         "\n".join(lines))
+
+
 def run_params():
   """Table 2: trainable parameters per component and MACs at 32^3."""
   from ige_tf.voxel import models  # pylint: disable=g-import-not-at-top
@@ -360,6 +595,12 @@ def main(argv):
     print(json.dumps(run_inner_worker(
         FLAGS.resolution, FLAGS.batch_size, FLAGS.num_steps, FLAGS.recompute,
         FLAGS.jit_compile, FLAGS.timed_steps)))
+  elif FLAGS.mode == "profile_worker":
+    print(json.dumps(run_profile_worker(
+        FLAGS.resolution, FLAGS.batch_size, FLAGS.num_steps,
+        FLAGS.timed_steps)))
+  elif FLAGS.mode == "profile":
+    run_profile()
   elif FLAGS.mode == "inner":
     run_inner()
   elif FLAGS.mode == "params":
