@@ -357,6 +357,7 @@ def _profile_parts(resolution, batch_size, num_steps):
   labels = tf.constant((rng.random(grid_shape) > 0.7).astype(np.float32))
   maps = encoder(image)
   by_size = {128 >> k: m for k, m in enumerate(maps, start=1)}
+  by_size[128] = image
   sizes = decoders.level_sizes(4, resolution)
   skips = [by_size[s] for s in sizes[1:] if s in by_size]
   features = image_decoder([by_size[4]] + skips)

@@ -31,6 +31,16 @@ DEFAULT_MOMENTUM = 0.1
 DEFAULT_CLIP_VALUE = 1.0
 
 
+def _norm_per_example(x):
+  """Euclidean norm of each example of `x [B, ...]`, float `[B]`.
+
+  A batched dot product, which creates no `x`-sized temporary (unlike
+  `tf.square` then a sum).
+  """
+  flat = tf.reshape(x, tf.stack([tf.shape(x)[0], 1, -1]))
+  return tf.sqrt(tf.reshape(tf.matmul(flat, flat, transpose_b=True), [-1]))
+
+
 @keras.saving.register_keras_serializable(package="ige_tf")
 class UnrolledSGD(keras.layers.Layer):
   """`num_steps` steps of (momentum, clipped) gradient descent on an energy.
@@ -200,9 +210,7 @@ class UnrolledSGD(keras.layers.Layer):
     `grad_norm` is a diagnostic: no gradient flows through it.
     """
     energy, grad = self._energy_and_gradient(y, context, training)
-    reduce_axes = list(range(1, len(y.shape)))
-    grad_norm = tf.stop_gradient(
-        tf.sqrt(tf.reduce_sum(tf.square(grad), axis=reduce_axes)))
+    grad_norm = tf.stop_gradient(_norm_per_example(grad))
     if clip is not None:
       grad = tf.clip_by_value(grad, -clip, clip)
     if mu is not None:
@@ -247,6 +255,8 @@ class UnrolledSGD(keras.layers.Layer):
     hyper = [lr, mu, clip]
     flat_context = tf.nest.flatten(context)
     present = [x is not None for x in hyper + flat_context]
+    tie_context = any(x is not None and x.dtype.is_floating
+                      for x in flat_context)
     tensors = [initial] + [x for x in hyper + flat_context if x is not None]
 
     def unpack(tensors):
@@ -280,15 +290,21 @@ class UnrolledSGD(keras.layers.Layer):
           # Recompute step t only once its upstream gradient exists (a data
           # dependency, which XLA respects, unlike control dependencies);
           # otherwise the executor may recompute every step at once.
+          # The zero is added to the (small) context tensors rather than to
+          # the iterate, which would copy a full grid per step.
           first = tf.reduce_max(tf.reshape(d_y, [-1])[:1])
-          y_t = steps[t] + tf.cast(tf.minimum(tf.abs(first), 0.0),
-                                   steps.dtype)
+          zero = tf.minimum(tf.abs(first), 0.0)
+          y_t = steps[t] if tie_context else steps[t] + tf.cast(
+              zero, steps.dtype)
           velocity = velocities[t]
           with tf.GradientTape() as tape:
             watched = [y_t] + ([] if velocity is None else [velocity])
             tape.watch(watched + others + variables)
+            (lr_t, mu_t, clip_t), context_t = unpack(
+                [None] + [x + tf.cast(zero, x.dtype) if tie_context
+                          and x.dtype.is_floating else x for x in others])
             y_next, v_next, energy, _ = self._step(
-                y_t, velocity, lr, mu, clip, step_context, training)
+                y_t, velocity, lr_t, mu_t, clip_t, context_t, training)
           targets, upstream = [y_next], [d_y]
           if d_velocity is not None:
             targets.append(v_next)
