@@ -25,6 +25,9 @@ times are noisy.
 `--mode=params` instead builds every Table 2 model at 32^3 and writes the
 measured trainable parameters per component and multiply-adds per example.
 
+`--mode=macs` writes the multiply-adds per example of IGE-MN (per component
+and per energy level) and of the MN baseline at every R.
+
 `--mode=inner` measures the inner loop alone (the frustum energy of IGE-MN,
 `UnrolledSGD` with T steps and the continuous-IoU loss over all steps, no
 encoder or decoders; random features and labels) at one R and B: the
@@ -39,9 +42,10 @@ alone as a compiled forward + backward pass at the two batch sizes, in one
 fresh process; per part it reports the allocator peak per example (slope)
 and the median time at the larger batch.
 
-Usage (writes bench/results/voxel_scaling.{json,md}):
+Usage (writes bench/results/voxel_scaling.{json,md,png}):
   python bench/bench_voxel_scaling.py
   python bench/bench_voxel_scaling.py --mode=params   # voxel_params.{json,md}
+  python bench/bench_voxel_scaling.py --mode=macs     # voxel_macs.{json,md}
   python bench/bench_voxel_scaling.py --mode=inner --resolution=128 \
       --batch_size=2   # voxel_inner_memory.{json,md}
   python bench/bench_voxel_scaling.py --mode=profile --resolution=128
@@ -59,9 +63,10 @@ from absl import flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "scaling",
-                  ["scaling", "params", "inner", "profile", "worker",
-                   "inner_worker", "profile_worker"],
+                  ["scaling", "params", "macs", "inner", "profile",
+                   "worker", "inner_worker", "profile_worker"],
                   "scaling: the time/memory sweep; params: Table 2 counts; "
+                  "macs: multiply-adds per R; "
                   "inner: the inner loop alone; profile: one step's parts; "
                   "worker, inner_worker: one configuration (internal).")
 flags.DEFINE_list("resolutions", ["32", "64", "128", "256"],
@@ -85,7 +90,9 @@ flags.DEFINE_enum("model", "ige", MODELS, "Worker: the model.")
 flags.DEFINE_integer("resolution", 32, "Worker (and --mode=inner): R.")
 flags.DEFINE_integer("batch_size", 2, "Worker (and --mode=inner): B.")
 flags.DEFINE_bool("recompute", False, "Inner worker: recompute_steps.")
-flags.DEFINE_bool("jit_compile", False, "Inner worker: XLA.")
+flags.DEFINE_bool("jit_compile", False,
+                  "XLA (jit_compile) on the whole training step of every "
+                  "model (scaling) or on the inner loop (inner worker).")
 
 
 def _peak_rss_mb():
@@ -111,7 +118,8 @@ def _timed_peak(step, timed_steps):
   return times, (peak - resident) / 2 ** 20
 
 
-def run_worker(model_name, resolution, batch_size, num_steps, timed_steps):
+def run_worker(model_name, resolution, batch_size, num_steps, timed_steps,
+               jit_compile=False):
   """One configuration in this process; returns a dict of measurements."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import keras  # pylint: disable=g-import-not-at-top
@@ -138,7 +146,7 @@ def run_worker(model_name, resolution, batch_size, num_steps, timed_steps):
       (rng.random((batch_size,) + (resolution,) * 3) > 0.7).astype(
           np.float32))
 
-  @tf.function
+  @tf.function(jit_compile=jit_compile)
   def train_step(images, labels):
     with tf.GradientTape() as tape:
       outputs = model({"image": images}, training=True)
@@ -155,6 +163,7 @@ def run_worker(model_name, resolution, batch_size, num_steps, timed_steps):
       lambda: train_step(images, labels).numpy(), timed_steps)
   return {"model": model_name, "resolution": resolution,
           "batch_size": batch_size, "num_steps": num_steps,
+          "jit_compile": jit_compile,
           "params": models.component_params(model)["total"],
           "step_seconds": float(np.median(times)),
           "min_step_seconds": float(np.min(times)),
@@ -167,7 +176,8 @@ def _spawn(model_name, resolution, batch_size):
   command = [sys.executable, os.path.abspath(__file__), "--mode=worker",
              f"--model={model_name}", f"--resolution={resolution}",
              f"--batch_size={batch_size}", f"--num_steps={FLAGS.num_steps}",
-             f"--timed_steps={FLAGS.timed_steps}"]
+             f"--timed_steps={FLAGS.timed_steps}",
+             f"--jit_compile={FLAGS.jit_compile}"]
   result = subprocess.run(command, capture_output=True, text=True,
                           check=False)
   for line in reversed(result.stdout.splitlines()):
@@ -232,7 +242,7 @@ def run_scaling():
     summary.append(row)
   lines = [
       f"IGE T = {FLAGS.num_steps}, 128^2 images, CPU, {os.cpu_count()} "
-      "cores. Time and peak at the larger batch B; MB/example is the peak "
+      f"cores{', XLA on the whole step' if FLAGS.jit_compile else ''}. Time and peak at the larger batch B; MB/example is the peak "
       "slope between the two batches; ratios are to the baseline at the same "
       "R.", "",
       "| R | B | model | s/step | MB/example | memory / base | time / base "
@@ -257,6 +267,55 @@ def run_scaling():
                  f"B={r['batch_size']}: {r['error'].splitlines()[-1:]}")
   _write("voxel_scaling", {"runs": runs, "summary": summary},
          "\n".join(lines))
+  _plot_scaling(summary, os.path.join(FLAGS.output_dir, "voxel_scaling.png"))
+
+
+_LABELS = {"ige": "IGE-MN (inner steps stored)",
+           "ige_recompute": "IGE-MN (inner steps recomputed)",
+           "base": "3D-deconv baseline (MN)"}
+
+
+def _plot_scaling(summary, path):
+  """Log-log plot of memory per example and time per step against R."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  for model_name in FLAGS.models:
+    rows = [r for r in summary if model_name in r]
+    if not rows:
+      continue
+    resolutions = [r["resolution"] for r in rows]
+    style = "s--" if model_name == "base" else "o-"
+    axes[0].plot(resolutions, [r[model_name]["mb_per_example"] for r in rows],
+                 style, label=_LABELS[model_name])
+    axes[1].plot(resolutions, [r[model_name]["step_seconds"] for r in rows],
+                 style, label=_LABELS[model_name])
+  batches = {tuple(r["batch_sizes"]) for r in summary}
+  for ax, title, unit in (
+      (axes[0], "Training-step memory per example", "MB per example "
+       "(allocator peak slope)"),
+      (axes[1], "Training-step time", "seconds per step (larger batch, "
+       "median)")):
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("grid resolution R (R^3 voxels)")
+    ax.set_ylabel(unit)
+    ax.set_title(title)
+    ax.set_xticks([r["resolution"] for r in summary])
+    ax.set_xticklabels([str(r["resolution"]) for r in summary])
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+  figure.suptitle(
+      f"IGE-MN (T = {FLAGS.num_steps}) vs 3D-deconv baseline, 128^2 images, "
+      f"CPU; batches {', '.join('/'.join(map(str, b)) for b in sorted(batches))}",
+      fontsize=10)
+  figure.tight_layout()
+  figure.savefig(path + ".tmp.png", dpi=110)
+  plt.close(figure)
+  os.replace(path + ".tmp.png", path)
+  print("wrote", path)
 
 
 def run_inner_worker(resolution, batch_size, num_steps, recompute,
@@ -557,6 +616,49 @@ def run_profile():
          "\n".join(lines))
 
 
+def run_macs():
+  """Multiply-adds per example of IGE-MN and the MN baseline at each R."""
+  from ige_tf.voxel import models  # pylint: disable=g-import-not-at-top
+  rows = []
+  for resolution in (int(r) for r in FLAGS.resolutions):
+    ige = models.ige_voxel_model("mn", resolution,
+                                 num_steps=FLAGS.num_steps)
+    base = models.baseline_voxel_model("mn", resolution)
+    energy = ige.get_layer("inner_optimizer").energy
+    row = {"resolution": resolution,
+           "ige": models.multiply_adds_by_component(ige),
+           "base": models.multiply_adds_by_component(base),
+           "energy_levels": dict(zip(
+               (f"{s}x{s}x{d}" for s, d in zip(energy.level_sizes,
+                                               energy.depth_bins)),
+               energy.multiply_adds()))}
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+    del ige, base
+  lines = [
+      f"Multiply-adds per example at inference (`ige_tf.voxel.models."
+      f"multiply_adds_by_component`), MN encoder, 128^2 images, IGE T = "
+      f"{FLAGS.num_steps}; millions (M).", "",
+      "| R | IGE encoder | IGE 3D decoder | IGE image decoder | IGE inner "
+      "CNN (2T evaluations) | IGE total | base 3D decoder | base total | "
+      "IGE / base |", "|---|---|---|---|---|---|---|---|---|"]
+  mega = lambda n: f"{n / 1e6:,.1f}"  # pylint: disable=unnecessary-lambda-assignment
+  for row in rows:
+    ige, base = row["ige"], row["base"]
+    lines.append(
+        f"| {row['resolution']} | {mega(ige['image_encoder'])} | "
+        f"{mega(ige['3d_decoder'])} | {mega(ige['image_decoder'])} | "
+        f"{mega(ige['inner_cnn'])} | {mega(ige['total'])} | "
+        f"{mega(base['3d_decoder'])} | {mega(base['total'])} | "
+        f"{ige['total'] / base['total']:.2f} |")
+  lines += ["", "Energy multiply-adds per level, one evaluation (M; level "
+            "h x h x d_i):", ""]
+  for row in rows:
+    lines.append(f"- R = {row['resolution']}: " + ", ".join(
+        f"{k}: {mega(v)}" for k, v in row["energy_levels"].items()))
+  _write("voxel_macs", rows, "\n".join(lines))
+
+
 def run_params():
   """Table 2: trainable parameters per component and MACs at 32^3."""
   from ige_tf.voxel import models  # pylint: disable=g-import-not-at-top
@@ -591,7 +693,7 @@ def main(argv):
   if FLAGS.mode == "worker":
     print(json.dumps(run_worker(FLAGS.model, FLAGS.resolution,
                                 FLAGS.batch_size, FLAGS.num_steps,
-                                FLAGS.timed_steps)))
+                                FLAGS.timed_steps, FLAGS.jit_compile)))
   elif FLAGS.mode == "inner_worker":
     print(json.dumps(run_inner_worker(
         FLAGS.resolution, FLAGS.batch_size, FLAGS.num_steps, FLAGS.recompute,
@@ -606,6 +708,8 @@ def main(argv):
     run_inner()
   elif FLAGS.mode == "params":
     run_params()
+  elif FLAGS.mode == "macs":
+    run_macs()
   else:
     run_scaling()
 
