@@ -79,6 +79,9 @@ MODELS = ("ige", "ige_recompute", "base")
 flags.DEFINE_list("models", list(MODELS), f"Models to measure, of {MODELS}.")
 flags.DEFINE_integer("num_steps", 3, "IGE inner steps T.")
 flags.DEFINE_integer("timed_steps", 3, "Timed training steps per run.")
+flags.DEFINE_integer("repeats", 1,
+                     "Interleaved rounds per (model, R, B); figures are the "
+                     "median over rounds.")
 flags.DEFINE_string("output_dir", os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "results"),
                     "Where the JSON and markdown results go.")
@@ -103,19 +106,27 @@ def _timed_peak(step, timed_steps):
   """Runs `step()` (already warmed up) `timed_steps` times.
 
   Returns:
-    (list of seconds per call, TF CPU allocator peak in MB above what was
-    allocated before the calls).
+    (list of wall seconds per call, list of process CPU seconds (user +
+    system, all threads) per call, TF CPU allocator peak in MB above what was
+    allocated before the calls). On a shared machine the CPU seconds are the
+    steadier measure of work: waiting for a core counts in wall time only.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.experimental.reset_memory_stats("CPU:0")
   resident = tf.config.experimental.get_memory_info("CPU:0")["current"]
-  times = []
+  times, cpu_times = [], []
   for _ in range(timed_steps):
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     step()
     times.append(time.perf_counter() - start)
+    cpu_times.append(_cpu_seconds() - cpu_start)
   peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
-  return times, (peak - resident) / 2 ** 20
+  return times, cpu_times, (peak - resident) / 2 ** 20
+
+
+def _cpu_seconds():
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
 
 
 def run_worker(model_name, resolution, batch_size, num_steps, timed_steps,
@@ -159,7 +170,7 @@ def run_worker(model_name, resolution, batch_size, num_steps, timed_steps,
   start = time.perf_counter()
   train_step(images, labels).numpy()
   first_step = time.perf_counter() - start
-  times, step_peak_mb = _timed_peak(
+  times, cpu_times, step_peak_mb = _timed_peak(
       lambda: train_step(images, labels).numpy(), timed_steps)
   return {"model": model_name, "resolution": resolution,
           "batch_size": batch_size, "num_steps": num_steps,
@@ -167,6 +178,7 @@ def run_worker(model_name, resolution, batch_size, num_steps, timed_steps,
           "params": models.component_params(model)["total"],
           "step_seconds": float(np.median(times)),
           "min_step_seconds": float(np.min(times)),
+          "step_cpu_seconds": float(np.median(cpu_times)),
           "tf_step_peak_mb": step_peak_mb,
           "first_step_seconds": first_step,
           "peak_rss_mb": _peak_rss_mb(), "rss_after_build_mb": rss_built}
@@ -203,17 +215,41 @@ def _batches(resolution):
   return sorted(int(b) for b in sizes)
 
 
+def _median_run(rounds):
+  """One (model, R, B) over interleaved rounds: the median of each figure."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  good = [r for r in rounds if "error" not in r]
+  if len(good) < len(rounds):
+    return next(r for r in rounds if "error" in r)
+  merged = dict(good[0])
+  for key in ("step_seconds", "min_step_seconds", "step_cpu_seconds",
+              "tf_step_peak_mb", "peak_rss_mb", "first_step_seconds"):
+    merged[key] = float(np.median([r[key] for r in good]))
+  merged["rounds"] = good
+  return merged
+
+
 def run_scaling():
-  """The sweep: every (model, R, B) in a subprocess; writes the results."""
+  """The sweep: every (model, R, B) in a subprocess; writes the results.
+
+  At each R the models alternate batch by batch, `--repeats` times over, so
+  the ratios compare runs made at nearly the same time on a shared machine.
+  """
   runs = []
   for resolution in (int(r) for r in FLAGS.resolutions):
-    for model_name in FLAGS.models:
+    stopped = set()
+    rounds = {}
+    for _ in range(FLAGS.repeats):
       for batch_size in _batches(resolution):
-        run = _spawn(model_name, resolution, batch_size)
-        print(json.dumps(run)[:400], flush=True)
-        runs.append(run)
-        if "error" in run or run["peak_rss_mb"] > FLAGS.max_rss_gb * 1024:
-          break
+        for model_name in FLAGS.models:
+          if model_name in stopped:
+            continue
+          run = _spawn(model_name, resolution, batch_size)
+          print(json.dumps(run)[:400], flush=True)
+          rounds.setdefault((model_name, batch_size), []).append(run)
+          if "error" in run or run["peak_rss_mb"] > FLAGS.max_rss_gb * 1024:
+            stopped.add(model_name)
+    runs.extend(_median_run(r) for r in rounds.values())
   summary = []
   for resolution in sorted({r["resolution"] for r in runs}):
     batches = _batches(resolution)
@@ -227,6 +263,7 @@ def run_scaling():
         span = batches[-1] - batches[0]
         row[model_name] = {
             "step_seconds": high["step_seconds"],
+            "step_cpu_seconds": high["step_cpu_seconds"],
             "peak_rss_mb": high["peak_rss_mb"],
             "tf_step_peak_mb": high["tf_step_peak_mb"],
             "mb_per_example": (high["tf_step_peak_mb"]
@@ -239,15 +276,20 @@ def run_scaling():
             row[model_name]["mb_per_example"] / row["base"]["mb_per_example"])
         row[model_name]["time_over_base"] = (
             row[model_name]["step_seconds"] / row["base"]["step_seconds"])
+        row[model_name]["cpu_time_over_base"] = (
+            row[model_name]["step_cpu_seconds"]
+            / row["base"]["step_cpu_seconds"])
     summary.append(row)
   lines = [
       f"IGE T = {FLAGS.num_steps}, 128^2 images, CPU, {os.cpu_count()} "
-      f"cores{', XLA on the whole step' if FLAGS.jit_compile else ''}. Time and peak at the larger batch B; MB/example is the peak "
-      "slope between the two batches; ratios are to the baseline at the same "
-      "R.", "",
-      "| R | B | model | s/step | MB/example | memory / base | time / base "
-      "| step peak MB | RSS MB/example |",
-      "|---|---|---|---|---|---|---|---|---|"]
+      f"cores{', XLA on the whole step' if FLAGS.jit_compile else ''}, "
+      f"median over {FLAGS.repeats} interleaved round(s). Time and peak at "
+      "the larger batch B; MB/example is the peak slope between the two "
+      "batches; ratios are to the baseline at the same R; CPU s is the "
+      "process CPU time (user + system) per step.", "",
+      "| R | B | model | s/step | CPU s/step | MB/example | memory / base "
+      "| time / base | CPU time / base | step peak MB | RSS MB/example |",
+      "|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in summary:
     for model_name in FLAGS.models:
       if model_name not in row:
@@ -257,8 +299,10 @@ def run_scaling():
       lines.append(
           f"| {row['resolution']} | "
           f"{'/'.join(str(b) for b in row['batch_sizes'])} | {model_name} | "
-          f"{cells['step_seconds']:.2f} | {cells['mb_per_example']:.0f} | "
+          f"{cells['step_seconds']:.2f} | {cells['step_cpu_seconds']:.2f} | "
+          f"{cells['mb_per_example']:.0f} | "
           f"{ratio('memory_over_base')} | {ratio('time_over_base')} | "
+          f"{ratio('cpu_time_over_base')} | "
           f"{cells['tf_step_peak_mb']:.0f} | "
           f"{cells['rss_mb_per_example']:.0f} |")
   failed = [r for r in runs if "error" in r]
@@ -353,7 +397,7 @@ def run_inner_worker(resolution, batch_size, num_steps, recompute,
                                 [initial] + context + inner.trainable_variables)
 
   step(initial, context, labels)
-  times, peak_mb = _timed_peak(
+  times, _, peak_mb = _timed_peak(
       lambda: float(step(initial, context, labels)[0]), timed_steps)
   return {"resolution": resolution, "batch_size": batch_size,
           "num_steps": num_steps, "recompute": recompute,
@@ -564,11 +608,12 @@ def run_profile_worker(resolution, batch_size, num_steps, timed_steps):
                                    num_steps).items():
     compiled = tf.function(part)
     tf.nest.map_structure(lambda t: t.numpy(), compiled())
-    times, peak_mb = _timed_peak(
+    times, cpu_times, peak_mb = _timed_peak(
         lambda: tf.nest.map_structure(lambda t: t.numpy(), compiled()),  # pylint: disable=cell-var-from-loop
         timed_steps)
     results[name] = {"peak_mb": peak_mb,
-                     "step_seconds": float(np.median(times))}
+                     "step_seconds": float(np.median(times)),
+                     "step_cpu_seconds": float(np.median(cpu_times))}
   return {"resolution": resolution, "batch_size": batch_size,
           "num_steps": num_steps, "parts": results}
 
