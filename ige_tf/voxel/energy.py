@@ -21,6 +21,11 @@ occupancies always lie in (0, 1) whatever step the optimizer takes, gradients
 stay defined everywhere (no clipping kink) and the outer losses can be
 computed stably from logits. `occupancy="identity"` pools `y` unchanged (for
 iterates that already are occupancies).
+
+Derivatives: occupancy + pooling is one op with hand-written first and
+second derivatives (`pooled_occupancy`, `occupancy_gradient`), equal to
+autodiff of the plain ops but keeping fewer grid-sized buffers for the inner
+gradient and its outer derivative.
 """
 import keras
 import tensorflow as tf
@@ -260,7 +265,6 @@ def occupancy_gradient(y, level_grads, level_sizes, depth_bins,
     float `[B, R, R, D]`.
   """
   size, depth = y.shape[1], y.shape[3]
-  num_levels = len(level_sizes)
 
   def broadcast_sum(level_grads):
     return unpool_frustum_levels(level_grads, level_sizes, depth_bins, size,
@@ -287,7 +291,6 @@ def occupancy_gradient(y, level_grads, level_sizes, depth_bins,
 
     return total, grad_fn
 
-  assert len(level_grads) == num_levels
   return gradient(y, *level_grads)
 
 
