@@ -255,8 +255,6 @@ class UnrolledSGD(keras.layers.Layer):
     hyper = [lr, mu, clip]
     flat_context = tf.nest.flatten(context)
     present = [x is not None for x in hyper + flat_context]
-    tie_context = any(x is not None and x.dtype.is_floating
-                      for x in flat_context)
     tensors = [initial] + [x for x in hyper + flat_context if x is not None]
 
     def unpack(tensors):
@@ -290,21 +288,19 @@ class UnrolledSGD(keras.layers.Layer):
           # Recompute step t only once its upstream gradient exists (a data
           # dependency, which XLA respects, unlike control dependencies);
           # otherwise the executor may recompute every step at once.
-          # The zero is added to the (small) context tensors rather than to
-          # the iterate, which would copy a full grid per step.
+          # The zero goes on the iterate itself (one grid copy per step):
+          # tying only the small context tensors lets the executor start
+          # every step's grid-sized work at once (measured: 324 MB instead
+          # of 228 MB for IGE-MN's inner loop at 128^3, B = 2).
           first = tf.reduce_max(tf.reshape(d_y, [-1])[:1])
-          zero = tf.minimum(tf.abs(first), 0.0)
-          y_t = steps[t] if tie_context else steps[t] + tf.cast(
-              zero, steps.dtype)
+          y_t = steps[t] + tf.cast(tf.minimum(tf.abs(first), 0.0),
+                                   steps.dtype)
           velocity = velocities[t]
           with tf.GradientTape() as tape:
             watched = [y_t] + ([] if velocity is None else [velocity])
             tape.watch(watched + others + variables)
-            (lr_t, mu_t, clip_t), context_t = unpack(
-                [None] + [x + tf.cast(zero, x.dtype) if tie_context
-                          and x.dtype.is_floating else x for x in others])
             y_next, v_next, energy, _ = self._step(
-                y_t, velocity, lr_t, mu_t, clip_t, context_t, training)
+                y_t, velocity, lr, mu, clip, step_context, training)
           targets, upstream = [y_next], [d_y]
           if d_velocity is not None:
             targets.append(v_next)
