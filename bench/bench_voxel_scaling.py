@@ -46,6 +46,7 @@ Usage (writes bench/results/voxel_scaling.{json,md,png}):
   python bench/bench_voxel_scaling.py
   python bench/bench_voxel_scaling.py --mode=params   # voxel_params.{json,md}
   python bench/bench_voxel_scaling.py --mode=macs     # voxel_macs.{json,md}
+  python bench/bench_voxel_scaling.py --mode=merge --inputs=a.json,b.json
   python bench/bench_voxel_scaling.py --mode=inner --resolution=128 \
       --batch_size=2   # voxel_inner_memory.{json,md}
   python bench/bench_voxel_scaling.py --mode=profile --resolution=128
@@ -63,12 +64,15 @@ from absl import flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "scaling",
-                  ["scaling", "params", "macs", "inner", "profile",
+                  ["scaling", "merge", "params", "macs", "inner", "profile",
                    "worker", "inner_worker", "profile_worker"],
                   "scaling: the time/memory sweep; params: Table 2 counts; "
+                  "merge: one table and plot from --inputs; "
                   "macs: multiply-adds per R; "
                   "inner: the inner loop alone; profile: one step's parts; "
                   "worker, inner_worker: one configuration (internal).")
+flags.DEFINE_list("inputs", [],
+                  "--mode=merge: voxel_scaling.json files of earlier runs.")
 flags.DEFINE_list("resolutions", ["32", "64", "128", "256"],
                   "Resolutions R to measure.")
 flags.DEFINE_list("batch_sizes", ["2", "4"],
@@ -229,6 +233,21 @@ def _median_run(rounds):
   return merged
 
 
+def run_merge():
+  """Merges the summaries of several scaling runs (`--inputs`) into one
+  table and plot (e.g. a repeated 128^3 run beside a sweep of the others).
+  A resolution present in several inputs is taken from the last."""
+  by_resolution, runs = {}, []
+  for path in FLAGS.inputs:
+    with open(path) as f:
+      payload = json.load(f)
+    runs.extend(payload["runs"])
+    for row in payload["summary"]:
+      by_resolution[row["resolution"]] = row
+  summary = [by_resolution[r] for r in sorted(by_resolution)]
+  _write_scaling(runs, summary, sources=FLAGS.inputs)
+
+
 def run_scaling():
   """The sweep: every (model, R, B) in a subprocess; writes the results.
 
@@ -280,16 +299,29 @@ def run_scaling():
             row[model_name]["step_cpu_seconds"]
             / row["base"]["step_cpu_seconds"])
     summary.append(row)
+  _write_scaling(runs, summary)
+
+
+def _rounds(runs, resolution, model_name):
+  """How many interleaved rounds the figures of (R, model) are medians of."""
+  return max([len(r.get("rounds", [r])) for r in runs
+              if r["resolution"] == resolution and r["model"] == model_name]
+             or [0])
+
+
+def _write_scaling(runs, summary, sources=None):
+  """voxel_scaling.{json,md,png} from the runs and their summary rows."""
   lines = [
       f"IGE T = {FLAGS.num_steps}, 128^2 images, CPU, {os.cpu_count()} "
       f"cores{', XLA on the whole step' if FLAGS.jit_compile else ''}, "
-      f"median over {FLAGS.repeats} interleaved round(s). Time and peak at "
+      "median over the interleaved rounds of each R. Time and peak at "
       "the larger batch B; MB/example is the peak slope between the two "
       "batches; ratios are to the baseline at the same R; CPU s is the "
       "process CPU time (user + system) per step.", "",
-      "| R | B | model | s/step | CPU s/step | MB/example | memory / base "
-      "| time / base | CPU time / base | step peak MB | RSS MB/example |",
-      "|---|---|---|---|---|---|---|---|---|---|---|"]
+      "| R | B | rounds | model | s/step | CPU s/step | MB/example "
+      "| memory / base | time / base | CPU time / base | step peak MB "
+      "| RSS MB/example |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in summary:
     for model_name in FLAGS.models:
       if model_name not in row:
@@ -298,7 +330,8 @@ def run_scaling():
       ratio = lambda key: (f"{cells[key]:.2f}" if key in cells else "-")  # pylint: disable=cell-var-from-loop
       lines.append(
           f"| {row['resolution']} | "
-          f"{'/'.join(str(b) for b in row['batch_sizes'])} | {model_name} | "
+          f"{'/'.join(str(b) for b in row['batch_sizes'])} | "
+          f"{_rounds(runs, row['resolution'], model_name)} | {model_name} | "
           f"{cells['step_seconds']:.2f} | {cells['step_cpu_seconds']:.2f} | "
           f"{cells['mb_per_example']:.0f} | "
           f"{ratio('memory_over_base')} | {ratio('time_over_base')} | "
@@ -309,6 +342,8 @@ def run_scaling():
   for r in failed:
     lines.append(f"\nFailed: {r['model']} R={r['resolution']} "
                  f"B={r['batch_size']}: {r['error'].splitlines()[-1:]}")
+  if sources:
+    lines.append("\nMerged from: " + ", ".join(sources))
   _write("voxel_scaling", {"runs": runs, "summary": summary},
          "\n".join(lines))
   _plot_scaling(summary, os.path.join(FLAGS.output_dir, "voxel_scaling.png"))
@@ -755,6 +790,8 @@ def main(argv):
     run_params()
   elif FLAGS.mode == "macs":
     run_macs()
+  elif FLAGS.mode == "merge":
+    run_merge()
   else:
     run_scaling()
 
