@@ -369,14 +369,21 @@ def _plot_scaling(summary, path):
     style = "s--" if model_name == "base" else "o-"
     axes[0].plot(resolutions, [r[model_name]["mb_per_example"] for r in rows],
                  style, label=_LABELS[model_name])
-    axes[1].plot(resolutions, [r[model_name]["step_seconds"] for r in rows],
-                 style, label=_LABELS[model_name])
+    line, = axes[1].plot(resolutions,
+                         [r[model_name]["step_seconds"] for r in rows],
+                         style, label=_LABELS[model_name] + ", wall")
+    if all("step_cpu_seconds" in r[model_name] for r in rows):
+      axes[1].plot(resolutions,
+                   [r[model_name]["step_cpu_seconds"] for r in rows],
+                   style[0] + ":", color=line.get_color(),
+                   markerfacecolor="none",
+                   label=_LABELS[model_name] + ", CPU")
   batches = {tuple(r["batch_sizes"]) for r in summary}
   for ax, title, unit in (
       (axes[0], "Training-step memory per example", "MB per example "
        "(allocator peak slope)"),
-      (axes[1], "Training-step time", "seconds per step (larger batch, "
-       "median)")):
+      (axes[1], "Training-step time (larger batch, median)",
+       "seconds per step (wall; CPU = process CPU time)")):
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("grid resolution R (R^3 voxels)")
