@@ -661,7 +661,14 @@ def run_profile_worker(resolution, batch_size, num_steps, timed_steps):
 
 
 def run_profile():
-  """The parts of one IGE-MN step at R, at two batch sizes (two processes)."""
+  """The parts of one IGE-MN step at R, at two batch sizes (two processes).
+
+  With `--inputs=voxel_profile_<R>.json` the tables are rewritten from that
+  earlier run instead."""
+  if FLAGS.inputs:
+    with open(FLAGS.inputs[0]) as f:
+      _write_profile(json.load(f)["runs"])
+    return
   resolution = FLAGS.resolution
   batches = _batches(resolution)
   runs = []
@@ -678,27 +685,37 @@ def run_profile():
                          f"{result.stderr[-3000:]}")
     runs.append(json.loads(lines[-1]))
     print(json.dumps(runs[-1])[:300], flush=True)
+  _write_profile(runs)
+
+
+def _write_profile(runs):
+  """voxel_profile_<R>.{json,md} from the two profile workers' results."""
   low, high = runs[0], runs[-1]
+  resolution = high["resolution"]
+  batches = [low["batch_size"], high["batch_size"]]
   span = batches[-1] - batches[0]
   grid_mb = resolution ** 3 * 4 / 2 ** 20
   lines = [
       f"Parts of one IGE-MN training step, R = {resolution}, T = "
-      f"{FLAGS.num_steps}, B = {batches[0]}/{batches[-1]}, CPU. MB/example: "
-      "slope of the allocator peak above the inputs between the two "
-      f"batches; grids: MB/example over one float32 R^3 grid "
-      f"({grid_mb:.1f} MB); time: median at B = {batches[-1]}.", "",
-      "| part | MB/example | grids/example | s (B = "
-      f"{batches[-1]}) |", "|---|---|---|---|"]
+      f"{high['num_steps']}, B = {batches[0]}/{batches[-1]}, CPU. "
+      "MB/example: slope of the allocator peak above the inputs between the "
+      "two batches; grids: MB/example over one float32 R^3 grid "
+      f"({grid_mb:.1f} MB); times: medians at B = {batches[-1]}, wall and "
+      "process CPU (user + system).", "",
+      "| part | MB/example | grids/example | wall s | CPU s |",
+      "|---|---|---|---|---|"]
   summary = {}
   for name in high["parts"]:
-    per_example = (high["parts"][name]["peak_mb"]
-                   - low["parts"][name]["peak_mb"]) / span
+    part = high["parts"][name]
+    per_example = (part["peak_mb"] - low["parts"][name]["peak_mb"]) / span
     summary[name] = {"mb_per_example": per_example,
                      "grids_per_example": per_example / grid_mb,
-                     "step_seconds": high["parts"][name]["step_seconds"]}
+                     "step_seconds": part["step_seconds"],
+                     "step_cpu_seconds": part.get("step_cpu_seconds")}
+    cpu = part.get("step_cpu_seconds")
     lines.append(f"| {name} | {per_example:.1f} | "
-                 f"{per_example / grid_mb:.1f} | "
-                 f"{high['parts'][name]['step_seconds']:.3f} |")
+                 f"{per_example / grid_mb:.1f} | {part['step_seconds']:.3f} | "
+                 f"{'-' if cpu is None else f'{cpu:.3f}'} |")
   _write(f"voxel_profile_{resolution}", {"runs": runs, "summary": summary},
          "\n".join(lines))
 
