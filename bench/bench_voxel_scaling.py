@@ -19,8 +19,13 @@ peaks: the TensorFlow CPU allocator's peak during the timed training steps
 above what was allocated before them (`tf.config.experimental.
 get_memory_info`; the precise figure) and the process's peak resident set
 size (includes tracing and allocator slack). Time per step is the median of
-the timed steps after one warm-up (tracing) step; the machine is shared, so
-times are noisy.
+the timed steps after one warm-up (tracing) step, as wall time and as the
+process's CPU time (user + system, all threads; on a shared machine the
+steadier measure of work). At each R the models alternate batch by batch;
+`--repeats=N` runs N such interleaved rounds and reports medians. The
+summary is also drawn as a log-log plot (voxel_scaling.png) of memory per
+example and time per step against R. `--jit_compile` puts XLA on the whole
+step of every model.
 
 `--mode=params` instead builds every Table 2 model at 32^3 and writes the
 measured trainable parameters per component and multiply-adds per example.
@@ -46,7 +51,9 @@ Usage (writes bench/results/voxel_scaling.{json,md,png}):
   python bench/bench_voxel_scaling.py
   python bench/bench_voxel_scaling.py --mode=params   # voxel_params.{json,md}
   python bench/bench_voxel_scaling.py --mode=macs     # voxel_macs.{json,md}
-  python bench/bench_voxel_scaling.py --mode=merge --inputs=a.json,b.json
+  python bench/bench_voxel_scaling.py --resolutions=128 --repeats=2
+  python bench/bench_voxel_scaling.py --mode=merge --inputs=a.json,b.json \
+      # one table and plot from several runs' voxel_scaling.json
   python bench/bench_voxel_scaling.py --mode=inner --resolution=128 \
       --batch_size=2   # voxel_inner_memory.{json,md}
   python bench/bench_voxel_scaling.py --mode=profile --resolution=128
