@@ -31,6 +31,16 @@ DEFAULT_MOMENTUM = 0.1
 DEFAULT_CLIP_VALUE = 1.0
 
 
+def _norm_per_example(x):
+  """Euclidean norm of each example of `x [B, ...]`, float `[B]`.
+
+  A batched dot product, which creates no `x`-sized temporary (unlike
+  `tf.square` then a sum).
+  """
+  flat = tf.reshape(x, tf.stack([tf.shape(x)[0], 1, -1]))
+  return tf.sqrt(tf.reshape(tf.matmul(flat, flat, transpose_b=True), [-1]))
+
+
 @keras.saving.register_keras_serializable(package="ige_tf")
 class UnrolledSGD(keras.layers.Layer):
   """`num_steps` steps of (momentum, clipped) gradient descent on an energy.
@@ -208,9 +218,7 @@ class UnrolledSGD(keras.layers.Layer):
     `grad_norm` is a diagnostic: no gradient flows through it.
     """
     energy, grad = self._energy_and_gradient(y, context, training)
-    reduce_axes = list(range(1, len(y.shape)))
-    grad_norm = tf.stop_gradient(
-        tf.sqrt(tf.reduce_sum(tf.square(grad), axis=reduce_axes)))
+    grad_norm = tf.stop_gradient(_norm_per_example(grad))
     if clip is not None:
       grad = tf.clip_by_value(grad, -clip, clip)
     if mu is not None:
@@ -331,6 +339,10 @@ class UnrolledSGD(keras.layers.Layer):
           # Recompute step t only once its upstream gradient exists (a data
           # dependency, which XLA respects, unlike control dependencies);
           # otherwise the executor may recompute every step at once.
+          # The zero goes on the iterate itself (one grid copy per step):
+          # tying only the small context tensors lets the executor start
+          # every step's grid-sized work at once (measured: 324 MB instead
+          # of 228 MB for IGE-MN's inner loop at 128^3, B = 2).
           first = tf.reduce_max(tf.reshape(d_y, [-1])[:1])
           y_t = steps[t] + tf.cast(tf.minimum(tf.abs(first), 0.0),
                                    steps.dtype)

@@ -24,6 +24,7 @@ clamped to `[0, R - 1]`, i.e. cell centres are aligned, not cell corners
 `tf.image.resize(..., "bilinear")` applied per axis.
 """
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -56,26 +57,23 @@ def level_channels(base_channels, num_levels, min_channels=4):
                for k in range(num_levels))
 
 
-def _upsample_axis(grid, factor, axis):
-  """Linear upsampling of `grid` along one axis by an integer factor."""
-  size = grid.shape[axis]
+def linear_upsampling_matrix(size, factor):
+  """The `[f size, size]` matrix of 1D linear upsampling (module convention).
 
-  def part(start, stop):
-    return grid[(slice(None),) * axis + (slice(start, stop),)]
+  Row `j` holds the weights of output cell `j`: it samples the input at
+  `(j + 0.5) / f - 0.5`, clamped to `[0, size - 1]`.
 
-  previous = tf.concat([part(0, 1), part(0, size - 1)], axis=axis)
-  following = tf.concat([part(1, size), part(size - 1, size)], axis=axis)
-  samples = []
-  for r in range(factor):
-    offset = (r + 0.5) / factor - 0.5
-    if offset < 0:
-      samples.append(-offset * previous + (1.0 + offset) * grid)
-    else:
-      samples.append((1.0 - offset) * grid + offset * following)
-  stacked = tf.stack(samples, axis=axis + 1)
-  shape = tf.unstack(tf.shape(stacked))
-  new_shape = shape[:axis] + [size * factor] + shape[axis + 2:]
-  return tf.reshape(stacked, tf.stack(new_shape))
+  Returns:
+    numpy float64 `[factor * size, size]`; every row sums to 1.
+  """
+  matrix = np.zeros((factor * size, size))
+  for j in range(factor * size):
+    source = min(max((j + 0.5) / factor - 0.5, 0.0), size - 1.0)
+    low = int(np.floor(source))
+    weight = source - low
+    matrix[j, low] += 1.0 - weight
+    matrix[j, min(low + 1, size - 1)] += weight
+  return matrix
 
 
 def upsample_trilinear(grid, factor):
@@ -99,9 +97,17 @@ def upsample_trilinear(grid, factor):
     raise ValueError(f"expected a [B, R, R, R] grid, got shape {grid.shape}")
   if factor == 1:
     return grid
-  for axis in (1, 2, 3):
-    grid = _upsample_axis(grid, factor, axis)
-  return grid
+  # One matrix product per axis (a linear map, so its gradient is the
+  # transposed products): no shifted copies or per-phase samples of the
+  # grid, and no transposes. Rows, then columns, then depth.
+  _, rows, cols, bins = grid.shape
+  def matrix(size):
+    return tf.constant(linear_upsampling_matrix(size, factor), grid.dtype)
+  grid = tf.matmul(matrix(rows), tf.reshape(grid, [-1, rows, cols * bins]))
+  grid = tf.matmul(matrix(cols), tf.reshape(grid, [-1, cols, bins]))
+  grid = tf.matmul(tf.reshape(grid, [-1, bins]), matrix(bins),
+                   transpose_b=True)
+  return tf.reshape(grid, [-1, factor * rows, factor * cols, factor * bins])
 
 
 @keras.saving.register_keras_serializable(package="ige_tf")

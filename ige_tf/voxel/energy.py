@@ -21,6 +21,11 @@ occupancies always lie in (0, 1) whatever step the optimizer takes, gradients
 stay defined everywhere (no clipping kink) and the outer losses can be
 computed stably from logits. `occupancy="identity"` pools `y` unchanged (for
 iterates that already are occupancies).
+
+Derivatives: occupancy + pooling is one op with hand-written first and
+second derivatives (`pooled_occupancy`, `occupancy_gradient`), equal to
+autodiff of the plain ops but keeping fewer grid-sized buffers for the inner
+gradient and its outer derivative.
 """
 import keras
 import tensorflow as tf
@@ -109,6 +114,184 @@ def pool_frustum_levels(grid, level_sizes, depth_bins):
     current_size = size
     pooled[index] = pool_frustum(current, size, size, depth_bins[index])
   return pooled
+
+
+def _pyramid_chains(level_sizes, resolution):
+  """The row/column pooling chains of `pool_frustum_levels`.
+
+  Returns:
+    List of chains, each a list of level indices by decreasing size; a chain
+    starts from the full grid and each level is pooled from the previous.
+  """
+  chains, current_size = [], resolution
+  for index in sorted(range(len(level_sizes)), key=lambda i: -level_sizes[i]):
+    if not chains or current_size % level_sizes[index]:
+      chains.append([])
+    chains[-1].append(index)
+    current_size = level_sizes[index]
+  return chains
+
+
+def _upsample_rows_cols(coarse, factor, finer=None):
+  """`finer + nearest-upsampled coarse / factor^2` over rows and columns.
+
+  The transpose of an average pooling of rows and columns by `factor`,
+  optionally added to a finer term in the same broadcast (no separate
+  upsampled grid). Ranks stay <= 5 (the CPU broadcast limit).
+
+  Args:
+    coarse: float `[B, h, h, D]`.
+    factor: int f.
+    finer: optional float `[B, f h, f h, D]`.
+
+  Returns:
+    float `[B, f h, f h, D]`.
+  """
+  _, size, _, depth = coarse.shape
+  coarse = tf.reshape(coarse / float(factor * factor),
+                      [-1, 1, size, 1, depth])
+  if finer is None:
+    rows = tf.shape(coarse)[0]
+    fine = tf.broadcast_to(coarse, tf.stack([rows, factor, size, factor,
+                                             depth]))
+  else:
+    fine = tf.reshape(finer, [-1, factor, size, factor, depth]) + coarse
+  return tf.reshape(fine, [-1, size * factor, size * factor, depth])
+
+
+def unpool_frustum_levels(level_grads, level_sizes, depth_bins, size, depth):
+  """The transpose of `pool_frustum_levels`: `sum_i P_i^T level_grads_i`.
+
+  Accumulated coarse to fine along each pooling chain, every level's depth
+  bins broadcast to the full depth and added to the upsampled coarser sum in
+  one broadcast, so the full-size result is the only full-size tensor the
+  finest level creates.
+
+  Args:
+    level_grads: list of float `[B, h_i, h_i, d_i]`, in the order of
+      `level_sizes`.
+    level_sizes: ints h_i.
+    depth_bins: ints d_i.
+    size: int R, rows = columns of the pooled grid.
+    depth: int D, its depth bins.
+
+  Returns:
+    float `[B, R, R, D]`: the gradient of `sum_i <level_grads_i,
+    pool_frustum_levels(grid)_i>` with respect to `grid`.
+  """
+  total = None
+  for chain in _pyramid_chains(level_sizes, size):
+    accumulated, accumulated_size = None, None
+    for index in reversed(chain):
+      h, d = level_sizes[index], depth_bins[index]
+      term = tf.reshape(level_grads[index] / float(depth // d),
+                        [-1, h, h, d, 1])
+      rows = tf.shape(term)[0]
+      term = tf.reshape(
+          tf.broadcast_to(term, tf.stack([rows, h, h, d, depth // d])),
+          [-1, h, h, depth])
+      if accumulated is not None:
+        term = _upsample_rows_cols(accumulated, h // accumulated_size, term)
+      accumulated, accumulated_size = term, h
+    if accumulated_size != size:
+      accumulated = _upsample_rows_cols(accumulated, size // accumulated_size)
+    total = accumulated if total is None else total + accumulated
+  return total
+
+
+def pooled_occupancy(y, level_sizes, depth_bins, occupancy="sigmoid"):
+  """`pool_frustum_levels(sigmoid(y))` with hand-written 1st and 2nd order.
+
+  Same values and gradients as autodiff of `tf.sigmoid` +
+  `pool_frustum_levels` (tested), with fewer full-size buffers. The inner
+  optimizer takes the gradient with respect to `y` at every step,
+
+      g = sigmoid'(y) * sum_i P_i^T a_i          (a_i: level gradients),
+
+  and the outer optimizer differentiates `g` again. Here `g` is one
+  `tf.custom_gradient` op (`occupancy_gradient`) that keeps only `y` and the
+  small `a_i` for its own backward pass and recomputes `sigmoid(y)` and the
+  broadcast sum there, instead of autodiff storing the sigmoid, the broadcast
+  gradient and their products per step.
+
+  Args:
+    y: float `[B, R, R, D]` logits (or occupancies with "identity").
+    level_sizes: ints h_i, each dividing R.
+    depth_bins: ints d_i, each dividing D.
+    occupancy: "sigmoid" or "identity".
+
+  Returns:
+    List of float `[B, h_i, h_i, d_i]`, in the order of `level_sizes`.
+  """
+  level_sizes, depth_bins = tuple(level_sizes), tuple(depth_bins)
+
+  @tf.custom_gradient
+  def pooled(y):
+    occupied = tf.sigmoid(y) if occupancy == "sigmoid" else y
+    levels = pool_frustum_levels(occupied, level_sizes, depth_bins)
+
+    def grad_fn(*level_grads):
+      level_grads = [tf.zeros_like(level) if g is None else g
+                     for g, level in zip(level_grads, levels)]
+      return occupancy_gradient(y, level_grads, level_sizes, depth_bins,
+                                occupancy)
+
+    return levels, grad_fn
+
+  return pooled(y)
+
+
+def occupancy_gradient(y, level_grads, level_sizes, depth_bins,
+                       occupancy="sigmoid"):
+  """`sigmoid'(y) * sum_i P_i^T a_i`, the VJP of `pooled_occupancy`.
+
+  A `tf.custom_gradient` op of `(y, a_1, ..., a_n)` whose backward pass (the
+  outer optimizer's second-order term), for an upstream `u [B, R, R, D]`, is
+
+      d a_i = P_i(sigmoid'(y) u),
+      d y   = u * sum_i P_i^T a_i * sigmoid''(y),
+      sigmoid'' = sigmoid' (1 - 2 sigmoid),
+
+  recomputing `sigmoid(y)` and the broadcast sum from the kept `y` and `a_i`.
+  With "identity" occupancy `sigmoid'` is 1 and `d y` is 0.
+
+  Args:
+    y: float `[B, R, R, D]`.
+    level_grads: list of float `[B, h_i, h_i, d_i]`.
+    level_sizes, depth_bins: as for `pool_frustum_levels`.
+    occupancy: "sigmoid" or "identity".
+
+  Returns:
+    float `[B, R, R, D]`.
+  """
+  size, depth = y.shape[1], y.shape[3]
+
+  def broadcast_sum(level_grads):
+    return unpool_frustum_levels(level_grads, level_sizes, depth_bins, size,
+                                 depth)
+
+  @tf.custom_gradient
+  def gradient(y, *level_grads):
+    total = broadcast_sum(level_grads)
+    if occupancy == "sigmoid":
+      total = tf.raw_ops.SigmoidGrad(y=tf.sigmoid(y), dy=total)
+
+    def grad_fn(upstream):
+      if occupancy != "sigmoid":
+        return [tf.zeros_like(y)] + pool_frustum_levels(
+            upstream, level_sizes, depth_bins)
+      occupied = tf.sigmoid(y)
+      d_levels = pool_frustum_levels(
+          tf.raw_ops.SigmoidGrad(y=occupied, dy=upstream), level_sizes,
+          depth_bins)
+      d_y = tf.raw_ops.SigmoidGrad(
+          y=occupied, dy=upstream * broadcast_sum(level_grads)) * (
+              1.0 - 2.0 * occupied)
+      return [d_y] + d_levels
+
+    return total, grad_fn
+
+  return gradient(y, *level_grads)
 
 
 def default_depth_bins(resolution, feature_channels):
@@ -228,9 +411,9 @@ class FrustumEnergy(keras.layers.Layer):
       raise ValueError(
           f"FrustumEnergy expects {len(self.level_cnns)} context feature maps "
           f"(sizes {self.level_sizes}), got {len(context)}")
-    occupancy = tf.sigmoid(y) if self.occupancy == "sigmoid" else y
     energies = []
-    levels = pool_frustum_levels(occupancy, self.level_sizes, self.depth_bins)
+    levels = pooled_occupancy(y, self.level_sizes, self.depth_bins,
+                              self.occupancy)
     for cnn, features, pooled in zip(self.level_cnns, context, levels):
       inputs = tf.concat([tf.cast(features, pooled.dtype), pooled], axis=-1)
       energies.append(cnn(inputs))

@@ -19,6 +19,22 @@ def test_upsample_trilinear_matches_scipy_zoom(factor):
   np.testing.assert_allclose(result, expected, atol=1e-12)
 
 
+def test_upsample_trilinear_gradient_is_the_numerical_jacobian():
+  grid = tf.constant(np.random.default_rng(7).random((1, 3, 2, 4)))
+  theoretical, numerical = tf.test.compute_gradient(
+      lambda g: decoders.upsample_trilinear(g, 3), [grid], delta=1e-3)
+  np.testing.assert_allclose(theoretical[0], numerical[0], atol=1e-9)
+  # Each input cell spreads weight 3^3 over the output (rows sum to 1).
+  np.testing.assert_allclose(theoretical[0].sum(axis=0), 27.0, rtol=1e-12)
+
+
+def test_linear_upsampling_matrix_rows_are_convex_weights():
+  matrix = decoders.linear_upsampling_matrix(4, 2)
+  np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
+  np.testing.assert_allclose(matrix[:3], [[1, 0, 0, 0], [0.75, 0.25, 0, 0],
+                                          [0.25, 0.75, 0, 0]])
+
+
 def test_upsample_trilinear_half_pixel_values():
   # 1D along the first axis: [0, 1] -> centres at -0.25, 0.25, 0.75, 1.25
   # in input cells, clamped: [0, 0.25, 0.75, 1].

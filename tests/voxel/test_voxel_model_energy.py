@@ -228,3 +228,124 @@ def test_pyramid_pooling_equals_direct_pooling(size, sizes, bins):
     np.testing.assert_allclose(
         level.numpy(), pool_frustum(grid, h, h, depth).numpy(), rtol=1e-5,
         atol=1e-6)
+
+
+def _autodiff_pooled(y, sizes, bins, occupancy):
+  """Today's reference: autodiff of sigmoid + pyramid pooling."""
+  occupied = tf.sigmoid(y) if occupancy == "sigmoid" else y
+  return energy_lib.pool_frustum_levels(occupied, sizes, bins)
+
+
+@pytest.mark.parametrize("occupancy", ["sigmoid", "identity"])
+@pytest.mark.parametrize("size,sizes,bins", [
+    (8, (2, 4, 8), (8, 4, 2)),
+    (12, (6, 4, 12), (3, 12, 1)),   # 6 and 4 not nested: two chains
+])
+def test_pooled_occupancy_matches_autodiff_to_second_order(occupancy, size,
+                                                           sizes, bins):
+  """Hand-written gradients == autodiff of the plain ops, float64."""
+  rng = np.random.default_rng(4)
+  y = tf.constant(rng.normal(size=(2, size, size, size)) * 2.0)
+  level_weights = [tf.constant(rng.normal(size=(2, h, h, d)))
+                   for h, d in zip(sizes, bins)]
+  direction = tf.constant(rng.normal(size=y.shape))
+
+  def second_order(pool):
+    # A nonlinear function of the pooled levels, its gradient g wrt y (the
+    # inner step), then d<g, direction>/dy and /d weights (the outer step).
+    with tf.GradientTape(persistent=True) as outer:
+      outer.watch([y] + level_weights)
+      with tf.GradientTape() as inner:
+        inner.watch(y)
+        levels = pool(y)
+        value = tf.add_n([tf.reduce_sum(tf.sin(w * level))
+                          for w, level in zip(level_weights, levels)])
+      grad = inner.gradient(value, y)
+      projected = tf.reduce_sum(grad * direction)
+    return ([l.numpy() for l in levels], grad.numpy(),
+            [g.numpy() for g in outer.gradient(
+                projected, [y] + level_weights,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO)])
+
+  new = second_order(lambda y: energy_lib.pooled_occupancy(
+      y, sizes, bins, occupancy))
+  reference = second_order(lambda y: _autodiff_pooled(y, sizes, bins,
+                                                      occupancy))
+  for got, want in zip(new[0] + [new[1]] + new[2],
+                       reference[0] + [reference[1]] + reference[2]):
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+  assert np.abs(new[2][1]).max() > 0
+  if occupancy == "sigmoid":
+    assert np.abs(new[2][0]).max() > 0  # sigmoid'' term
+
+
+def test_unpool_is_the_transpose_of_pyramid_pooling():
+  rng = np.random.default_rng(5)
+  sizes, bins = (4, 8, 2), (2, 4, 8)
+  grid = tf.constant(rng.normal(size=(2, 8, 8, 8)))
+  grads = [tf.constant(rng.normal(size=(2, h, h, d)))
+           for h, d in zip(sizes, bins)]
+  with tf.GradientTape() as tape:
+    tape.watch(grid)
+    levels = energy_lib.pool_frustum_levels(grid, sizes, bins)
+    value = tf.add_n([tf.reduce_sum(g * l) for g, l in zip(grads, levels)])
+  np.testing.assert_allclose(
+      energy_lib.unpool_frustum_levels(grads, sizes, bins, 8, 8).numpy(),
+      tape.gradient(value, grid).numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_occupancy_gradient_numerical_gradient_check():
+  """tf.test.compute_gradient of the hand-written second-order op."""
+  rng = np.random.default_rng(6)
+  sizes, bins = (2, 4), (4, 2)
+  y = rng.normal(size=(1, 4, 4, 4))
+  grads = [rng.normal(size=(1, h, h, d)) for h, d in zip(sizes, bins)]
+  grid = _subspace(y, seed=7)
+  coarse, fine = _subspace(grads[0], seed=8), _subspace(grads[1], seed=9)
+  weights = tf.constant(rng.normal(size=y.shape))
+  _check(lambda a, b, c: tf.reduce_sum(weights * energy_lib.occupancy_gradient(
+      grid(a), [coarse(b), fine(c)], sizes, bins)), (5, 5, 5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_unrolled_energy_training_gradients_equal_the_autodiff_path(
+    float64_energy, monkeypatch, recompute):
+  """The whole inner loop + per-step IoU loss, new pooling op vs today's
+  autodiff pooling: same steps, energies and gradients (float64)."""
+  from ige_tf.voxel import losses
+
+  energy, y, context = float64_energy
+  optimizer = UnrolledSGD(energy, 2, learning_rate=300.0, clip_value=0.002,
+                          learn_learning_rate=True, learn_clip_value=True,
+                          recompute_steps=recompute, dtype="float64")
+  labels = tf.constant((np.random.default_rng(3).random(y.shape) > 0.6)
+                       .astype(np.float64))
+  initial = tf.constant(y)
+  features = [tf.constant(c) for c in context]
+
+  @tf.function
+  def run():
+    with tf.GradientTape() as tape:
+      tape.watch([initial] + features)
+      out = optimizer(initial, features, return_diagnostics=True)
+      # MultiStepLoss's sum in float64 (it casts to float32).
+      value = tf.add_n([
+          0.9 ** (2 - t) * tf.reduce_mean(losses.continuous_iou_loss(
+              labels, step)) for t, step in enumerate(tf.unstack(out["steps"]))
+      ]) + 0.1 * tf.reduce_sum(out["energy"])
+    return out, tape.gradient(
+        value, [initial] + features + optimizer.trainable_variables)
+
+  new_out, new_grads = run()
+  monkeypatch.setattr(energy_lib, "pooled_occupancy", _autodiff_pooled)
+  old_out, old_grads = tf.function(run.python_function)()
+  for key in ("steps", "energy", "grad_norm"):
+    np.testing.assert_allclose(new_out[key], old_out[key], rtol=1e-12,
+                               atol=1e-12, err_msg=key)
+  # The iterates move and some gradients are clipped (both branches tested).
+  assert np.abs(new_out["steps"][-1] - new_out["steps"][0]).max() > 1e-3
+  assert len(new_grads) == 1 + len(context) + len(
+      optimizer.trainable_variables)
+  for got, want in zip(new_grads, old_grads):
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+    assert np.abs(got).max() > 0
