@@ -91,7 +91,7 @@ def update_statistics(model, dataset, num_batches, progress=False):
     # Read at trace time, so it must be set before the function is traced.
     layer.momentum = 0.0
 
-  @tf.function
+  @tf.function(reduce_retracing=True)
   def forward(features):
     model(features, training=True)
 
