@@ -214,7 +214,7 @@ def figure6(path, examples, steps, kind="frustum", azimuth_deg=60.0, dpi=100,
     column += grids.shape[0]
   cols = column
   fig, axes = plt.subplots(2 * len(examples), cols,
-                           figsize=(2.3 * cols, 5.1 * len(examples) + 0.6),
+                           figsize=(2.3 * cols, 5.7 * len(examples) + 0.6),
                            squeeze=False)
   results = [{"label": l, "kind": k, "iou": []} for l, k in zip(labels, kinds)]
   for n, example in enumerate(examples):
