@@ -15,7 +15,13 @@ the test split three ways and prints per-step IoU (%, mean over test views):
   batch     training mode (statistics of each test batch; the weights'
             "true" quality, not an evaluation protocol).
 
-Prints mean ± std over seeds of the final step and writes
+--ema_orders=K adds "moving, other orders": the moving averages continued
+(layer momentum, training mode, no weight update) over K other shuffled
+orders of one training epoch, each evaluated; the spread shows how much the
+moving-statistics figure depends on which batches came last.
+
+Rerunning with the same --out_dir reuses the trained runs (training
+resumes at its last step). Prints mean ± std over seeds of the final step and writes
 <out_dir>/results.json. Any --gin_param is applied to every run (e.g.
 `VoxelProblem.batch_norm_momentum = 0.9`).
 """
@@ -38,6 +44,11 @@ flags.DEFINE_string("records_dir", None, "Prepared voxel records.")
 flags.DEFINE_integer("epochs", 4, "Training epochs.")
 flags.DEFINE_integer("batch_size", 8, "Training batch size.")
 flags.DEFINE_integer("seeds", 1, "Training seeds 0 .. seeds-1.", lower_bound=1)
+flags.DEFINE_integer("ema_orders", 0, "Also re-run the moving averages (at the "
+                     "layers' own momentum, no weight update) over this many "
+                     "other shuffled orders of one training epoch from the "
+                     "trained statistics and evaluate each: how much the "
+                     "'moving' figure depends on the last batches seen.")
 flags.DEFINE_string("out_dir", "/tmp/bench_precise_bn", "Run directories.")
 flags.mark_flags_as_required(["gin_file", "records_dir"])
 FLAGS = flags.FLAGS
@@ -62,6 +73,27 @@ def _batch_mode_iou(problem, model, batch_size):
   return (sums / count).tolist()
 
 
+def _other_order_iou(problem, model, seed, order):
+  """Final-step test IoU after continuing the moving averages over another
+  shuffled epoch (statistics restored afterwards)."""
+  layers = precise_bn.batch_norm_layers(model)
+  saved = [(l.moving_mean.numpy(), l.moving_variance.numpy()) for l in layers]
+
+  @tf.function(reduce_retracing=True)
+  def forward(features):
+    model(features, training=True)
+
+  for features, _ in problem.dataset("train", FLAGS.batch_size, shuffle=True,
+                                     seed=10_000 * (seed + 1) + order):
+    forward(features)
+  iou = loop.compute_metrics(problem, model, "test", 8,
+                             progress=False)["iou"][-1]
+  for layer, (mean, variance) in zip(layers, saved):
+    layer.moving_mean.assign(mean)
+    layer.moving_variance.assign(variance)
+  return iou
+
+
 def run_seed(seed):
   gin.clear_config()
   cli.parse_gin(FLAGS.gin_file, [
@@ -77,13 +109,16 @@ def run_seed(seed):
   model = loop.restore_model(problem, model_dir)
   moving = loop.compute_metrics(problem, model, "test", 8, progress=False)
   batch = _batch_mode_iou(problem, model, 8)
+  orders = [_other_order_iou(problem, model, seed, k)
+            for k in range(FLAGS.ema_orders)]
   used = precise_bn.precise_batch_norm(problem, model, FLAGS.batch_size, seed,
                                        num_batches=num_batches)
   precise = loop.compute_metrics(problem, model, "test", 8, progress=False)
   return {"train_steps": steps, "precise_bn_batches": used,
           "moving": moving["iou"], "moving_class_mean": moving["iou_class_mean"],
           "precise": precise["iou"],
-          "precise_class_mean": precise["iou_class_mean"], "batch": batch}
+          "precise_class_mean": precise["iou_class_mean"], "batch": batch,
+          "moving_other_orders_final": orders}
 
 
 def main(argv):
@@ -102,6 +137,9 @@ def main(argv):
           f"{r['precise_bn_batches']} batches), test IoU % per step:")
     for how in ("moving", "precise", "batch"):
       print(f"  {how:8s}" + " ".join(f"{100 * v:5.1f}" for v in r[how]))
+    if r["moving_other_orders_final"]:
+      print("  moving, other orders (final step): " + ", ".join(
+          f"{100 * v:.1f}" for v in r["moving_other_orders_final"]))
   print("final step, mean ± std over seeds (ddof=1 when > 1 seed):")
   for how in ("moving", "precise", "batch"):
     final = np.array([r[how][-1] for r in results["seeds"].values()]) * 100
