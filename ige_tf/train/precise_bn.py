@@ -139,6 +139,8 @@ def inference_gap(problem, model, features, labels):
   """The problem's metrics on one batch in training and in inference mode.
 
   The training-mode pass would move the BN statistics; they are restored.
+  Dropout is switched off for it (rate 0), so the two passes differ only in
+  the BN statistics they normalize with.
 
   Returns:
     dict metric -> `(training_mode, inference_mode)` floats: the batch mean
@@ -147,10 +149,17 @@ def inference_gap(problem, model, features, labels):
   layers = batch_norm_layers(model)
   saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy())
            for layer in layers]
+  dropouts = [layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+              if isinstance(layer, keras.layers.Dropout)]
+  rates = [layer.rate for layer in dropouts]
   try:
+    for layer in dropouts:
+      layer.rate = 0.0
     training = _final_means(problem.metrics(
         labels, model(features, training=True)))
   finally:
+    for layer, rate in zip(dropouts, rates):
+      layer.rate = rate
     for layer, (mean, variance) in zip(layers, saved):
       layer.moving_mean.assign(mean)
       layer.moving_variance.assign(variance)

@@ -159,3 +159,27 @@ def test_train_saves_precise_statistics_and_evaluate_warns_without(
 def test_gross_differences_uses_relative_and_absolute_tolerances():
   gap = {"iou": (0.566, 0.0), "close": (0.50, 0.45), "tiny": (1e-5, 0.0)}
   assert precise_bn.gross_differences(gap) == {"iou": (0.566, 0.0)}
+
+
+def test_inference_gap_compares_batch_norm_only_not_dropout():
+  keras.utils.set_random_seed(0)
+  inputs = keras.Input((4,))
+  x = keras.layers.Dropout(0.9)(keras.layers.Dense(64)(inputs))
+  model = keras.Model(inputs, keras.layers.BatchNormalization()(x))
+  batch = tf.constant(_inputs(32, 0))
+  # BN statistics of this batch without dropout: the only remaining
+  # difference between the modes would be dropout (rate 0.9), which the
+  # check must not count.
+  dropout = model.layers[2]
+  dropout.rate = 0.0
+  precise_bn.update_statistics(model, tf.data.Dataset.from_tensors(batch), 1)
+  dropout.rate = 0.9
+
+  class Identity(Problem):
+    def metrics(self, labels, outputs):
+      return {"mean_abs": tf.reduce_mean(tf.abs(outputs), -1)[None]}
+
+  gap = precise_bn.inference_gap(Identity(), model, batch, None)
+  training, inference = gap["mean_abs"]
+  assert training == pytest.approx(inference, rel=1e-4)
+  assert dropout.rate == 0.9
