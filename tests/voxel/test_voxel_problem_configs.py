@@ -71,6 +71,8 @@ def test_config_parses_strictly_and_builds_its_problem(config):
   assert isinstance(macros["RECORDS_DIR"], str)
   assert all(isinstance(macros[m], int) and macros[m] > 0
              for m in ("RESOLUTION", "EPOCHS", "BATCH_SIZE", "NUM_STEPS"))
+  # Every voxel model has BatchNormalization: precise BN is on.
+  assert gin.query_parameter("precise_batch_norm.num_batches") == 200
   if config == "voxel/base.gin":
     return  # shared settings only: the model configs set model_fn
   problem = cli.make_problem()
