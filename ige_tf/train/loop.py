@@ -27,6 +27,7 @@ import tensorflow as tf
 import tqdm
 
 from ige_tf.core.unrolled import UnrolledSGD
+from ige_tf.train import precise_bn
 from ige_tf.train import strategies
 
 OPERATIVE_CONFIG = "operative_config.gin"
@@ -361,8 +362,11 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
   finally:
     bar.close()
     writer.flush()
-  if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(
-      f"-{int(step)}"):
+  # Precise BN (ige_tf/train/precise_bn.py): recompute the BN moving
+  # statistics for evaluation/export, then save them in the final checkpoint.
+  recomputed = precise_bn.precise_batch_norm(problem, model, batch_size, seed)
+  if recomputed or manager.latest_checkpoint is None or not (
+      manager.latest_checkpoint.endswith(f"-{int(step)}")):
     manager.save(checkpoint_number=int(step))
   return int(step)
 
@@ -467,6 +471,8 @@ def evaluate(problem, model_dir, split="test", batch_size=256,
   """
   model_dir = _require_model_dir(model_dir)
   model = restore_model(problem, model_dir)
+  precise_bn.warn_if_inference_differs(
+      problem, model, problem.dataset(split, batch_size), where=model_dir)
   metrics = compute_metrics(problem, model, split, batch_size, jit_compile,
                             progress)
   atomic_write(os.path.join(model_dir, METRICS_FILE),

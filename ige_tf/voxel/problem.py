@@ -16,8 +16,9 @@ Metrics (`metrics.json`, lists over steps 0..T):
     against the records' Q^3 grid. Q = 256 reproduces Table 5. The name
     always carries the resolution actually used: with
     `eval_resolution="highest"`, Q is the highest resolution the records
-    store (e.g. `iou_128` when no 256^3 grids were prepared); when that is R
-    itself the metric would equal `iou` and is not computed.
+    store (e.g. `iou_128` when no 256^3 grids were prepared), and only
+    resolutions above R. An explicit `eval_resolution` equal to R (Table 5's
+    models trained at 256^3) writes `iou_<R>`, equal to `iou`.
   * `iou_per_category`, `iou_<Q>_per_category`: per synset (the loop's
     grouping, `groups`); `finalize_metrics` adds `iou_class_mean` (and
     `iou_<Q>_class_mean`), the unweighted mean over categories ("mean values
@@ -79,7 +80,7 @@ class VoxelProblem(Problem):
     step_decay: weight ratio of consecutive steps in the multi-step loss.
     eval_resolution: None (no upsampled IoU), "highest" (highest resolution
       of `grid` stored in the records, if above R) or an int Q (a multiple
-      of R; an error if the records lack it).
+      of R, R itself included; an error if the records lack it).
     image_size: S of the model input; must match the records.
     shuffle_buffer: training shuffle buffer (examples).
     threshold: occupancy probability threshold of the IoU metrics.
@@ -162,7 +163,9 @@ class VoxelProblem(Problem):
     if q not in stored:
       raise ValueError(f"{self.records_dir}: no {self.grid} grids at R={q} "
                        f"for the upsampled IoU; stored resolutions: {stored}")
-    return None if q == self.resolution else q
+    # q == R (Table 5's models trained at 256^3): iou_<q> equals `iou`, but
+    # is still written so that every Table 5 run has its iou_256.
+    return q
 
   def dataset(self, split, batch_size, shuffle=False, seed=None):
     """`(features, labels)` batches, see `pipeline.voxel_dataset`.
@@ -183,7 +186,16 @@ class VoxelProblem(Problem):
         self.records_dir, split, self.resolution, shuffle=shuffle, seed=seed,
         shuffle_buffer=self.shuffle_buffer, **common)
     high = None if shuffle else self.high_resolution()
-    if high is not None:
+    if high == self.resolution:
+      key, grid = _high_key(self.grid, high), self.grid
+
+      def alias(features, labels):
+        labels = dict(labels)
+        labels[key] = labels[grid] > 0.5
+        return features, labels
+
+      data = data.map(alias)
+    elif high is not None:
       # Same files, same order (no shuffle): zip the Q^3 labels alongside.
       high_data = pipeline.voxel_dataset(
           self.records_dir, split, high, voxel_dtype=tf.uint8, prefetch=None,
@@ -234,8 +246,11 @@ class VoxelProblem(Problem):
     for key in labels:
       if key.startswith(self.grid + "_"):
         q = key.split("_")[-1]
-        values[f"iou_{q}"] = voxel_metrics.upsampled_iou(
-            labels[key], steps, threshold=self.threshold)
+        if labels[key].shape[-1] == steps.shape[-1]:  # Q = R: no upsampling.
+          values[f"iou_{q}"] = values["iou"]
+        else:
+          values[f"iou_{q}"] = voxel_metrics.upsampled_iou(
+              labels[key], steps, threshold=self.threshold)
     return values
 
   def groups(self, labels):

@@ -77,6 +77,8 @@ def test_config_builds_the_run_its_name_claims(config):
   assert isinstance(macros["RECORDS_DIR"], str)
   assert all(isinstance(macros[m], int) and macros[m] > 0
              for m in ("RESOLUTION", "EPOCHS", "BATCH_SIZE", "NUM_STEPS"))
+  # Every voxel model has BatchNormalization: precise BN is on.
+  assert gin.query_parameter("precise_batch_norm.num_batches") == 200
   if config == "voxel/base.gin":
     return  # shared settings only: the model configs set model_fn
   problem = cli.make_problem()
@@ -492,3 +494,22 @@ def test_the_step_classes_cover_every_table_cell():
     assert all(STEPPED[c] == stepped for c in members)
     if PLANS[members[0]]["encoder"] == "i4" and members[0] != I4_STEP:
       assert PLANS[stepped]["encoder"] == "mn", members
+
+
+def test_eval_resolution_equal_to_training_resolution_writes_iou_at_r(
+    voxel_records):
+  """Table 5's models trained at 256^3 (EVAL_RESOLUTION = RESOLUTION = 256)
+  must still write iou_256; here R = Q = 64 on the tiny records."""
+  problem = VoxelProblem(records_dir=voxel_records,
+                         model_fn=models.ige_voxel_model, resolution=64,
+                         eval_resolution=64)
+  assert problem.high_resolution() == 64
+  features, labels = next(iter(problem.dataset("test", 4)))
+  np.testing.assert_array_equal(labels["frustum_64"].numpy(),
+                                labels["frustum"].numpy() > 0.5)
+  logits = tf.random.stateless_normal([2, 4, 64, 64, 64], seed=[1, 2])
+  values = problem.metrics(labels, {"steps": logits})
+  np.testing.assert_array_equal(values["iou_64"].numpy(), values["iou"].numpy())
+  per_category = problem.finalize_metrics(
+      {"iou_64_per_category": {"02691156": [0.25, 0.5]}})
+  assert per_category["iou_64_class_mean"] == [0.25, 0.5]

@@ -13,13 +13,13 @@ import subprocess
 import sys
 
 import gin
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from ige_tf.train import cli
 from ige_tf.train import loop
+from ige_tf.train import precise_bn
 from ige_tf.voxel import visualize
 from ige_tf.voxel.data import pipeline
 
@@ -98,10 +98,6 @@ def test_ige_step_and_evaluation_metrics(ige_run, voxel_records):
       np.mean(list(metrics["iou_per_category"].values()), axis=0))
   # The numbers equal a numpy IoU of the restored model's logits.
   model = loop.restore_model(problem, model_dir)
-  # demo.gin's VoxelProblem.batch_norm_momentum reaches every BN layer.
-  norms = [l for l in model._flatten_layers()  # pylint: disable=protected-access
-           if isinstance(l, keras.layers.BatchNormalization)]
-  assert len(norms) > 10 and all(l.momentum == 0.9 for l in norms)
   data = pipeline.voxel_dataset(voxel_records, "test", 32, 4,
                                 grids=("frustum",))
   features, labels = next(iter(data))
@@ -119,6 +115,26 @@ def test_ige_step_and_evaluation_metrics(ige_run, voxel_records):
         values, iou[:, synsets == synset.encode()].mean(axis=1), atol=1e-3)
   iou64 = _numpy_upsampled_iou(high.numpy() > 0.5, logits)
   np.testing.assert_allclose(metrics["iou_64"], iou64.mean(axis=1), atol=2e-3)
+
+
+def test_final_checkpoint_holds_precise_bn_statistics(ige_run):
+  """train ends with precise BN (voxel/base.gin): the restored moving
+  statistics are those recomputed over the training batches."""
+  problem, model_dir, _, _, _ = ige_run
+  model = loop.restore_model(problem, model_dir)
+  norms = precise_bn.batch_norm_layers(model)
+  assert len(norms) > 10
+  restored = [l.moving_mean.numpy() for l in norms]
+  assert precise_bn.precise_batch_norm(problem, model, 2, seed=0) == 4
+  for layer, mean in zip(norms, restored):
+    np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-4,
+                               atol=1e-5, err_msg=layer.path)
+  # VoxelProblem.batch_norm_momentum still reaches every BN layer.
+  gin.clear_config()
+  cli.parse_gin(["voxel/demo.gin"], ["VoxelProblem.batch_norm_momentum = 0.9",
+                                     f"RECORDS_DIR = '{problem.records_dir}'"])
+  built = cli.make_problem().build_model()
+  assert all(l.momentum == 0.9 for l in precise_bn.batch_norm_layers(built))
 
 
 def test_restore_recovers_every_trained_weight(ige_run):
@@ -205,3 +221,30 @@ def test_table2_components_and_multiply_adds():
   assert base["image_encoder"] == 2_223_872     # Table 2, Base MN2
   assert base["inner_cnn"] == base["image_decoder"] == base["inner_optimizer"] == 0
 
+
+
+def test_figure6_draws_models_side_by_side_each_in_its_own_grid(
+    voxel_records, tmp_path):
+  """A frustum "model" predicting the frustum ground truth and a world one
+  predicting the world ground truth both score IoU 1 in their own frame; an
+  empty prediction scores 0."""
+  from ige_tf.voxel.data import inspection  # pylint: disable=import-outside-toplevel
+  folder = os.path.join(voxel_records, "test")
+  examples = [inspection.read_example(folder, i)[0] for i in (0, 2)]
+  frustum = np.stack([e.frustum[32] for e in examples]).astype(np.float32)
+  world = np.stack([e.world[32] for e in examples]).astype(np.float32)
+  steps = [np.stack([np.zeros_like(frustum), frustum]), world[None]]
+  out = str(tmp_path / "fig6.png")
+  result = visualize.figure6(out, examples, steps, kind=["frustum", "world"],
+                             labels=["IGE", "world baseline"], dpi=40)
+  assert [r["kind"] for r in result["runs"]] == ["frustum", "world"]
+  assert result["runs"][0]["iou"] == [[0.0, 1.0], [0.0, 1.0]]
+  assert result["runs"][1]["iou"] == [[1.0], [1.0]]
+  # Columns: input/ground truth, 2 IGE steps, world ground truth, baseline.
+  assert result["size"] == [int(round(2.3 * 5 * 40)),
+                            int(round((5.7 * 2 + 0.6) * 40))]
+  assert os.path.getsize(out) > 1000
+  with pytest.raises(ValueError, match="2 models but 2 kinds and 1 labels"):
+    visualize.figure6(out, examples, steps, kind=["frustum", "world"],
+                      labels=["IGE"])
+  assert visualize.category_name("02691156") == "plane"
