@@ -123,6 +123,13 @@ class VoxelProblem(Problem):
 
   # -- runs -----------------------------------------------------------------
 
+  def rebuild_bindings(self):
+    """A trained model's checkpoint holds every encoder weight: rebuilding it
+    (evaluate, export, visualize, model_stats) must not need the ImageNet
+    weights file its training started from (`Problem`)."""
+    return ["ige_voxel_model.encoder_weights = None",
+            "baseline_voxel_model.encoder_weights = None"]
+
   def evaluation_bindings(self):
     """Data location and evaluation-time settings (`Problem`)."""
     return ["VoxelProblem.records_dir", "VoxelProblem.shuffle_buffer",

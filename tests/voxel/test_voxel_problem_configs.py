@@ -29,6 +29,7 @@ import config_steps  # pylint: disable=import-error
 from ige_tf.core import step_weights
 from ige_tf.train import cli
 from ige_tf.train import loop
+from ige_tf.train import run as run_lib
 from ige_tf.voxel import losses
 from ige_tf.voxel import models
 from ige_tf.voxel.problem import VoxelProblem
@@ -472,6 +473,23 @@ def test_model_configs_pass_the_encoder_weights(config):
                else "mobilenet_v2_") + "weights_tf_dim_ordering_tf_kernels_"
   with pytest.raises(FileNotFoundError, match=file_name):
     problem.build_model()
+
+
+@pytest.mark.parametrize("config", ["voxel/ige-mn.gin", "voxel/base-mn.gin"])
+def test_rebuilding_a_paper_config_needs_no_imagenet_file(config,
+                                                          voxel_records):
+  """evaluate / export / model_stats rebuild a trained model whose
+  checkpoint holds every encoder weight: offline (conftest.py), the rebuilt
+  problem of a paper config (ENCODER_WEIGHTS = 'imagenet') builds, and
+  counts the same parameters as the model built with random weights."""
+  gin.clear_config()
+  cli.parse_gin([config], [f"RECORDS_DIR = {voxel_records!r}"])
+  assert gin.query_parameter("%ENCODER_WEIGHTS") == "imagenet"
+  stats = loop.model_stats(run_lib.rebuildable_problem())
+  reference = loop.model_stats(_problem(config, [
+      f"RECORDS_DIR = {voxel_records!r}"]))
+  assert stats["trainable_params"] == reference["trainable_params"]
+  assert stats["trainable_params"]["total"] > 1_800_000
 
 
 def test_the_step_classes_cover_every_table_cell():
