@@ -102,6 +102,80 @@ def _make_model(problem):
   return model
 
 
+def make_train_step(problem, model, optimizer, dist, jit_compile=False,
+                    run_eagerly=False):
+  """The training step the loop runs: forward, loss, gradient, update.
+
+  Args:
+    problem: the `Problem` (its `loss`).
+    model: the model, built in `dist`'s scope.
+    optimizer: the outer optimizer (a `LossScaleOptimizer` under mixed
+      precision: the loss is scaled before the gradient and unscaled in
+      `apply`).
+    dist: the `tf.distribute.Strategy` the model lives in.
+    jit_compile: compile the whole step with XLA (`tf.function(jit_compile=
+      True)` demands every op be compilable: one that is not is an error).
+    run_eagerly: run op by op (no `tf.function`; ignores `jit_compile`).
+
+  Returns:
+    `step(features, labels) -> {"loss": float32 [], "energy": float32 [T],
+    "grad_norm": float32 [T]}` for distributed `(features, labels)` of the
+    global batch (per-replica values averaged; energy and grad_norm only for
+    models with an inner optimizer).
+  """
+  num_replicas = dist.num_replicas_in_sync
+
+  def replica_step(features, labels):
+    with tf.GradientTape() as tape:
+      outputs = model(features, training=True)
+      loss = problem.loss(labels, outputs)
+      if model.losses:
+        loss += tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+      scaled = optimizer.scale_loss(loss / num_replicas)
+    variables = model.trainable_variables
+    grads = tape.gradient(scaled, variables)
+    optimizer.apply(grads, variables)
+    logs = {"loss": loss}
+    for name in ("energy", "grad_norm"):
+      if name in outputs:
+        logs[name] = tf.reduce_mean(tf.cast(outputs[name], tf.float32), axis=-1)
+    return logs
+
+  def train_step(features, labels):
+    logs = dist.run(replica_step, args=(features, labels))
+    return {k: dist.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in logs.items()}
+
+  if run_eagerly:
+    if jit_compile:
+      logging.warning("train: run_eagerly=True ignores jit_compile=True")
+    return train_step
+  compiled = tf.function(train_step, jit_compile=jit_compile)
+  if not jit_compile:
+    return compiled
+
+  def numeric_step(features, labels):
+    # XLA takes no string tensors (e.g. a voxel example's model id): they
+    # are dropped before the compiled step; the loss never needs them.
+    return compiled(_without_strings(features), _without_strings(labels))
+
+  return numeric_step
+
+
+def _is_string(value):
+  if isinstance(value, tf.distribute.DistributedValues):
+    value = value.values[0]
+  return getattr(value, "dtype", None) == tf.string
+
+
+def _without_strings(nest):
+  """`nest` without its string tensors (dicts lose those entries)."""
+  if isinstance(nest, dict):
+    return {k: _without_strings(v) for k, v in nest.items()
+            if not _is_string(v)}
+  return nest
+
+
 @gin.configurable(denylist=["problem", "model_dir"])
 def train(problem, model_dir, epochs=1, batch_size=64, optimizer_fn=adam_optimizer,
           strategy="default", mixed_precision=False, jit_compile=False,
@@ -181,33 +255,8 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
   if max_steps is not None:
     total_steps = min(total_steps, int(max_steps))
   unrolled = unrolled_layers(model)
-  num_replicas = dist.num_replicas_in_sync
-
-  def replica_step(features, labels):
-    with tf.GradientTape() as tape:
-      outputs = model(features, training=True)
-      loss = problem.loss(labels, outputs)
-      if model.losses:
-        loss += tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
-      scaled = optimizer.scale_loss(loss / num_replicas)
-    variables = model.trainable_variables
-    grads = tape.gradient(scaled, variables)
-    optimizer.apply(grads, variables)
-    logs = {"loss": loss}
-    for name in ("energy", "grad_norm"):
-      if name in outputs:
-        logs[name] = tf.reduce_mean(tf.cast(outputs[name], tf.float32), axis=-1)
-    return logs
-
-  def train_step(features, labels):
-    logs = dist.run(replica_step, args=(features, labels))
-    return {k: dist.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-            for k, v in logs.items()}
-
-  if not run_eagerly:
-    train_step = tf.function(train_step, jit_compile=jit_compile)
-  elif jit_compile:
-    logging.warning("train: run_eagerly=True ignores jit_compile=True")
+  train_step = make_train_step(problem, model, optimizer, dist, jit_compile,
+                               run_eagerly)
 
   writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "train"))
   bar = tqdm.tqdm(total=total_steps, initial=int(step), desc="train",
