@@ -21,6 +21,7 @@ import tensorflow as tf
 import tqdm
 
 from ige_tf.core.unrolled import UnrolledSGD
+from ige_tf.train import distributed
 from ige_tf.train import strategies
 
 OPERATIVE_CONFIG = "operative_config.gin"
@@ -242,12 +243,32 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
   # The step counter is host-side bookkeeping: kept out of the strategy scope.
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
   checkpoint = _checkpoint(model, optimizer, step)
-  manager = tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=3)
-  if manager.latest_checkpoint:
-    _restore(checkpoint, manager.latest_checkpoint)
-    logging.info("Resumed from %s at step %d", manager.latest_checkpoint,
-                 int(step))
-  _write_operative_config(model_dir)
+  # Every worker saves (a collective); only the chief's copy is model_dir's.
+  save_dir = distributed.write_dir(model_dir, dist)
+  try:
+    return _train_loop(problem, model_dir, epochs, batch_size, dist, model,
+                       optimizer, step, checkpoint, save_dir, jit_compile,
+                       checkpoint_every_steps, summary_every_steps, max_steps,
+                       seed, progress, validation_split,
+                       validate_every_epochs, run_eagerly)
+  finally:
+    distributed.cleanup(save_dir, model_dir)
+
+
+def _train_loop(problem, model_dir, epochs, batch_size, dist, model,
+                optimizer, step, checkpoint, save_dir, jit_compile,
+                checkpoint_every_steps, summary_every_steps, max_steps, seed,
+                progress, validation_split, validate_every_epochs,
+                run_eagerly):
+  """`_train` from the checkpoint on; `save_dir` from `distributed.write_dir`."""
+  chief = distributed.is_chief(dist)
+  manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=3)
+  latest = distributed.latest_checkpoint(model_dir)  # the chief's, for all
+  if latest:
+    _restore(checkpoint, latest)
+    logging.info("Resumed from %s at step %d", latest, int(step))
+  if chief:
+    _write_operative_config(model_dir)
 
   first = problem.dataset("train", batch_size, shuffle=True, seed=seed)
   steps_per_epoch = _num_batches(first)
@@ -258,9 +279,9 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
   train_step = make_train_step(problem, model, optimizer, dist, jit_compile,
                                run_eagerly)
 
-  writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "train"))
+  writer = distributed.summary_writer(model_dir, dist, "train")
   bar = tqdm.tqdm(total=total_steps, initial=int(step), desc="train",
-                  disable=not progress, dynamic_ncols=True)
+                  disable=not (progress and chief), dynamic_ncols=True)
   config_written_after_step = False
   validation_writer = None
   try:
@@ -269,7 +290,7 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
       data = first if epoch == 0 else problem.dataset(
           "train", batch_size, shuffle=True, seed=seed + epoch)
       data = data.skip(skip).take(total_steps - int(step))
-      for features, labels in dist.experimental_distribute_dataset(data):
+      for features, labels in distributed.distribute_dataset(dist, data):
         logs = train_step(features, labels)
         step.assign_add(1)
         current = int(step)
@@ -280,7 +301,8 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
               f"training loss is {loss} at step {current}; last good "
               f"checkpoint: {manager.latest_checkpoint}")
         if not config_written_after_step:
-          _write_operative_config(model_dir)
+          if chief:
+            _write_operative_config(model_dir)
           config_written_after_step = True
         if current % summary_every_steps == 0 or current == total_steps:
           bar.set_postfix(loss=f"{loss:.4g}", epoch=epoch)
@@ -292,8 +314,8 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
       if (validation_split and int(step) % steps_per_epoch == 0
           and finished_epoch % validate_every_epochs == 0):
         if validation_writer is None:
-          validation_writer = tf.summary.create_file_writer(
-              os.path.join(model_dir, "logs", "validation"))
+          validation_writer = distributed.summary_writer(model_dir, dist,
+                                                         "validation")
         _write_metric_summaries(
             validation_writer, int(step), validation_split,
             compute_metrics(problem, model, validation_split, batch_size,
