@@ -81,14 +81,19 @@ def summary_writer(model_dir, strategy, name):
 
 
 @gin.configurable
-def input_sharding(policy="auto"):
+def input_sharding(policy="data"):
   """How a multi-worker run splits the input across workers.
 
   Args:
-    policy: "auto" (by file when the dataset reads at least one file per
-      worker, else by data), "file" or "data" (every worker reads all data
-      and keeps its part of every global batch: the batches then equal a
-      single-process run's). See `tf.data.experimental.AutoShardPolicy`.
+    policy: "data" (default: every worker reads all data and keeps its part
+      of every global batch, so the batches equal a single-process run's;
+      works for any dataset), "file" (each worker reads its own record
+      files: less input work, other batches; needs at least as many files
+      as workers) or "auto" (TensorFlow's choice: by file for a dataset
+      that reads files, else by data). With "file" or "auto", a dataset
+      with fewer files than workers fails on its first batch with
+      TensorFlow's "Could not apply FILE based sharding" error. See
+      `tf.data.experimental.AutoShardPolicy`.
   """
   if policy not in SHARD_POLICIES:
     raise ValueError(f"input_sharding: unknown policy {policy!r}; expected "
