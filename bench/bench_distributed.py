@@ -7,8 +7,9 @@ on 127.0.0.1 (each its own TF_CONFIG, the same global batch). Both run on
 this machine's CPU cores, so the figures show the cost of the collective
 machinery, not GPU speed. Throughput is read from the chief's TensorBoard
 events: global examples per second between the first and the last "loss"
-summary (tracing and start-up excluded). Data: tiny generated records in
-the real layouts, written to a temporary directory.
+summary (tracing and start-up excluded), over `--rounds` alternating rounds
+(median, min, max). Data: tiny generated records in the real layouts,
+written to a temporary directory.
 
   python bench/bench_distributed.py --out=bench/results/distributed.json
 """
@@ -19,10 +20,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 from absl import app
 from absl import flags
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -32,6 +33,9 @@ flags.DEFINE_string("out", os.path.join(REPO, "bench", "results",
 flags.DEFINE_integer("pose_steps", 40, "Training steps of the pose run.")
 flags.DEFINE_integer("voxel_steps", 12, "Training steps of the voxel run.")
 flags.DEFINE_integer("timeout", 1200, "Seconds allowed per run.")
+flags.DEFINE_integer("rounds", 3, "Rounds of (1 worker, 2 workers), "
+                     "alternating, per model: the spread shows the noise of "
+                     "a shared machine.")
 FLAGS = flags.FLAGS
 
 
@@ -132,22 +136,28 @@ def throughput(times, batch):
 
 def main(argv):
   del argv
-  results = {"command": "python bench/bench_distributed.py", "runs": {}}
+  results = {"command": "python bench/bench_distributed.py --rounds="
+             f"{FLAGS.rounds}", "runs": {}}
   with tempfile.TemporaryDirectory() as root:
     pose, voxel = make_records(root)
     for name, (args, batch, steps, every) in experiments(pose, voxel).items():
       entry = {"global_batch": batch, "steps": steps}
-      for workers in (1, 2):
-        start = time.time()
-        times = run(args, steps, every, workers,
-                    os.path.join(root, f"{name}_{workers}"))
-        entry[f"{workers}_workers"] = {
-            "examples_per_s": round(throughput(times, batch), 2),
-            "timed_steps": times[-1][0] - times[0][0],
-            "wall_s_total": round(time.time() - start, 1)}
-        print(name, workers, entry[f"{workers}_workers"], flush=True)
-      entry["ratio_2_over_1"] = round(entry["2_workers"]["examples_per_s"] /
-                                      entry["1_workers"]["examples_per_s"], 3)
+      rates = {1: [], 2: []}
+      for r in range(FLAGS.rounds):
+        for workers in (1, 2):
+          times = run(args, steps, every, workers,
+                      os.path.join(root, f"{name}_{workers}_{r}"))
+          rates[workers].append(round(throughput(times, batch), 2))
+          print(name, f"round {r}", workers, "workers:", rates[workers][-1],
+                "examples/s", flush=True)
+      for workers, values in rates.items():
+        entry[f"{workers}_workers_examples_per_s"] = {
+            "median": float(np.median(values)), "min": min(values),
+            "max": max(values), "all": values}
+      entry["ratio_2_over_1_per_round"] = [
+          round(b / a, 3) for a, b in zip(rates[1], rates[2])]
+      entry["ratio_2_over_1_median"] = float(
+          np.median(entry["ratio_2_over_1_per_round"]))
       results["runs"][name] = entry
   os.makedirs(os.path.dirname(FLAGS.out), exist_ok=True)
   tmp = FLAGS.out + ".tmp"
