@@ -722,8 +722,9 @@ def pose_energy(reprojection_units=(64,), reprojection_outputs=16,
                 feasibility_units=(64,), feasibility_outputs=16,
                 kernel_scale=1e-3, hip_min_length=0.05,
                 normalize_observed_scale=True, feasibility_feature_scale=1.0,
-                name=ENERGY):
-  """Builds the IGE energy layer (`PoseEnergy`); see its arguments."""
+                name=ENERGY, dtype=None):
+  """Builds the IGE energy layer (`PoseEnergy`); see its arguments. `dtype`:
+  its Keras dtype policy (None: the global one)."""
   return PoseEnergy(
       reprojection_units=reprojection_units,
       reprojection_outputs=reprojection_outputs,
@@ -731,7 +732,8 @@ def pose_energy(reprojection_units=(64,), reprojection_outputs=16,
       feasibility_outputs=feasibility_outputs, kernel_scale=kernel_scale,
       hip_min_length=hip_min_length,
       normalize_observed_scale=normalize_observed_scale,
-      feasibility_feature_scale=feasibility_feature_scale, name=name)
+      feasibility_feature_scale=feasibility_feature_scale, dtype=dtype,
+      name=name)
 
 
 @gin.configurable
@@ -778,7 +780,11 @@ def ige_lifter(num_steps=4, init_model_dir=None, train_initial_estimate=True,
   inputs = model_inputs()
   initial = initial_model(inputs)["steps"][0]
   context = {"pose_2d": inputs["pose_2d"], "distortion": inputs["distortion"]}
-  energy = energy_fn(name=ENERGY)
+  # The energy and the inner loop compute in float32 under any global
+  # policy: in half precision the reprojection energy's gradient overflows
+  # for a joint near or behind the camera (NaN iterates from the first inner
+  # step). Only the initial-estimate network follows mixed precision.
+  energy = energy_fn(name=ENERGY, dtype="float32")
   # Built explicitly: with num_steps = 0 the energy is never called, yet the
   # model's structure (and checkpoint) should not depend on num_steps.
   energy.build((None, NUM_JOINTS_3D, 3),
@@ -788,7 +794,7 @@ def ige_lifter(num_steps=4, init_model_dir=None, train_initial_estimate=True,
       momentum=momentum, clip_value=clip_value,
       learn_learning_rate=learn_learning_rate,
       learn_momentum=learn_momentum, learn_clip_value=learn_clip_value,
-      monotone_inference=safeguard, name=INNER_OPTIMIZER)
+      monotone_inference=safeguard, dtype="float32", name=INNER_OPTIMIZER)
   outputs = inner(initial, context, return_diagnostics=True)
   if int(num_steps) == 0:
     inner.trainable = False  # nothing to learn without steps

@@ -28,6 +28,7 @@ import tqdm
 
 from ige_tf.core.unrolled import UnrolledSGD
 from ige_tf.train import precise_bn
+from ige_tf.train import distributed
 from ige_tf.train import strategies
 
 OPERATIVE_CONFIG = "operative_config.gin"
@@ -210,6 +211,80 @@ def _make_model(problem):
   return model
 
 
+def make_train_step(problem, model, optimizer, dist, jit_compile=False,
+                    run_eagerly=False):
+  """The training step the loop runs: forward, loss, gradient, update.
+
+  Args:
+    problem: the `Problem` (its `loss`).
+    model: the model, built in `dist`'s scope.
+    optimizer: the outer optimizer (a `LossScaleOptimizer` under mixed
+      precision: the loss is scaled before the gradient and unscaled in
+      `apply`).
+    dist: the `tf.distribute.Strategy` the model lives in.
+    jit_compile: compile the whole step with XLA (`tf.function(jit_compile=
+      True)` demands every op be compilable: one that is not is an error).
+    run_eagerly: run op by op (no `tf.function`; ignores `jit_compile`).
+
+  Returns:
+    `step(features, labels) -> {"loss": float32 [], "energy": float32 [T],
+    "grad_norm": float32 [T]}` for distributed `(features, labels)` of the
+    global batch (per-replica values averaged; energy and grad_norm only for
+    models with an inner optimizer).
+  """
+  num_replicas = dist.num_replicas_in_sync
+
+  def replica_step(features, labels):
+    with tf.GradientTape() as tape:
+      outputs = model(features, training=True)
+      loss = problem.loss(labels, outputs)
+      if model.losses:
+        loss += tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+      scaled = optimizer.scale_loss(loss / num_replicas)
+    variables = model.trainable_variables
+    grads = tape.gradient(scaled, variables)
+    optimizer.apply(grads, variables)
+    logs = {"loss": loss}
+    for name in ("energy", "grad_norm"):
+      if name in outputs:
+        logs[name] = tf.reduce_mean(tf.cast(outputs[name], tf.float32), axis=-1)
+    return logs
+
+  def train_step(features, labels):
+    logs = dist.run(replica_step, args=(features, labels))
+    return {k: dist.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in logs.items()}
+
+  if run_eagerly:
+    if jit_compile:
+      logging.warning("train: run_eagerly=True ignores jit_compile=True")
+    return train_step
+  compiled = tf.function(train_step, jit_compile=jit_compile)
+  if not jit_compile:
+    return compiled
+
+  def numeric_step(features, labels):
+    # XLA takes no string tensors (e.g. a voxel example's model id): they
+    # are dropped before the compiled step; the loss never needs them.
+    return compiled(_without_strings(features), _without_strings(labels))
+
+  return numeric_step
+
+
+def _is_string(value):
+  if isinstance(value, tf.distribute.DistributedValues):
+    value = value.values[0]
+  return getattr(value, "dtype", None) == tf.string
+
+
+def _without_strings(nest):
+  """`nest` without its string tensors (dicts lose those entries)."""
+  if isinstance(nest, dict):
+    return {k: _without_strings(v) for k, v in nest.items()
+            if not _is_string(v)}
+  return nest
+
+
 @gin.configurable(denylist=["problem", "model_dir"])
 def train(problem, model_dir, epochs=1, batch_size=64, optimizer_fn=adam_optimizer,
           strategy="default", mixed_precision=False, jit_compile=False,
@@ -277,13 +352,34 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
   state = _training_state(model, optimizer, step)
   checkpoint = tf.train.Checkpoint(**state)
-  manager = tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=3)
-  if manager.latest_checkpoint:
-    restore_exact(state, manager.latest_checkpoint)
-    logging.info("Resumed from %s at step %d", manager.latest_checkpoint,
-                 int(step))
-  write_run_record(model_dir, problem)
-  _write_operative_config(model_dir)
+  # Every worker saves (a collective); only the chief's copy is model_dir's.
+  save_dir = distributed.write_dir(model_dir, dist)
+  try:
+    return _train_loop(problem, model_dir, epochs, batch_size, dist, model,
+                       optimizer, step, checkpoint, state, save_dir,
+                       jit_compile, checkpoint_every_steps, summary_every_steps,
+                       max_steps, seed, progress, validation_split,
+                       validate_every_epochs, run_eagerly)
+  finally:
+    distributed.cleanup(save_dir, model_dir)
+
+
+def _train_loop(problem, model_dir, epochs, batch_size, dist, model,
+                optimizer, step, checkpoint, state, save_dir, jit_compile,
+                checkpoint_every_steps, summary_every_steps, max_steps, seed,
+                progress, validation_split, validate_every_epochs,
+                run_eagerly):
+  """`_train` from the checkpoint on; `save_dir` from `distributed.write_dir`,
+  `state` the checkpointed objects (`_training_state`)."""
+  chief = distributed.is_chief(dist)
+  manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=3)
+  latest = distributed.latest_checkpoint(model_dir)  # the chief's, for all
+  if latest:
+    restore_exact(state, latest)
+    logging.info("Resumed from %s at step %d", latest, int(step))
+  if chief:
+    write_run_record(model_dir, problem)
+    _write_operative_config(model_dir)
 
   first = problem.dataset("train", batch_size, shuffle=True, seed=seed)
   steps_per_epoch = _num_batches(first)
@@ -291,37 +387,12 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
   if max_steps is not None:
     total_steps = min(total_steps, int(max_steps))
   unrolled = unrolled_layers(model)
-  num_replicas = dist.num_replicas_in_sync
+  train_step = make_train_step(problem, model, optimizer, dist, jit_compile,
+                               run_eagerly)
 
-  def replica_step(features, labels):
-    with tf.GradientTape() as tape:
-      outputs = model(features, training=True)
-      loss = problem.loss(labels, outputs)
-      if model.losses:
-        loss += tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
-      scaled = optimizer.scale_loss(loss / num_replicas)
-    variables = model.trainable_variables
-    grads = tape.gradient(scaled, variables)
-    optimizer.apply(grads, variables)
-    logs = {"loss": loss}
-    for name in ("energy", "grad_norm"):
-      if name in outputs:
-        logs[name] = tf.reduce_mean(tf.cast(outputs[name], tf.float32), axis=-1)
-    return logs
-
-  def train_step(features, labels):
-    logs = dist.run(replica_step, args=(features, labels))
-    return {k: dist.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-            for k, v in logs.items()}
-
-  if not run_eagerly:
-    train_step = tf.function(train_step, jit_compile=jit_compile)
-  elif jit_compile:
-    logging.warning("train: run_eagerly=True ignores jit_compile=True")
-
-  writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "train"))
+  writer = distributed.summary_writer(model_dir, dist, "train")
   bar = tqdm.tqdm(total=total_steps, initial=int(step), desc="train",
-                  disable=not progress, dynamic_ncols=True)
+                  disable=not (progress and chief), dynamic_ncols=True)
   config_written_after_step = False
   validation_writer = None
   try:
@@ -330,7 +401,7 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
       data = first if epoch == 0 else problem.dataset(
           "train", batch_size, shuffle=True, seed=seed + epoch)
       data = data.skip(skip).take(total_steps - int(step))
-      for features, labels in dist.experimental_distribute_dataset(data):
+      for features, labels in distributed.distribute_dataset(dist, data):
         logs = train_step(features, labels)
         step.assign_add(1)
         current = int(step)
@@ -341,7 +412,8 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
               f"training loss is {loss} at step {current}; last good "
               f"checkpoint: {manager.latest_checkpoint}")
         if not config_written_after_step:
-          _write_operative_config(model_dir)
+          if chief:
+            _write_operative_config(model_dir)
           config_written_after_step = True
         if current % summary_every_steps == 0 or current == total_steps:
           bar.set_postfix(loss=f"{loss:.4g}", epoch=epoch)
@@ -353,8 +425,8 @@ def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
       if (validation_split and int(step) % steps_per_epoch == 0
           and finished_epoch % validate_every_epochs == 0):
         if validation_writer is None:
-          validation_writer = tf.summary.create_file_writer(
-              os.path.join(model_dir, "logs", "validation"))
+          validation_writer = distributed.summary_writer(model_dir, dist,
+                                                         "validation")
         _write_metric_summaries(
             validation_writer, int(step), validation_split,
             compute_metrics(problem, model, validation_split, batch_size,
