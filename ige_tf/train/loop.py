@@ -436,7 +436,15 @@ def _train_loop(problem, model_dir, epochs, batch_size, dist, model,
     writer.flush()
   # Precise BN (ige_tf/train/precise_bn.py): recompute the BN moving
   # statistics for evaluation/export, then save them in the final checkpoint.
+  # Its forward passes draw dropout masks: the random states are put back,
+  # so a run stopped here (max_steps) and resumed draws what the
+  # uninterrupted run draws (the statistics are recomputed from scratch at
+  # the end of every run).
+  rng = random_states(model)
+  rng_before = [v.numpy() for v in rng]
   recomputed = precise_bn.precise_batch_norm(problem, model, batch_size, seed)
+  for variable, value in zip(rng, rng_before):
+    variable.assign(value)
   if recomputed or manager.latest_checkpoint is None or not (
       manager.latest_checkpoint.endswith(f"-{int(step)}")):
     manager.save(checkpoint_number=int(step))
