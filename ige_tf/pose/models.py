@@ -754,7 +754,8 @@ def ige_lifter(num_steps=4, init_model_dir=None, train_initial_estimate=True,
       is frozen: its batch norm runs in inference mode, dropout is off).
     initial_estimate_fn: builds the baseline (`baseline_lifter` with that
       run's architecture).
-    energy_fn: builds the energy layer (`pose_energy`).
+    energy_fn: builds the energy layer from `name` and `dtype` keyword
+      arguments (`pose_energy`).
     learning_rate, clip_value, momentum: the inner optimizer's (initial)
       hyper-parameters (paper 5.2: 1, 1, 0.1).
     learn_learning_rate, learn_clip_value, learn_momentum: learn them.

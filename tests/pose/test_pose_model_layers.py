@@ -204,7 +204,8 @@ def _models_per_layer():
   yield "UnrolledSGD", models.ige_lifter(
       num_steps=2, initial_estimate_fn=lambda statistics=None:
       models.baseline_lifter(units=16, num_blocks=1),
-      energy_fn=lambda name: models.PoseEnergy((8,), 4, (8,), 4, name=name))
+      energy_fn=lambda name, dtype=None: models.PoseEnergy(
+          (8,), 4, (8,), 4, name=name, dtype=dtype))
 
 
 @pytest.mark.parametrize("name,model", list(_models_per_layer()),
