@@ -437,3 +437,26 @@ class UnrolledSGD(keras.layers.Layer):
     config = dict(config)
     config["energy"] = keras.saving.deserialize_keras_object(config["energy"])
     return cls(**config)
+
+
+def find_inner_optimizers(model):
+  """Every `UnrolledSGD` layer inside a Keras model, depth first (by type,
+  not by layer name); `[]` for a model without an inner optimizer."""
+  # pylint: disable-next=protected-access
+  return [layer for layer in model._flatten_layers(include_self=False)
+          if isinstance(layer, UnrolledSGD)]
+
+
+def find_inner_optimizer(model):
+  """The `UnrolledSGD` layer of an IGE model, or None for a baseline.
+
+  Raises:
+    ValueError: the model holds more than one `UnrolledSGD` layer (use
+      `find_inner_optimizers`).
+  """
+  layers = find_inner_optimizers(model)
+  if len(layers) > 1:
+    raise ValueError(
+        f"model {model.name} has {len(layers)} UnrolledSGD layers "
+        f"({', '.join(layer.name for layer in layers)}); expected at most one")
+  return layers[0] if layers else None

@@ -15,7 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ige_tf.core import EnergyMLP, MultiStepLoss, UnrolledSGD
+from ige_tf.core import (EnergyMLP, MultiStepLoss, UnrolledSGD,
+                         find_inner_optimizer)
 from ige_tf.train.problem import Problem, count_trainable
 
 SPLIT_SIZES = {"train": 4096, "validation": 512, "test": 1024}
@@ -130,13 +131,13 @@ class DenoisingProblem(Problem):
     return {"mse": mse, "rmse": tf.sqrt(mse)}
 
   def component_params(self, model):
-    inner = model.get_layer("inner_optimizer")
+    inner = find_inner_optimizer(model)
     energy = count_trainable(inner.energy)
     return {"energy": energy,
             "inner_optimizer": count_trainable(inner) - energy}
 
   def multiply_adds(self, model):
-    mlp = model.get_layer("inner_optimizer").energy.mlp
+    mlp = find_inner_optimizer(model).energy.mlp
     dense = mlp.hidden_layers + [mlp.output_layer]
     forward = sum(int(np.prod(layer.kernel.shape)) for layer in dense)
     # Each inner step evaluates the energy and its gradient with respect to y,

@@ -266,7 +266,7 @@ class Lifter:
       steps = self._run(keypoints, f, c, k, p)
       return steps, steps
     b = len(keypoints)
-    x_d = (keypoints - c[:, None]) / f[:, None]
+    x_d = camera.normalize_pixels(keypoints, f, c)
     x = models.undistort(tf.constant(x_d), tf.constant(k),
                          tf.constant(p)).numpy()
     rays = np.concatenate([x, np.ones_like(x[..., :1])], -1)  # [B, 16, 3]

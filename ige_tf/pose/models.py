@@ -614,15 +614,6 @@ def find_baseline(model):
   raise ValueError(f"model {model.name} has no MartinezBaseline layer")
 
 
-def find_inner_optimizer(model):
-  """The `UnrolledSGD` layer of an IGE model, or None for a baseline."""
-  # pylint: disable-next=protected-access
-  for layer in model._flatten_layers(include_self=False):
-    if isinstance(layer, UnrolledSGD):
-      return layer
-  return None
-
-
 OUTPUT_FRAMES = ("root_relative", "camera")
 
 

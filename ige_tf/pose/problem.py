@@ -25,7 +25,8 @@ from absl import logging
 import gin
 import tensorflow as tf
 
-from ige_tf.core import MultiStepLoss
+from ige_tf.core import MultiStepLoss, find_inner_optimizer
+from ige_tf.pose import camera
 from ige_tf.pose import geometry
 from ige_tf.pose import metrics as pose_metrics
 from ige_tf.pose import models
@@ -80,11 +81,6 @@ def scaled_joint_distance(target, prediction):
 
 LOSS_FUNCTIONS = {"scaled_l2": scaled_l2,
                   "scaled_joint_distance": scaled_joint_distance}
-
-
-def normalize_pixels(pose_2d_pixels, f, c):
-  """`(uv - c) / f`: pixels `[B, J, 2]`, f, c `[B, 2]` -> `[B, J, 2]`."""
-  return (pose_2d_pixels - c[:, None, :]) / f[:, None, :]
 
 
 @gin.configurable
@@ -231,7 +227,7 @@ class PoseProblem(Problem):
     ]
 
     def serve(pose_2d, f, c, k, p):
-      features = {"pose_2d": normalize_pixels(pose_2d, f, c),
+      features = {"pose_2d": camera.normalize_pixels(pose_2d, f, c),
                   "distortion": tf.concat([k, p], axis=-1)}
       return serving_outputs(model(features, training=False))
 
@@ -240,7 +236,7 @@ class PoseProblem(Problem):
   # -- model statistics --------------------------------------------------------
   def component_params(self, model):
     """`initial_estimate`, `energy`, `inner_optimizer` trainable counts."""
-    inner = models.find_inner_optimizer(model)
+    inner = find_inner_optimizer(model)
     total = count_trainable(model)
     if inner is None:
       return {"initial_estimate": total, "energy": 0, "inner_optimizer": 0}
@@ -261,7 +257,7 @@ class PoseProblem(Problem):
     """
     baseline = models.dense_multiply_adds(
         models.find_baseline(model).dense_layers())
-    inner = models.find_inner_optimizer(model)
+    inner = find_inner_optimizer(model)
     if inner is None:
       return baseline
     energy = models.dense_multiply_adds(inner.energy.dense_layers())
@@ -272,7 +268,7 @@ def architecture(model):
   """What a pose model is: dict kind ("baseline" | "ige"), units, blocks,
   max_norm (of its baseline) and num_steps (0 for a baseline)."""
   baseline = models.find_baseline(model)
-  inner = models.find_inner_optimizer(model)
+  inner = find_inner_optimizer(model)
   return {"kind": "baseline" if inner is None else "ige",
           "units": baseline.units, "blocks": baseline.num_blocks,
           "max_norm": baseline.max_norm,

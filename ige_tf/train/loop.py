@@ -26,10 +26,11 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from ige_tf.core.unrolled import UnrolledSGD
+from ige_tf.core.unrolled import find_inner_optimizers
 from ige_tf.train import precise_bn
 from ige_tf.train import distributed
 from ige_tf.train import strategies
+from ige_tf.train.problem import count_trainable
 
 OPERATIVE_CONFIG = "operative_config.gin"
 RUN_CONFIG = "config.gin"
@@ -57,12 +58,6 @@ def adam_optimizer(learning_rate=1e-3, decay_steps=100000, decay_rate=0.96,
       learning_rate, decay_steps=decay_steps, decay_rate=decay_rate,
       staircase=staircase)
   return keras.optimizers.Adam(schedule, clipnorm=clipnorm)
-
-
-def unrolled_layers(model):
-  """All `UnrolledSGD` layers inside a model, depth first."""
-  return [layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
-          if isinstance(layer, UnrolledSGD)]
 
 
 def _write_operative_config(model_dir):
@@ -386,7 +381,7 @@ def _train_loop(problem, model_dir, epochs, batch_size, dist, model,
   total_steps = epochs * steps_per_epoch
   if max_steps is not None:
     total_steps = min(total_steps, int(max_steps))
-  unrolled = unrolled_layers(model)
+  unrolled = find_inner_optimizers(model)
   train_step = make_train_step(problem, model, optimizer, dist, jit_compile,
                                run_eagerly)
 
@@ -600,6 +595,6 @@ def model_stats(problem):
   """
   model = _make_model(problem)
   params = dict(problem.component_params(model))
-  params["total"] = int(sum(int(tf.size(v)) for v in model.trainable_weights))
+  params["total"] = count_trainable(model)
   return {"trainable_params": params,
           "multiply_adds": int(problem.multiply_adds(model))}

@@ -21,14 +21,16 @@ IGE-Net (paper 6.1-6.3, Fig. 5):
     steps = inner_optimizer(y_0, [x_i])
 
 Sub-models and layers are named after Table 2's rows ("image_encoder",
-"3d_decoder", "image_decoder", "inner_cnn", "inner_optimizer") so
-`component_params` and `multiply_adds_by_component` can find them.
+"3d_decoder", "image_decoder", "inner_cnn", "inner_optimizer");
+`component_params` and `multiply_adds_by_component` find the first three by
+name and the inner optimizer by type (`ige_tf.core.find_inner_optimizer`).
 """
 import gin
 import keras
 import tensorflow as tf
 
-from ige_tf.core import UnrolledSGD
+from ige_tf.core import UnrolledSGD, find_inner_optimizer
+from ige_tf.train.problem import count_trainable
 from ige_tf.voxel import decoders
 from ige_tf.voxel import encoders
 from ige_tf.voxel import flops
@@ -178,8 +180,8 @@ def baseline_voxel_model(encoder="mn", resolution=32, grid="frustum",
       baseline), "i4" or "inception_v4".
     resolution: R, output grid resolution (`t 2^k`, t = image_size / 32).
     grid: "frustum" or "world": which label grid the model is trained on.
-      The architecture is the same; it is recorded in the model name and in
-      `model.label_key` for the data side (`labels[model.label_key]`).
+      The architecture is the same; it is recorded in the model name (the
+      data side, `VoxelProblem(grid=...)`, picks the labels).
     image_size: S, a multiple of 32.
     encoder_weights: the encoder trunk's weights: None (random), "imagenet"
       (Keras-applications file, cached or downloaded) or a local file
@@ -214,21 +216,13 @@ def baseline_voxel_model(encoder="mn", resolution=32, grid="frustum",
   steps = AddStepAxis(name="steps")(decoder(top))
   model = keras.Model({"image": image}, {"steps": steps},
                       name=name or f"base_{encoder}_{grid}_{resolution}")
-  model.label_key = grid
   return model
-
-
-def _trainable_count(layer):
-  return int(sum(int(tf.size(w)) for w in layer.trainable_weights))
 
 
 def _inner_layers(model):
   """(UnrolledSGD layer, its energy) of an IGE model, or (None, None)."""
-  try:
-    optimizer = model.get_layer("inner_optimizer")
-  except ValueError:
-    return None, None
-  return optimizer, optimizer.energy
+  optimizer = find_inner_optimizer(model)
+  return (None, None) if optimizer is None else (optimizer, optimizer.energy)
 
 
 def _component_or_zero(model, name):
@@ -252,13 +246,13 @@ def component_params(model):
   counts = {}
   for name in ("image_encoder", "3d_decoder", "image_decoder"):
     layer = _component_or_zero(model, name)
-    counts[name] = 0 if layer is None else _trainable_count(layer)
+    counts[name] = 0 if layer is None else count_trainable(layer)
   optimizer, energy = _inner_layers(model)
-  counts["inner_cnn"] = 0 if energy is None else _trainable_count(energy)
+  counts["inner_cnn"] = 0 if energy is None else count_trainable(energy)
   counts["inner_optimizer"] = (0 if optimizer is None else
-                               _trainable_count(optimizer)
+                               count_trainable(optimizer)
                                - counts["inner_cnn"])
-  counts["total"] = _trainable_count(model)
+  counts["total"] = count_trainable(model)
   return counts
 
 

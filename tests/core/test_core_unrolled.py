@@ -417,3 +417,19 @@ def test_monotone_inference_never_raises_the_energy():
   trained = layer(y0, context, training=True).numpy()[:, 0, 0]
   np.testing.assert_allclose(trained, (-2.0)**np.arange(5))
   assert UnrolledSGD.from_config(layer.get_config()).monotone_inference
+
+
+def test_find_inner_optimizer_goes_by_type_not_by_name():
+  from ige_tf.core import find_inner_optimizer, find_inner_optimizers
+  y = keras.Input((3,))
+  first = UnrolledSGD(DiagonalQuadratic([1.0] * 3), num_steps=1,
+                      name="renamed")
+  out = first(y, y)
+  assert find_inner_optimizer(keras.Model(y, out)) is first
+  assert find_inner_optimizer(keras.Model(y, keras.layers.Dense(3)(y))) is None
+  second = UnrolledSGD(DiagonalQuadratic([2.0] * 3), num_steps=1,
+                       name="second")
+  both = keras.Model(y, [out, second(y, y)])
+  assert find_inner_optimizers(both) == [first, second]
+  with pytest.raises(ValueError, match="2 UnrolledSGD layers"):
+    find_inner_optimizer(both)

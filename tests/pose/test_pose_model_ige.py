@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ige_tf.core import find_inner_optimizer
 from ige_tf.pose import models
 from ige_tf.train import loop
 from ige_tf.pose.problem import PoseProblem
@@ -35,7 +36,7 @@ def test_frozen_initial_estimate_has_no_trainable_weights(baseline_run):
   ige = models.ige_lifter(num_steps=1, init_model_dir=baseline_run,
                           initial_estimate_fn=b128_1,
                           train_initial_estimate=False)
-  inner = models.find_inner_optimizer(ige)
+  inner = find_inner_optimizer(ige)
   assert len(ige.trainable_weights) == len(inner.trainable_weights) == 3 + 8
 
 
@@ -51,7 +52,7 @@ def test_zero_steps_returns_the_initial_estimate(records_gt, baseline_run):
                              baseline(features, training=False)["steps"][0],
                              rtol=1e-6, atol=1e-6)
   assert out["energy"].shape == (0, 8)
-  assert not models.find_inner_optimizer(ige).trainable_weights
+  assert not find_inner_optimizer(ige).trainable_weights
   with pytest.raises(ValueError, match="nothing is trainable"):
     models.ige_lifter(num_steps=0, init_model_dir=baseline_run,
                       initial_estimate_fn=b128_1,

@@ -99,7 +99,6 @@ def test_ige_64_from_gin(image):
 @pytest.mark.parametrize("grid,resolution", [("world", 32), ("frustum", 64)])
 def test_baseline_outputs_and_components(grid, resolution, image):
   model = models.baseline_voxel_model("mn", resolution=resolution, grid=grid)
-  assert model.label_key == grid
   assert model.name == f"base_mn_{grid}_{resolution}"
   outputs = model({"image": image})
   assert set(outputs) == {"steps"}

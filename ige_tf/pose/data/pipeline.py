@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from ige_tf.data import records_check
+from ige_tf.pose import camera
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import h36m
 from ige_tf.pose.data import prepare
@@ -142,7 +143,7 @@ _MIRROR_PERM, _MIRROR_SIGN = _mirror_columns()
 def _pack(parsed):
   """Parsed records -> (floats `[N, 92]`, strings `[N, 4]`, frame `[N]`)."""
   f, c = parsed["f"], parsed["c"]
-  pose_2d = (parsed["pose_2d"] - c[:, None, :]) / f[:, None, :]
+  pose_2d = camera.normalize_pixels(parsed["pose_2d"], f, c)
   columns = [tf.reshape(pose_2d, [-1, 32]), f, c, parsed["k"], parsed["p"],
              tf.reshape(parsed["pose_3d"][:, 1:], [-1, 48]),
              parsed["pose_3d"][:, 0]]

@@ -155,7 +155,7 @@ def _entry(subject, sequence, camera, path, reason, scope, frames=None):
 
 def _statistics_sums(pose_2d, pose_3d, f, c):
   """float64 sums and sums of squares of the pipeline's standardized inputs."""
-  norm_2d = (pose_2d - c[:, None, :]) / f[:, None, :]
+  norm_2d = camera_lib.normalize_pixels(pose_2d, f, c)
   rel_3d = pose_3d[:, 1:] - pose_3d[:, :1]
   values = {"pose_2d": norm_2d, "pose_3d": rel_3d,
             "pose_3d_camera": pose_3d[:, 1:], "root_3d": pose_3d[:, 0]}
