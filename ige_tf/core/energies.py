@@ -30,7 +30,8 @@ def track_sublayers(layer, sublayers):
   restored by `tf.train.Checkpoint(model=...)` (evaluation, export). Each
   sublayer is also assigned to an attribute `_<its name>`; Keras de-duplicates
   by identity, so nothing is tracked twice. Call it on every list of layers a
-  layer holds.
+  layer holds (tests/train/test_checkpoint_invariant.py checks every model
+  family).
   """
   for sublayer in sublayers:
     setattr(layer, f"_{sublayer.name}", sublayer)
