@@ -32,7 +32,6 @@ the training-typical one (the re-placement keeps the shape, not the depth
 stretch). `view_scale` is the spread of the training-set mean 2D pose,
 read from the model's baseline statistics (`input_mean`).
 """
-import json
 import os
 
 import numpy as np
