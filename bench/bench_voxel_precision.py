@@ -20,7 +20,7 @@ difference `|g - g_ref| / |g_ref|` and the cosine over all trainable weights,
 and the relative difference over the image encoder's weights and over the
 rest (decoders, energy, inner optimizer); mean ± std over `--seeds` model
 initialisations. `--noise_images` replaces the renders by uniform noise
-(no uniform background). Writes <work_dir>/results.json.
+(no uniform background). Writes <work_dir>/results_b<batch_size>[_noise].json.
 """
 import json
 import os
@@ -157,7 +157,7 @@ def main(argv):
       print(f"  {key:24s} " + " ".join(
           f"{np.mean(v):8.3g} ± {np.std(v):<5.2g}" for v in values.values()))
   os.makedirs(FLAGS.work_dir, exist_ok=True)
-  suffix = "_noise" if FLAGS.noise_images else ""
+  suffix = f"_b{FLAGS.batch_size}" + ("_noise" if FLAGS.noise_images else "")
   with open(os.path.join(FLAGS.work_dir, f"results{suffix}.json"), "w") as f:
     json.dump({"batch_size": FLAGS.batch_size, "seeds": FLAGS.seeds,
                "noise_images": FLAGS.noise_images, "results": results}, f,
