@@ -409,7 +409,7 @@ def _trunk_and_skips(name, image_size):
 
 
 def build_image_encoder(name="mn", image_size=128, weights=None,
-                        trainable=True):
+                        trainable=True, dtype=None):
   """Builds an image encoder returning multi-scale feature maps.
 
   Args:
@@ -419,6 +419,9 @@ def build_image_encoder(name="mn", image_size=128, weights=None,
       Keras-applications ImageNet file, cached or downloaded; see the module
       docstring) or the path of a local weights file of the no-top trunk.
     trainable: whether the encoder's weights are trained.
+    dtype: dtype policy name of every encoder layer, e.g. "float32" to keep
+      the encoder in float32 under `mixed_float16`; None follows the global
+      policy.
 
   Returns:
     `keras.Model` named "image_encoder": float32 `[B, S, S, 3]` in [0, 1] ->
@@ -439,14 +442,22 @@ def build_image_encoder(name="mn", image_size=128, weights=None,
   if weights is not None and os.fspath(weights) == IMAGENET:
     # Before building: an unavailable file fails fast (I4 takes seconds).
     weights_path = fetch_imagenet_weights(name, image_size)
-  trunk, skip_names = _trunk_and_skips(name, image_size)
-  if weights_path is not None:
-    _load_weights(trunk, weights_path, name)
-  features = keras.Model(
-      trunk.input, [trunk.get_layer(n).output for n in skip_names],
-      name=f"{name}_features")
-  features.trainable = trainable
-  image = keras.Input((image_size, image_size, 3), name="image")
-  scaled = keras.layers.Rescaling(2.0, offset=-1.0, name="to_minus_one_one")(
-      image)
-  return keras.Model(image, features(scaled), name="image_encoder")
+  previous = keras.mixed_precision.global_policy()
+  if dtype is not None:
+    # keras.applications trunks take no dtype: their layers follow the
+    # global policy while they are built.
+    keras.mixed_precision.set_global_policy(dtype)
+  try:
+    trunk, skip_names = _trunk_and_skips(name, image_size)
+    if weights_path is not None:
+      _load_weights(trunk, weights_path, name)
+    features = keras.Model(
+        trunk.input, [trunk.get_layer(n).output for n in skip_names],
+        name=f"{name}_features")
+    features.trainable = trainable
+    image = keras.Input((image_size, image_size, 3), name="image")
+    scaled = keras.layers.Rescaling(2.0, offset=-1.0,
+                                    name="to_minus_one_one")(image)
+    return keras.Model(image, features(scaled), name="image_encoder")
+  finally:
+    keras.mixed_precision.set_global_policy(previous)

@@ -88,7 +88,7 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
                     generator_resolution=32, depth_bins=None,
                     energy_filters=None, kernel_scale=1e-3,
                     learning_rate=1.0, clip_value=1.0, min_channels=4,
-                    recompute_steps=False, name=None):
+                    recompute_steps=False, encoder_dtype=None, name=None):
   """IGE-Net for single-view reconstruction in frustum space.
 
   Args:
@@ -118,6 +118,9 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
       of storing its intermediates (`UnrolledSGD.recompute_steps`): less
       memory at high resolution for some extra compute; same values and
       gradients.
+    encoder_dtype: dtype policy of the image encoder (None: the global
+      policy; "float32" keeps it in float32 under mixed precision, see
+      docs/distributed.md).
     name: model name (default "ige_<encoder>_<R>").
 
   Returns:
@@ -134,7 +137,8 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
 
   image = keras.Input((image_size, image_size, 3), name="image")
   encoder_model = encoders.build_image_encoder(
-      encoder, image_size, weights=encoder_weights, trainable=train_encoder)
+      encoder, image_size, weights=encoder_weights, trainable=train_encoder,
+      dtype=encoder_dtype)
   by_size, channels = _encoder_maps(encoder, image, encoder_model, image_size)
   top = by_size[top_size]
 
@@ -171,7 +175,7 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
 def baseline_voxel_model(encoder="mn", resolution=32, grid="frustum",
                          image_size=128, encoder_weights=None,
                          train_encoder=True, base_channels=None, min_channels=4,
-                         name=None):
+                         encoder_dtype=None, name=None):
   """3D-deconvolution baseline (paper 6.3: the initial-estimate network with
   the features doubled), extendable to R = 64, 128, 256.
 
@@ -190,6 +194,9 @@ def baseline_voxel_model(encoder="mn", resolution=32, grid="frustum",
     base_channels: channels of the 4^3 grid (default 128 MN / 512 I4, twice
       the IGE initial-estimate network's).
     min_channels: lower bound on hidden channels at fine resolutions.
+    encoder_dtype: dtype policy of the image encoder (None: the global
+      policy; "float32" keeps it in float32 under mixed precision, see
+      docs/distributed.md).
     name: model name (default "base_<encoder>_<grid>_<R>").
 
   Returns:
@@ -207,7 +214,7 @@ def baseline_voxel_model(encoder="mn", resolution=32, grid="frustum",
   image = keras.Input((image_size, image_size, 3), name="image")
   encoder_model = encoders.build_image_encoder(
       encoder_name, image_size, weights=encoder_weights,
-      trainable=train_encoder)
+      trainable=train_encoder, dtype=encoder_dtype)
   top = encoder_model(image)[-1]
   decoder = decoders.build_occupancy_decoder(
       encoders.encoder_channels(encoder_name)[-1], top_size,

@@ -83,14 +83,38 @@ def _relative(a, b):
   return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def _cosine(a, b):
+  return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _mixed_step(config, params, batch, initial, max_skipped):
+  """One mixed-precision SGD step from `initial`: (loss, update), checked
+  finite, nonzero and skipped by loss scaling at most `max_skipped` times."""
+  mixed_problem, mixed_model = _build(config, params, mixed=True)
+  assert len(mixed_model.variables) == len(initial)
+  mixed_loss, mixed_update, tries = _step(mixed_problem, mixed_model, batch,
+                                          initial, mixed=True)
+  assert np.isfinite(mixed_loss) and np.all(np.isfinite(mixed_update))
+  assert np.any(mixed_update != 0) and tries - 1 <= max_skipped
+  return mixed_loss, mixed_update, tries
+
+
 def check_family(config, params, batch_size, mixed_loss_rtol=1e-2,
                  mixed_update_rtol=5e-2, xla_rtol=1e-4, xla_update_rtol=1e-3,
-                 max_skipped=0):
+                 max_skipped=0, mixed_cosine_min=None,
+                 float32_encoder_params=None):
   """The module docstring's checks for one experiment.
 
-  Updates are compared by `|a - b| / |b|` over all trainable weights. Batch
-  normalization over a batch of 2 (voxel tests) makes the gradient a
-  difference of nearly equal terms, so those updates get looser bounds.
+  Updates are SGD steps, `-lr * gradient`, so comparing them compares the
+  gradients: by `|a - b| / |b|` over all trainable weights and, where
+  `mixed_cosine_min` is given, by their cosine (the direction of descent).
+  `float32_encoder_params`: extra bindings that keep a voxel model's image
+  encoder in float32; the mixed step with them must meet
+  `mixed_update_rtol`, the one without them only the cosine (see
+  `VOXEL_BOUNDS`).
+
+  Returns:
+    dict of the measured losses and update differences.
   """
   problem, model = _build(config, params, mixed=False)
   batch = _batch(problem, batch_size)
@@ -103,19 +127,27 @@ def check_family(config, params, batch_size, mixed_loss_rtol=1e-2,
   assert xla_loss == pytest.approx(loss, rel=xla_rtol)
   assert _relative(xla_update, update) < xla_update_rtol
 
-  mixed_problem, mixed_model = _build(config, params, mixed=True)
-  assert len(mixed_model.variables) == len(initial)
-  mixed_loss, mixed_update, tries = _step(mixed_problem, mixed_model, batch,
-                                   initial, mixed=True)
-  assert np.isfinite(mixed_loss) and np.all(np.isfinite(mixed_update))
-  assert np.any(mixed_update != 0) and tries - 1 <= max_skipped
+  mixed_loss, mixed_update, tries = _mixed_step(config, params, batch,
+                                                initial, max_skipped)
   assert mixed_loss == pytest.approx(loss, rel=mixed_loss_rtol)
-  assert _relative(mixed_update, update) < mixed_update_rtol
-  print(f"{config}: loss {loss:.6g}, XLA {xla_loss:.6g} (update rel. diff. "
-        f"{_relative(xla_update, update):.2g}), mixed {mixed_loss:.6g} "
-        f"(update rel. diff. {_relative(mixed_update, update):.2g}, "
-        f"{tries - 1} step(s) skipped by loss scaling)")
-  return {"loss": loss, "xla_loss": xla_loss, "mixed_loss": mixed_loss}
+  measured = {"loss": loss, "xla_loss": xla_loss, "mixed_loss": mixed_loss,
+              "xla_update": _relative(xla_update, update),
+              "mixed_update": _relative(mixed_update, update),
+              "mixed_cosine": _cosine(mixed_update, update)}
+  if mixed_cosine_min is None:
+    assert measured["mixed_update"] < mixed_update_rtol
+  else:
+    assert measured["mixed_cosine"] > mixed_cosine_min
+  if float32_encoder_params is not None:
+    encoder_loss, encoder_update, _ = _mixed_step(
+        config, list(params) + list(float32_encoder_params), batch, initial,
+        max_skipped)
+    assert encoder_loss == pytest.approx(loss, rel=mixed_loss_rtol)
+    measured["float32_encoder_update"] = _relative(encoder_update, update)
+    assert measured["float32_encoder_update"] < mixed_update_rtol
+  print(f"{config}: " + ", ".join(f"{k} {v:.3g}" for k, v in measured.items())
+        + f", {tries - 1} step(s) skipped by loss scaling")
+  return measured
 
 
 def test_denoising():
@@ -161,19 +193,26 @@ def test_pose_ige_from_random_initialization(pose_records):
   assert "float16" in set(dense.values()), dense  # the initial estimate
 
 
-# Voxel steps (batch 2, MobileNetV2 with batch normalization): the float32
-# update is the small difference of large per-example terms, and half
-# precision moves it by ~60% (measured: base-mn 0.64, ige-mn 0.55 relative)
-# while the loss agrees to 1e-2; XLA moves it by < 10%. The bounds below
-# are those measurements with a margin: the steps are finite, not skipped,
-# and point the same way, not equal.
-VOXEL_BOUNDS = dict(xla_update_rtol=0.1, mixed_update_rtol=0.8)
+# Voxel steps: the gradient of the randomly initialised MobileNetV2 encoder
+# (batch normalization in training mode, renders on a uniform background)
+# is ill-conditioned in any precision: float32 differs from float64 by ~10%
+# (bench/bench_voxel_precision.py), XLA's float32 (other summation order)
+# from the eager float32 step by ~6%, and float16 rounding in the encoder
+# moves it by 55-65% (cosine 0.80-0.84 with float32). With the encoder in
+# float32 and everything else mixed (decoders, energy, inner loop, loss
+# scaling) the update is within 3% of float32: that is the tight check; a
+# precision problem outside the encoder fails it. The default mixed model
+# is held to a cosine of 0.7 (descends in the same direction).
+VOXEL_BOUNDS = dict(xla_update_rtol=0.1, mixed_cosine_min=0.7,
+                    mixed_update_rtol=0.06)
 
 
 @pytest.mark.slow
 def test_voxel_baseline(voxel_records):
   check_family("voxel/base-mn.gin", [f"RECORDS_DIR = {voxel_records!r}",
                                      "ENCODER_WEIGHTS = None"], 2,
+               float32_encoder_params=[
+                   "baseline_voxel_model.encoder_dtype = 'float32'"],
                **VOXEL_BOUNDS)
 
 
@@ -181,4 +220,6 @@ def test_voxel_baseline(voxel_records):
 def test_voxel_ige_mn(voxel_records):
   check_family("voxel/ige-mn.gin", [f"RECORDS_DIR = {voxel_records!r}",
                                     "NUM_STEPS = 1", "ENCODER_WEIGHTS = None"],
-               2, **VOXEL_BOUNDS)
+               2, float32_encoder_params=[
+                   "ige_voxel_model.encoder_dtype = 'float32'"],
+               **VOXEL_BOUNDS)

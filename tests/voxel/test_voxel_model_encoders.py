@@ -147,3 +147,19 @@ def test_scaled_residual_config_round_trip():
   assert clone.get_config() == layer.get_config()
   a, b = np.ones((1, 2)), np.full((1, 2), 2.0)
   np.testing.assert_allclose(clone([a, b]).numpy(), [[1.34, 1.34]])
+
+
+def test_dtype_keeps_the_encoder_in_float32_under_mixed_precision():
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    mixed = encoders.build_image_encoder("mn", 32)
+    kept = encoders.build_image_encoder("mn", 32, dtype="float32")
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+  image = np.random.default_rng(0).uniform(size=(1, 32, 32, 3))
+  assert [o.dtype for o in mixed(image)] == ["float16"] * 5
+  assert [o.dtype for o in kept(image)] == ["float32"] * 5
+  kept_layers = [l for l in kept._flatten_layers() if l.weights]  # pylint: disable=protected-access
+  assert kept_layers and {l.compute_dtype for l in kept_layers} == {"float32"}
