@@ -95,6 +95,33 @@ def verify_shard(path, check, examples=None):
   return check, None
 
 
+def check_split(folder, entry, manifest_path, examples=None,
+                prepare_command="the prepare command"):
+  """`check_shards` for one split entry of a manifest.
+
+  Args:
+    folder: the split folder.
+    entry: the manifest's entry for the split (holding "shard_checks").
+    manifest_path: the manifest, named in errors.
+    examples: the split's example count in the manifest, or None.
+    prepare_command: the command that writes these records, named in the
+      error for a manifest written before shard checks existed.
+
+  Returns:
+    (files, counts), as `check_shards`.
+
+  Raises:
+    ShardError: the manifest has no shard checks, or as `check_shards`.
+  """
+  if "shard_checks" not in entry:
+    raise ShardError(
+        manifest_path, "written by an older version without shard checks; "
+        f"re-run {prepare_command} with the same flags (it verifies the "
+        "finished shards and records their checks)")
+  return check_shards(folder, entry["shard_checks"], manifest_path,
+                      examples=examples)
+
+
 def check_shards(folder, checks, manifest_path, examples=None,
                  suffix=".tfrecord"):
   """Compares the shards of a split on disk with its manifest (cheap).

@@ -68,6 +68,23 @@ def test_damaged_shard_read_is_an_error_naming_it(shards, how, in_function,
     list(records_check.read_checked(paths[1], 10))
 
 
+def test_a_split_without_shard_checks_names_the_manifest_and_the_command(
+    shards, tmp_path):
+  """Records written before shard checks existed are refused (both
+  pipelines read their split entries through `check_split`)."""
+  folder, paths, checks = shards
+  manifest = str(tmp_path / "manifest.json")
+  files, counts = records_check.check_split(
+      folder, {"shard_checks": checks}, manifest, examples=20)
+  assert files == paths and counts == [10, 10]
+  with pytest.raises(records_check.ShardError,
+                     match=re.escape(manifest) + ": written by an older "
+                     "version without shard checks; re-run "
+                     "bin/prepare_h36m.py with the same flags"):
+    records_check.check_split(folder, {"examples": 20}, manifest,
+                              prepare_command="bin/prepare_h36m.py")
+
+
 def test_open_time_check_names_missing_truncated_and_unlisted_shards(
     shards, tmp_path, damage_shard):
   folder, paths, checks = shards

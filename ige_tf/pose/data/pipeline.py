@@ -77,13 +77,9 @@ def split_shards(records_dir, split):
   entry = manifest.get("splits", {}).get(split)
   if entry is None:
     raise KeyError(f"{path}: no split {split!r}")
-  if "shard_checks" not in entry:
-    raise records_check.ShardError(
-        path, "written by an older prepare_h36m without shard checks; re-run "
-        "bin/prepare_h36m.py with the same flags (it verifies the finished "
-        "shards and records their checks)")
-  files, counts = records_check.check_shards(
-      folder, entry["shard_checks"], path, examples=entry["examples"])
+  files, counts = records_check.check_split(
+      folder, entry, path, examples=entry["examples"],
+      prepare_command="bin/prepare_h36m.py")
   if not files:
     raise FileNotFoundError(f"{folder}: no .tfrecord shards")
   return files, counts

@@ -67,14 +67,10 @@ def split_shards(records_dir, split):
   if split not in splits:
     raise ValueError(f"{records_dir}: no split {split!r}; available: {sorted(splits)}")
   entry = splits[split]
-  if "shard_checks" not in entry:
-    raise records_check.ShardError(
-        path, "written by an older version without shard checks; re-run the "
-        "prepare command with the same flags (it verifies the finished shards "
-        "and records their checks)")
-  files, counts = records_check.check_shards(
-      os.path.join(records_dir, split), entry["shard_checks"], path,
-      examples=entry.get("num_examples"))
+  files, counts = records_check.check_split(
+      os.path.join(records_dir, split), entry, path,
+      examples=entry.get("num_examples"),
+      prepare_command="bin/prepare_shapenet.py (or bin/import_r2n2.py)")
   if not files:
     raise ValueError(f"{records_dir}: split {split!r} has no finished shards")
   return files, counts

@@ -111,14 +111,6 @@ def read_split_file(path):
   return assignment
 
 
-def _sha256_file(path):
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 # ----------------------------------------------------------------------------
 # Jobs and shards.
 
@@ -618,7 +610,7 @@ def split_jobs(models, split_file=None, train_fraction=DEFAULT_TRAIN_FRACTION,
                      if (s, m) not in found and (synsets is None or s in synsets))
     extra["split_file_models_missing"] = missing
     extra["split_file"] = os.path.abspath(split_file)
-    split = {"source": "file", "sha256": _sha256_file(split_file)}
+    split = {"source": "file", "sha256": records_check.file_sha256(split_file)}
   else:
     for model in models:
       jobs.append(Job(model.synset, model.model_id, hash_split(model.model_id, train_fraction),
