@@ -211,7 +211,7 @@ def make_train_step(problem, model, optimizer, dist, jit_compile=False,
   """The training step the loop runs: forward, loss, gradient, update.
 
   Args:
-    problem: the `Problem` (its `loss`).
+    problem: the `Problem` (its `training_loss`).
     model: the model, built in `dist`'s scope.
     optimizer: the outer optimizer (a `LossScaleOptimizer` under mixed
       precision: the loss is scaled before the gradient and unscaled in
@@ -231,8 +231,7 @@ def make_train_step(problem, model, optimizer, dist, jit_compile=False,
 
   def replica_step(features, labels):
     with tf.GradientTape() as tape:
-      outputs = model(features, training=True)
-      loss = problem.loss(labels, outputs)
+      loss, outputs = problem.training_loss(model, features, labels)
       if model.losses:
         loss += tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
       scaled = optimizer.scale_loss(loss / num_replicas)

@@ -40,6 +40,23 @@ class Problem:
     """Scalar float32 training loss (mean over the local batch)."""
     raise NotImplementedError
 
+  def training_loss(self, model, features, labels):
+    """The training forward pass and its loss, as the loop's step runs it.
+
+    The default is `model(features, training=True)` followed by `loss`. A
+    problem overrides it when the loss is cheaper taken inside the forward
+    pass (e.g. a per-step loss folded into a recomputed unroll, so the
+    `[T+1, B, ...]` stack is never materialized).
+
+    Returns:
+      `(loss, outputs)`: the scalar float32 loss (mean over the local batch,
+      without `model.losses`) and a dict holding at least what the loop
+      logs, "energy" and "grad_norm" `[T, B]` when the model has an inner
+      optimizer.
+    """
+    outputs = model(features, training=True)
+    return self.loss(labels, outputs), outputs
+
   def metrics(self, labels, outputs):
     """Per-example, per-step metrics: dict name -> float `[T+1, B]`."""
     raise NotImplementedError
