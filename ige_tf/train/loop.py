@@ -1,23 +1,48 @@
 """The generic training, evaluation and export loop for any `Problem`.
 
+`train` (gin: `train.epochs`, `train.batch_size`, ...) collects its options
+in a `TrainConfig` and runs the loop's phases, each a function or small
+class of its own:
+
+  build        `precision_policy` and `build`: the strategy, the model and
+               the optimizer in its scope, the step counter (`TrainingState`).
+  restore      `checkpoints.resume`: the latest checkpoint, restored exactly
+               (weights, optimizer, step, random states).
+  step         `make_train_step`: forward pass and loss
+               (`Problem.training_loss`), gradient, update; `finite_loss`
+               stops a run whose loss is NaN or infinite.
+  summaries    `TrainSummaries`: TensorBoard scalars every N steps.
+  checkpoint   `checkpoints.Checkpoints`: saves every N steps and at every
+               epoch end.
+  validate     `Validation`: per-step metrics on a split every N epochs.
+  finish       `finish`: precise BN, then the final checkpoint.
+
 A run's `model_dir` holds:
   ckpt-*              `tf.train.CheckpointManager` checkpoints (model,
                       optimizer, step, random states "rng"); training resumes
-                      from the latest one, restored exactly (`restore_exact`).
+                      from the latest one, restored exactly
+                      (`ige_tf.train.checkpoints`).
   config.gin          the parsed gin config (macros kept), written when
                       training starts (`write_run_record`).
   run.json            the problem's class and the bindings that rebuild its
                       model from the checkpoint alone (`write_run_record`).
-  operative_config.gin  gin's operative config, written after the model and
-                      the data pipeline are built (so it records both).
+  operative_config.gin  gin's operative config, written when training starts
+                      and again after the first step (so it records the
+                      model, the data pipeline and the traced step).
   A run is loaded back by `ige_tf.train.run.open_run`.
-  logs/train, logs/eval  TensorBoard summaries.
+  logs/train, logs/validation, logs/eval  TensorBoard summaries.
   metrics.json        written by `evaluate`.
   export/             written by `export`: a SavedModel.
+
+Under a multi-worker strategy only the chief writes `model_dir`
+(`ige_tf.train.distributed`).
 """
+import contextlib
+import dataclasses
 import json
 import math
 import os
+from typing import Callable, Optional
 
 from absl import logging
 import gin
@@ -27,9 +52,14 @@ import tensorflow as tf
 import tqdm
 
 from ige_tf.core.unrolled import find_inner_optimizers
+from ige_tf.train import checkpoints
 from ige_tf.train import precise_bn
 from ige_tf.train import distributed
 from ige_tf.train import strategies
+# Public names of this module too (callers use `loop.CheckpointError`...).
+from ige_tf.train.checkpoints import CheckpointError  # pylint: disable=unused-import
+from ige_tf.train.checkpoints import random_states
+from ige_tf.train.checkpoints import restore_exact
 from ige_tf.train.problem import count_trainable
 
 OPERATIVE_CONFIG = "operative_config.gin"
@@ -38,10 +68,6 @@ RUN_RECORD = "run.json"
 RUN_FORMAT = 1
 METRICS_FILE = "metrics.json"
 EXPORT_DIR = "export"
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint in a model directory cannot be restored."""
 
 
 def _require_model_dir(model_dir):
@@ -102,103 +128,6 @@ def _num_batches(dataset):
   return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
 
 
-def _training_state(model, optimizer, step):
-  """What a training checkpoint holds: everything a resumed run needs to
-  continue bit for bit (weights, optimizer slots, step, random states)."""
-  return {"model": model, "optimizer": optimizer, "step": step,
-          "rng": random_states(model)}
-
-
-def _variables(obj):
-  """The variables a checkpointed object owns: a Keras model's weights, a
-  Keras optimizer's variables, a variable, or a list of variables."""
-  if isinstance(obj, (list, tuple)):
-    return list(obj)
-  if isinstance(obj, keras.layers.Layer):
-    return list(obj.weights)
-  if isinstance(obj, keras.optimizers.Optimizer):
-    return list(obj.variables)
-  return [obj]
-
-
-def random_states(model):
-  """The model's random-number states: its variables that are not weights
-  (the `keras.random.SeedGenerator` state of every Dropout and other random
-  layer, int `[2]` each). Keras does not checkpoint them with the model; the
-  training checkpoint does ("rng"), so a resumed run draws the same dropout
-  masks as the uninterrupted one."""
-  weights = {id(v) for v in model.weights}
-  return [v for v in model.variables if id(v) not in weights]
-
-
-def _variable_name(variable):
-  return getattr(variable, "path", None) or variable.name
-
-
-def restore_exact(objects, path):
-  """Restores `objects` from checkpoint `path`, exactly or not at all.
-
-  Every variable of every object must receive a value from the checkpoint,
-  and every variable the checkpoint stores under those objects' names must be
-  used. Values the checkpoint holds under other names (e.g. "optimizer" and
-  "step" when only a model is restored) are ignored.
-
-  Args:
-    objects: dict checkpoint name -> Keras model (its weights), Keras
-      optimizer, variable or list of variables (the keyword arguments of
-      `tf.train.Checkpoint`).
-    path: a checkpoint prefix (e.g. `tf.train.latest_checkpoint(model_dir)`).
-
-  Raises:
-    CheckpointError: the checkpoint is unreadable, a shape differs, or
-      variables do not match (the message lists them).
-  """
-  try:
-    status = tf.train.Checkpoint(**objects).restore(path)
-    # Unmatched values are checked below, naming them; silence TF's warning.
-    status.expect_partial()
-  except Exception as e:  # pylint: disable=broad-except  (any failure = unusable)
-    raise CheckpointError(
-        f"cannot restore checkpoint {path}: {type(e).__name__}: "
-        f"{str(e).splitlines()[0] if str(e) else ''}. The checkpoint is corrupt "
-        "or was written by a different model configuration; delete it or use "
-        "another --model_dir.") from e
-  # TF's public status checks cannot tell "optimizer not restored on purpose"
-  # from "model weight unused": read the matching the restore made
-  # (`assert_consumed` does the same over the whole checkpoint).
-  restore = status._checkpoint  # pylint: disable=protected-access
-  matched_ids = {id(o) for o in restore.object_by_proto_id.values()}
-  missing = [f"{name}: {_variable_name(v)}" for name, obj in objects.items()
-             for v in _variables(obj) if id(v) not in matched_ids]
-  nodes = restore.object_graph_proto.nodes
-  unused = []
-  queue = [(child.node_id, child.local_name) for child in nodes[0].children
-           if child.local_name in objects]
-  seen = set()
-  while queue:
-    node_id, node_path = queue.pop(0)
-    if node_id in seen:
-      continue
-    seen.add(node_id)
-    node = nodes[node_id]
-    if node.attributes and node_id not in restore.object_by_proto_id:
-      unused.append(node_path)
-    queue.extend((c.node_id, f"{node_path}/{c.local_name}")
-                 for c in node.children)
-  if missing or unused:
-    lines = []
-    if missing:
-      lines.append(f"{len(missing)} variable(s) of the model have no value in "
-                   "the checkpoint: " + ", ".join(sorted(missing)))
-    if unused:
-      lines.append(f"{len(unused)} checkpointed variable(s) match nothing in "
-                   "the model: " + ", ".join(sorted(unused)))
-    raise CheckpointError(
-        f"checkpoint {path} does not match the model built from this "
-        "configuration (was it written by another configuration?): "
-        + "; ".join(lines))
-
-
 def _make_model(problem):
   model = problem.build_model()
   if not model.built:
@@ -206,9 +135,134 @@ def _make_model(problem):
   return model
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The training loop's options: the arguments of `train` (gin `train.*`).
+
+  Attributes:
+    epochs: number of passes over the training split.
+    batch_size: global batch size (split across replicas).
+    optimizer_fn: builds the outer Keras optimizer.
+    strategy: see `strategies.get_strategy` ("default", "mirrored",
+      "multi_worker").
+    mixed_precision: compute in float16 with float32 variables and loss
+      scaling.
+    jit_compile: compile the training step with XLA.
+    checkpoint_every_steps: checkpoint period (also saved at every epoch end).
+    summary_every_steps: TensorBoard period (also written at the last step).
+    max_steps: stop after this many total steps (None: run all epochs).
+    seed: base seed; epoch e shuffles with seed + e.
+    progress: show a tqdm progress bar.
+    validation_split: if set (e.g. "validation"), per-step metrics on this
+      split are written to TensorBoard (`logs/validation`) every
+      `validate_every_epochs` epochs.
+    validate_every_epochs: validation period in epochs.
+    run_eagerly: run the training step op by op instead of as a
+      `tf.function` graph (like Keras' `run_eagerly`): Python breakpoints and
+      prints inside the model and loss work, and there is no tracing cost, at
+      the price of slower steps. Ignores `jit_compile`.
+
+  Raises (on construction):
+    ValueError: a count or period below its minimum, naming the `train.*`
+      binding.
+  """
+  epochs: int = 1
+  batch_size: int = 64
+  optimizer_fn: Callable[[], keras.optimizers.Optimizer] = adam_optimizer
+  strategy: str = "default"
+  mixed_precision: bool = False
+  jit_compile: bool = False
+  checkpoint_every_steps: int = 1000
+  summary_every_steps: int = 100
+  max_steps: Optional[int] = None
+  seed: int = 0
+  progress: bool = True
+  validation_split: Optional[str] = None
+  validate_every_epochs: int = 1
+  run_eagerly: bool = False
+
+  def __post_init__(self):
+    minimum = {"epochs": 0, "batch_size": 1, "checkpoint_every_steps": 1,
+               "summary_every_steps": 1, "validate_every_epochs": 1}
+    if self.max_steps is not None:
+      minimum["max_steps"] = 0
+    for name, least in minimum.items():
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"train.{name} must be an integer, got {value!r}")
+      if value < least:
+        raise ValueError(f"train.{name} must be >= {least}, got {value}")
+
+  def total_steps(self, steps_per_epoch):
+    """The run's last step (int): `epochs` epochs of `steps_per_epoch`
+    steps, or `max_steps` if fewer."""
+    total = self.epochs * steps_per_epoch
+    if self.max_steps is not None:
+      total = min(total, int(self.max_steps))
+    return total
+
+
+@contextlib.contextmanager
+def precision_policy(mixed_precision):
+  """Sets Keras' global dtype policy to "mixed_float16" if `mixed_precision`
+  (else leaves it), and puts the previous policy back on exit."""
+  previous = keras.mixed_precision.global_policy()
+  if mixed_precision:
+    keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingState:
+  """What the build phase makes and the other phases share.
+
+  Attributes:
+    strategy: the `tf.distribute.Strategy` the model lives in.
+    model: the problem's built Keras model (made in the strategy's scope).
+    optimizer: its outer optimizer, built (a `LossScaleOptimizer` under
+      mixed precision).
+    step: int64 `[]` variable, the optimizer steps taken (across resumes).
+    objects: what a checkpoint holds (`checkpoints.training_objects`).
+  """
+  strategy: tf.distribute.Strategy
+  model: keras.Model
+  optimizer: keras.optimizers.Optimizer
+  step: tf.Variable
+  objects: dict
+
+
+def build(problem, config):
+  """The build phase: strategy, model, optimizer and step counter.
+
+  Run it under `precision_policy(config.mixed_precision)`, which must stay
+  in force while the model trains.
+
+  Args:
+    problem: the `Problem` (its `build_model`).
+    config: a `TrainConfig` (strategy, optimizer_fn, mixed_precision).
+
+  Returns:
+    A `TrainingState` at step 0 (before any restore).
+  """
+  dist = strategies.get_strategy(config.strategy)
+  with dist.scope():
+    model = _make_model(problem)
+    optimizer = config.optimizer_fn()
+    if config.mixed_precision:
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+  # The step counter is host-side bookkeeping: kept out of the strategy scope.
+  step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+  return TrainingState(dist, model, optimizer, step,
+                       checkpoints.training_objects(model, optimizer, step))
+
+
 def make_train_step(problem, model, optimizer, dist, jit_compile=False,
                     run_eagerly=False):
-  """The training step the loop runs: forward, loss, gradient, update.
+  """The step phase: forward, loss, gradient, update.
 
   Args:
     problem: the `Problem` (its `training_loss`).
@@ -279,6 +333,155 @@ def _without_strings(nest):
   return nest
 
 
+def finite_loss(logs, step, last_good):
+  """The step's loss (float), checked finite.
+
+  Args:
+    logs: the step's logs (`make_train_step`), with "loss" float32 `[]`.
+    step: the number of steps taken, this one included (int).
+    last_good: the last checkpoint saved (str or None), for the message.
+
+  Raises:
+    FloatingPointError: the loss is NaN or infinite; the message names the
+      step and the last good checkpoint.
+  """
+  loss = float(logs["loss"])
+  if not math.isfinite(loss):
+    raise FloatingPointError(
+        f"training loss is {loss} at step {step}; last good "
+        f"checkpoint: {last_good}")
+  return loss
+
+
+class TrainSummaries:
+  """The summaries phase: TensorBoard scalars of the training steps.
+
+  Every `every_steps` steps and at the last step: "loss",
+  "outer/learning_rate", for models with an inner optimizer
+  "inner/energy/step_<t>" and "inner/grad_norm/step_<t>" (batch means) and
+  the inner optimizers' learned hyper-parameters ("inner/<name>", or
+  "inner_<i>/<name>" when there are several).
+  """
+
+  def __init__(self, writer, optimizer, unrolled, every_steps, total_steps):
+    """
+    Args:
+      writer: a `tf.summary` writer (`distributed.summary_writer`).
+      optimizer: the outer optimizer (its learning rate is logged).
+      unrolled: the model's inner optimizers (`find_inner_optimizers`).
+      every_steps: int >= 1, the period in steps.
+      total_steps: the run's last step (int), also written.
+    """
+    self.writer = writer
+    self.optimizer = optimizer
+    self.unrolled = unrolled
+    self.every_steps = int(every_steps)
+    self.total_steps = int(total_steps)
+
+  def after_step(self, step, logs):
+    """Writes the summaries of `logs` at `step` (int) if it is due.
+
+    Returns:
+      Whether they were written (bool).
+    """
+    if step % self.every_steps and step != self.total_steps:
+      return False
+    with self.writer.as_default(step=step):
+      tf.summary.scalar("loss", logs["loss"])
+      lr = self.optimizer.learning_rate
+      tf.summary.scalar("outer/learning_rate", lr() if callable(lr) else lr)
+      for name in ("energy", "grad_norm"):
+        if name in logs:
+          for t, value in enumerate(np.asarray(logs[name]).reshape(-1)):
+            tf.summary.scalar(f"inner/{name}/step_{t}", value)
+      for i, layer in enumerate(self.unrolled):
+        prefix = "inner" if len(self.unrolled) == 1 else f"inner_{i}"
+        for name, value in layer.hyperparameters().items():
+          tf.summary.scalar(f"{prefix}/{name}", value)
+    return True
+
+  def flush(self):
+    self.writer.flush()
+
+
+class Validation:
+  """The validate phase: per-step metrics of a split every N epochs.
+
+  At the end of every `config.validate_every_epochs`-th epoch,
+  `compute_metrics` of `config.validation_split` is written to
+  `model_dir/logs/validation` (chief only) as "<split>/<metric>/step_<t>"
+  and "<split>/<metric>/final". Nothing happens without a validation split.
+  """
+
+  def __init__(self, problem, model, model_dir, strategy, config):
+    """
+    Args:
+      problem: the `Problem` (its dataset and metrics).
+      model: the model being trained.
+      model_dir: the run directory.
+      strategy: the `tf.distribute.Strategy` (who writes).
+      config: the `TrainConfig` (validation_split, validate_every_epochs,
+        batch_size).
+    """
+    self.problem = problem
+    self.model = model
+    self.model_dir = model_dir
+    self.strategy = strategy
+    self.split = config.validation_split
+    self.every_epochs = config.validate_every_epochs
+    self.batch_size = config.batch_size
+    self._writer = None  # made at the first validation: no empty log dir
+
+  def after_epoch(self, step, steps_per_epoch):
+    """Validates if `step` (int) ends an epoch whose number is a multiple of
+    the period.
+
+    Returns:
+      The metrics written (dict, see `compute_metrics`), or None.
+    """
+    if not self.split or step % steps_per_epoch:
+      return None
+    if (step // steps_per_epoch) % self.every_epochs:
+      return None
+    if self._writer is None:
+      self._writer = distributed.summary_writer(self.model_dir, self.strategy,
+                                                "validation")
+    metrics = compute_metrics(self.problem, self.model, self.split,
+                              self.batch_size, progress=False)
+    _write_metric_summaries(self._writer, step, self.split, metrics)
+    return metrics
+
+
+def finish(problem, state, saver, config):
+  """The finish phase: precise BN, then the final checkpoint.
+
+  Precise BN (ige_tf/train/precise_bn.py) recomputes the BN moving
+  statistics for evaluation and export. Its forward passes draw dropout
+  masks: the random states are put back, so a run stopped here (max_steps)
+  and resumed draws what the uninterrupted run draws (the statistics are
+  recomputed from scratch at the end of every run). The final checkpoint
+  is saved if the statistics changed or the last save is older than the
+  last step.
+
+  Args:
+    problem: the `Problem`.
+    state: the `TrainingState`.
+    saver: the `checkpoints.Checkpoints` phase.
+    config: the `TrainConfig` (batch_size, seed).
+
+  Returns:
+    The number of steps taken (int).
+  """
+  rng = random_states(state.model)
+  rng_before = [v.numpy() for v in rng]
+  recomputed = precise_bn.precise_batch_norm(problem, state.model,
+                                             config.batch_size, config.seed)
+  for variable, value in zip(rng, rng_before):
+    variable.assign(value)
+  saver.save_final(int(state.step), changed=bool(recomputed))
+  return int(state.step)
+
+
 @gin.configurable(denylist=["problem", "model_dir"])
 def train(problem, model_dir, epochs=1, batch_size=64, optimizer_fn=adam_optimizer,
           strategy="default", mixed_precision=False, jit_compile=False,
@@ -290,174 +493,97 @@ def train(problem, model_dir, epochs=1, batch_size=64, optimizer_fn=adam_optimiz
   Args:
     problem: a `Problem`.
     model_dir: run directory (created if needed).
-    epochs: number of passes over the training split.
-    batch_size: global batch size (split across replicas).
-    optimizer_fn: builds the outer Keras optimizer.
-    strategy: see `strategies.get_strategy` ("default", "mirrored",
-      "multi_worker").
-    mixed_precision: compute in float16 with float32 variables and loss scaling.
-    jit_compile: compile the training step with XLA.
-    checkpoint_every_steps: checkpoint period (also saved at every epoch end).
-    summary_every_steps: TensorBoard period.
-    max_steps: stop after this many total steps (None: run all epochs).
-    seed: base seed; epoch e shuffles with seed + e.
-    progress: show a tqdm progress bar.
-    validation_split: if set (e.g. "validation"), per-step metrics on this
-      split are written to TensorBoard (`logs/validation`) every
-      `validate_every_epochs` epochs.
-    validate_every_epochs: validation period in epochs.
-    run_eagerly: run the training step op by op instead of as a
-      `tf.function` graph (like Keras' `run_eagerly`): Python breakpoints and
-      prints inside the model and loss work, and there is no tracing cost, at
-      the price of slower steps. Ignores `jit_compile`.
+    epochs, batch_size, optimizer_fn, strategy, mixed_precision, jit_compile,
+    checkpoint_every_steps, summary_every_steps, max_steps, seed, progress,
+    validation_split, validate_every_epochs, run_eagerly: the options of
+      `TrainConfig` (documented there; the defaults are the same).
+
+  Returns:
+    The total number of optimizer steps taken (int), counted across resumes.
+  """
+  config = TrainConfig(
+      epochs=epochs, batch_size=batch_size, optimizer_fn=optimizer_fn,
+      strategy=strategy, mixed_precision=mixed_precision,
+      jit_compile=jit_compile, checkpoint_every_steps=checkpoint_every_steps,
+      summary_every_steps=summary_every_steps, max_steps=max_steps, seed=seed,
+      progress=progress, validation_split=validation_split,
+      validate_every_epochs=validate_every_epochs, run_eagerly=run_eagerly)
+  return run_training(problem, model_dir, config)
+
+
+def run_training(problem, model_dir, config):
+  """`train` with its options in a `TrainConfig`: runs the phases.
 
   Returns:
     The total number of optimizer steps taken (int), counted across resumes.
   """
   model_dir = _require_model_dir(model_dir)
   os.makedirs(model_dir, exist_ok=True)
-  keras.utils.set_random_seed(seed)
-  previous_policy = keras.mixed_precision.global_policy()
-  if mixed_precision:
-    keras.mixed_precision.set_global_policy("mixed_float16")
-  try:
-    return _train(problem, model_dir, epochs, batch_size, optimizer_fn,
-                  strategy, mixed_precision, jit_compile,
-                  checkpoint_every_steps, summary_every_steps, max_steps, seed,
-                  progress, validation_split, validate_every_epochs,
-                  run_eagerly)
-  finally:
-    keras.mixed_precision.set_global_policy(previous_policy)
+  keras.utils.set_random_seed(config.seed)
+  with precision_policy(config.mixed_precision):
+    state = build(problem, config)
+    # Every worker saves (a collective); only the chief's copy is model_dir's.
+    save_dir = distributed.write_dir(model_dir, state.strategy)
+    try:
+      saver = checkpoints.Checkpoints(state.objects, save_dir,
+                                      config.checkpoint_every_steps)
+      checkpoints.resume(state.objects, model_dir)
+      if distributed.is_chief(state.strategy):
+        write_run_record(model_dir, problem)
+        _write_operative_config(model_dir)
+      _train_epochs(problem, model_dir, config, state, saver)
+      return finish(problem, state, saver, config)
+    finally:
+      distributed.cleanup(save_dir, model_dir)
 
 
-def _train(problem, model_dir, epochs, batch_size, optimizer_fn, strategy,
-           mixed_precision, jit_compile, checkpoint_every_steps,
-           summary_every_steps, max_steps, seed, progress, validation_split,
-           validate_every_epochs, run_eagerly):
-  """`train` without the global mixed-precision policy handling."""
-  dist = strategies.get_strategy(strategy)
-  with dist.scope():
-    model = _make_model(problem)
-    optimizer = optimizer_fn()
-    if mixed_precision:
-      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(model.trainable_variables)
-  # The step counter is host-side bookkeeping: kept out of the strategy scope.
-  step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-  state = _training_state(model, optimizer, step)
-  checkpoint = tf.train.Checkpoint(**state)
-  # Every worker saves (a collective); only the chief's copy is model_dir's.
-  save_dir = distributed.write_dir(model_dir, dist)
-  try:
-    return _train_loop(problem, model_dir, epochs, batch_size, dist, model,
-                       optimizer, step, checkpoint, state, save_dir,
-                       jit_compile, checkpoint_every_steps, summary_every_steps,
-                       max_steps, seed, progress, validation_split,
-                       validate_every_epochs, run_eagerly)
-  finally:
-    distributed.cleanup(save_dir, model_dir)
-
-
-def _train_loop(problem, model_dir, epochs, batch_size, dist, model,
-                optimizer, step, checkpoint, state, save_dir, jit_compile,
-                checkpoint_every_steps, summary_every_steps, max_steps, seed,
-                progress, validation_split, validate_every_epochs,
-                run_eagerly):
-  """`_train` from the checkpoint on; `save_dir` from `distributed.write_dir`,
-  `state` the checkpointed objects (`_training_state`)."""
-  chief = distributed.is_chief(dist)
-  manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=3)
-  latest = distributed.latest_checkpoint(model_dir)  # the chief's, for all
-  if latest:
-    restore_exact(state, latest)
-    logging.info("Resumed from %s at step %d", latest, int(step))
-  if chief:
-    write_run_record(model_dir, problem)
-    _write_operative_config(model_dir)
-
-  first = problem.dataset("train", batch_size, shuffle=True, seed=seed)
+def _train_epochs(problem, model_dir, config, state, saver):
+  """Steps from `state.step` to the last step, epoch by epoch: the step,
+  summaries, checkpoint and validate phases, the operative config after the
+  first step, the progress bar."""
+  chief = distributed.is_chief(state.strategy)
+  first = problem.dataset("train", config.batch_size, shuffle=True,
+                          seed=config.seed)
   steps_per_epoch = _num_batches(first)
-  total_steps = epochs * steps_per_epoch
-  if max_steps is not None:
-    total_steps = min(total_steps, int(max_steps))
-  unrolled = find_inner_optimizers(model)
-  train_step = make_train_step(problem, model, optimizer, dist, jit_compile,
-                               run_eagerly)
-
-  writer = distributed.summary_writer(model_dir, dist, "train")
-  bar = tqdm.tqdm(total=total_steps, initial=int(step), desc="train",
-                  disable=not (progress and chief), dynamic_ncols=True)
+  total_steps = config.total_steps(steps_per_epoch)
+  summaries = TrainSummaries(
+      distributed.summary_writer(model_dir, state.strategy, "train"),
+      state.optimizer, find_inner_optimizers(state.model),
+      config.summary_every_steps, total_steps)
+  validation = Validation(problem, state.model, model_dir, state.strategy,
+                          config)
+  train_step = make_train_step(problem, state.model, state.optimizer,
+                               state.strategy, config.jit_compile,
+                               config.run_eagerly)
+  bar = tqdm.tqdm(total=total_steps, initial=int(state.step), desc="train",
+                  disable=not (config.progress and chief), dynamic_ncols=True)
   config_written_after_step = False
-  validation_writer = None
   try:
-    while int(step) < total_steps:
-      epoch, skip = divmod(int(step), steps_per_epoch)
+    while int(state.step) < total_steps:
+      # A resumed run skips the steps its epoch already took: same batches.
+      epoch, skip = divmod(int(state.step), steps_per_epoch)
       data = first if epoch == 0 else problem.dataset(
-          "train", batch_size, shuffle=True, seed=seed + epoch)
-      data = data.skip(skip).take(total_steps - int(step))
-      for features, labels in distributed.distribute_dataset(dist, data):
+          "train", config.batch_size, shuffle=True, seed=config.seed + epoch)
+      data = data.skip(skip).take(total_steps - int(state.step))
+      for features, labels in distributed.distribute_dataset(state.strategy,
+                                                             data):
         logs = train_step(features, labels)
-        step.assign_add(1)
-        current = int(step)
+        state.step.assign_add(1)
+        current = int(state.step)
         bar.update(1)
-        loss = float(logs["loss"])
-        if not math.isfinite(loss):
-          raise FloatingPointError(
-              f"training loss is {loss} at step {current}; last good "
-              f"checkpoint: {manager.latest_checkpoint}")
+        loss = finite_loss(logs, current, saver.latest)
         if not config_written_after_step:
           if chief:
             _write_operative_config(model_dir)
           config_written_after_step = True
-        if current % summary_every_steps == 0 or current == total_steps:
+        if summaries.after_step(current, logs):
           bar.set_postfix(loss=f"{loss:.4g}", epoch=epoch)
-          _write_train_summaries(writer, current, logs, optimizer, unrolled)
-        if current % checkpoint_every_steps == 0:
-          manager.save(checkpoint_number=current)
-      manager.save(checkpoint_number=int(step))
-      finished_epoch = int(step) // steps_per_epoch
-      if (validation_split and int(step) % steps_per_epoch == 0
-          and finished_epoch % validate_every_epochs == 0):
-        if validation_writer is None:
-          validation_writer = distributed.summary_writer(model_dir, dist,
-                                                         "validation")
-        _write_metric_summaries(
-            validation_writer, int(step), validation_split,
-            compute_metrics(problem, model, validation_split, batch_size,
-                            progress=False))
+        saver.after_step(current)
+      saver.save(int(state.step))
+      validation.after_epoch(int(state.step), steps_per_epoch)
   finally:
     bar.close()
-    writer.flush()
-  # Precise BN (ige_tf/train/precise_bn.py): recompute the BN moving
-  # statistics for evaluation/export, then save them in the final checkpoint.
-  # Its forward passes draw dropout masks: the random states are put back,
-  # so a run stopped here (max_steps) and resumed draws what the
-  # uninterrupted run draws (the statistics are recomputed from scratch at
-  # the end of every run).
-  rng = random_states(model)
-  rng_before = [v.numpy() for v in rng]
-  recomputed = precise_bn.precise_batch_norm(problem, model, batch_size, seed)
-  for variable, value in zip(rng, rng_before):
-    variable.assign(value)
-  if recomputed or manager.latest_checkpoint is None or not (
-      manager.latest_checkpoint.endswith(f"-{int(step)}")):
-    manager.save(checkpoint_number=int(step))
-  return int(step)
-
-
-def _write_train_summaries(writer, step, logs, optimizer, unrolled):
-  with writer.as_default(step=step):
-    tf.summary.scalar("loss", logs["loss"])
-    lr = optimizer.learning_rate
-    tf.summary.scalar("outer/learning_rate", lr() if callable(lr) else lr)
-    for name in ("energy", "grad_norm"):
-      if name in logs:
-        for t, value in enumerate(np.asarray(logs[name]).reshape(-1)):
-          tf.summary.scalar(f"inner/{name}/step_{t}", value)
-    for i, layer in enumerate(unrolled):
-      prefix = "inner" if len(unrolled) == 1 else f"inner_{i}"
-      for name, value in layer.hyperparameters().items():
-        tf.summary.scalar(f"{prefix}/{name}", value)
+    summaries.flush()
 
 
 def restore_model(problem, model_dir):
