@@ -1,4 +1,4 @@
-"""What a training checkpoint holds, how it is restored exactly, when it is saved.
+"""Training checkpoints: what they hold, exact restore, when they are saved.
 
 A training checkpoint (`ckpt-<step>` in a run's `model_dir`) holds the
 objects of `training_objects`: "model" (its weights), "optimizer" (its

@@ -56,10 +56,6 @@ from ige_tf.train import checkpoints
 from ige_tf.train import precise_bn
 from ige_tf.train import distributed
 from ige_tf.train import strategies
-# Public names of this module too (callers use `loop.CheckpointError`...).
-from ige_tf.train.checkpoints import CheckpointError  # pylint: disable=unused-import
-from ige_tf.train.checkpoints import random_states
-from ige_tf.train.checkpoints import restore_exact
 from ige_tf.train.problem import count_trainable
 
 OPERATIVE_CONFIG = "operative_config.gin"
@@ -68,6 +64,12 @@ RUN_RECORD = "run.json"
 RUN_FORMAT = 1
 METRICS_FILE = "metrics.json"
 EXPORT_DIR = "export"
+
+# Public names of this module too, for its callers (they live in
+# ige_tf/train/checkpoints.py).
+CheckpointError = checkpoints.CheckpointError
+restore_exact = checkpoints.restore_exact
+random_states = checkpoints.random_states
 
 
 def _require_model_dir(model_dir):
@@ -472,7 +474,7 @@ def finish(problem, state, saver, config):
   Returns:
     The number of steps taken (int).
   """
-  rng = random_states(state.model)
+  rng = checkpoints.random_states(state.model)
   rng_before = [v.numpy() for v in rng]
   recomputed = precise_bn.precise_batch_norm(problem, state.model,
                                              config.batch_size, config.seed)
@@ -601,7 +603,7 @@ def restore_model(problem, model_dir):
     raise FileNotFoundError(
         f"no checkpoint in model_dir {model_dir!r}: train a model there first")
   model = _make_model(problem)
-  restore_exact({"model": model}, latest)
+  checkpoints.restore_exact({"model": model}, latest)
   return model
 
 
