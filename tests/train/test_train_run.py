@@ -181,8 +181,10 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path,
        f"--model_dir={killed}", *args], stdout=subprocess.DEVNULL,
       stderr=subprocess.DEVNULL, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
   deadline = time.time() + 240
-  while (not os.path.exists(os.path.join(killed, f"ckpt-{kill_step}.index"))
-         and proc.poll() is None and time.time() < deadline):
+  # The kill comes once ckpt-<kill_step> is the latest checkpoint (the
+  # manager writes its `checkpoint` state file after the shard files).
+  while (not (tf.train.latest_checkpoint(killed) or "").endswith(
+      f"-{kill_step}") and proc.poll() is None and time.time() < deadline):
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
