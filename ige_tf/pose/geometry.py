@@ -102,7 +102,7 @@ def observed_scale(pose_2d, min_scale=1e-3):
   pose_2d = tf.convert_to_tensor(pose_2d)
   centred = pose_2d - tf.reduce_mean(pose_2d, axis=-2, keepdims=True)
   mean_sq = tf.reduce_mean(tf.reduce_sum(tf.square(centred), -1), -1)
-  return tf.sqrt(mean_sq + tf.cast(min_scale, pose_2d.dtype)**2)
+  return tf.sqrt(mean_sq + tf.constant(min_scale, pose_2d.dtype)**2)
 
 
 def optimal_scale(prediction, target):
@@ -192,7 +192,7 @@ def scale_normalize(points, index_a, index_b, min_length=1e-3):
   weights[index_b] -= 1.0
   diff = tf.reduce_sum(points * tf.constant(weights, points.dtype), axis=-2)
   length = tf.sqrt(tf.reduce_sum(tf.square(diff), axis=-1) +
-                   tf.cast(min_length, points.dtype)**2)
+                   tf.constant(min_length, points.dtype)**2)
   return points / tf.expand_dims(tf.expand_dims(length, -1), -1)
 
 

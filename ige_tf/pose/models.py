@@ -155,10 +155,16 @@ def restore_baseline(model, init_model_dir):
   try:
     loop.restore_exact({"model": model}, latest)
   except loop.CheckpointError as e:
+    # The underlying cause when there is one (a shape mismatch): the loop's
+    # own advice (delete the checkpoint) is wrong for a baseline run.
+    cause = e.__cause__
+    detail = (f"{type(cause).__name__}: {str(cause).splitlines()[0]}"
+              if cause is not None and str(cause) else str(e))
     raise loop.CheckpointError(
-        f"INIT_MODEL_DIR {init_model_dir!r}: {e} Was INIT_MODEL_DIR trained "
-        "with the same baseline architecture (units, blocks) as this IGE "
-        "config's baseline_lifter?") from e
+        f"cannot load the baseline checkpoint {latest} (INIT_MODEL_DIR) into "
+        f"the initial estimate: {detail.rstrip('.')}. Was INIT_MODEL_DIR "
+        "trained with the same baseline architecture (units, blocks) as this "
+        "IGE config's baseline_lifter?") from e
 
 
 @gin.configurable
