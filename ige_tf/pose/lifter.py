@@ -26,7 +26,8 @@ a virtual camera that looks at it the way the training cameras looked:
      training one; x_v = alpha x' is the model's input (no distortion);
   4. take the model's steps in the virtual camera, re-place each step's
      root-relative shape at the root translation that best explains x'
-     (`models.solve_root_translation`, undoing the zoom), rotate back by R^T.
+     (`geometry.solve_root_translation`, undoing the zoom), rotate back by
+     R^T.
 Steps 2 and 4 are exact; the zoom (3) trades the person's perspective for
 the training-typical one (the re-placement keeps the shape, not the depth
 stretch). `view_scale` is the spread of the training-set mean 2D pose,
@@ -38,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from ige_tf.pose import camera
+from ige_tf.pose import geometry
 from ige_tf.pose import models
 from ige_tf.pose import skeleton
 
@@ -266,8 +268,8 @@ class Lifter:
       return steps, steps
     b = len(keypoints)
     x_d = camera.normalize_pixels(keypoints, f, c)
-    x = models.undistort(tf.constant(x_d), tf.constant(k),
-                         tf.constant(p)).numpy()
+    x = geometry.undistort(tf.constant(x_d), tf.constant(k),
+                           tf.constant(p)).numpy()
     rays = np.concatenate([x, np.ones_like(x[..., :1])], -1)  # [B, 16, 3]
     centre = rays.mean(1)
     centre /= np.linalg.norm(centre, axis=-1, keepdims=True)
@@ -283,7 +285,7 @@ class Lifter:
     shape = steps.reshape(num * b, 16, 3)
     pelvis = 0.5 * (shape[:, _PELVIS[0]] + shape[:, _PELVIS[1]])
     root_relative = shape - pelvis[:, None]
-    root = models.solve_root_translation(
+    root = geometry.solve_root_translation(
         tf.constant(root_relative), tf.constant(np.tile(x_rot, (num, 1, 1))),
         tf.zeros((num * b, 5), tf.float64)).numpy()
     placed = (root_relative + root[:, None]).reshape(num, b, 16, 3)

@@ -60,11 +60,16 @@ def test_zero_steps_returns_the_initial_estimate(records_gt, baseline_run):
 
 
 def test_init_model_dir_errors_name_the_problem(baseline_run, tmp_path):
-  with pytest.raises(models.InitModelError,
+  with pytest.raises(FileNotFoundError,
                      match="INIT_MODEL_DIR .* has no checkpoint"):
     models.ige_lifter(init_model_dir=str(tmp_path), initial_estimate_fn=b128_1)
-  with pytest.raises(models.InitModelError,
-                     match="same baseline architecture"):
+  # The train loop's checkpoint error, naming the checkpoint, the mismatch
+  # and the likely cause.
+  with pytest.raises(loop.CheckpointError,
+                     match=r"baseline checkpoint .*b128-1/ckpt-\d+ "
+                     r"\(INIT_MODEL_DIR\).*shape \(128,\).*\(256,\).*"
+                     r"same baseline architecture") as error:
     models.ige_lifter(init_model_dir=baseline_run,
                       initial_estimate_fn=lambda statistics=None:
                       models.baseline_lifter(units=256, num_blocks=1))
+  assert "delete it" not in str(error.value)
