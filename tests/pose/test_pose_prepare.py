@@ -91,10 +91,10 @@ def test_manifest_counts_and_skips(records_sh):
   train, test = manifest["splits"]["train"], manifest["splits"]["test"]
   # S1: 6 sequences x 12 frames x 4 cameras; test: S9 full, S11 minus one
   # camera of Directions.
-  assert train["examples"] == 6 * 12 * 4
-  assert test["examples"] == 2 * 6 * 12 * 4 - 12
+  assert train["num_examples"] == 6 * 12 * 4
+  assert test["num_examples"] == 2 * 6 * 12 * 4 - 12
   assert train["subjects"] == {"S1": 288}
-  assert sum(test["actions"].values()) == test["examples"]
+  assert sum(test["actions"].values()) == test["num_examples"]
   shards = glob.glob(os.path.join(records_sh, "*", "*.tfrecord"))
   assert len(shards) == len(train["shards"]) + len(test["shards"]) == 18
   [skip] = manifest["skipped"]
@@ -113,7 +113,7 @@ def test_subsample_keeps_every_nth_frame(synthetic_h36m, tmp_path):
   data = records.read_records(sorted(glob.glob(str(tmp_path / "test" /
                                                    "*.tfrecord"))))
   assert sorted(set(data["frame"].tolist())) == [0, 5, 10]
-  assert load_manifest(str(tmp_path))["splits"]["test"]["examples"] == (
+  assert load_manifest(str(tmp_path))["splits"]["test"]["num_examples"] == (
       6 * 3 * 4)
 
 
@@ -188,7 +188,7 @@ def test_bad_inputs_become_manifest_entries(synthetic_h36m, tmp_path):
   assert entry["file"] == nan_2d and entry["frames"] == 1
   # 6 sequences x 4 cameras x 12 frames, minus what was skipped.
   expected = 6 * 4 * 12 - 4 * 12 - 4 * 2 - 12 - 1
-  assert manifest["splits"]["test"]["examples"] == expected
+  assert manifest["splits"]["test"]["num_examples"] == expected
 
 
 def test_missing_cameras_h5_is_fatal_and_named(synthetic_h36m, tmp_path):
@@ -219,7 +219,7 @@ def test_npz_source_round_trip(synthetic_h36m, tmp_path):
       out, "test17", npz_3d=npz_3d, npz_2d=npz_2d,
       cameras=os.path.join(synthetic_h36m, "cameras.h5"),
       subjects=("S1", "S9"), progress=False)
-  assert manifest["splits"]["test"]["examples"] == 6 * 12 * 4 - 12
+  assert manifest["splits"]["test"]["num_examples"] == 6 * 12 * 4 - 12
   [skip] = manifest["skipped"]
   assert (skip["sequence"], skip["camera"]) == (first, h36m.CAMERAS[0])
   assert skip["file"] == npz_2d
@@ -345,7 +345,7 @@ def test_absurd_3d_values_are_refused_or_dropped(synthetic_h36m, tmp_path):
   assert entry["scope"] == "frames" and entry["frames"] == 1
   assert "implausible 3D joints" in entry["reason"] and (
       "first: frame 3" in entry["reason"])
-  assert manifest["splits"]["test"]["examples"] == 6 * 12 * 4 - 4
+  assert manifest["splits"]["test"]["num_examples"] == 6 * 12 * 4 - 4
   stats = pipeline.load_statistics(str(tmp_path / "rec"), "test")
   assert np.abs(stats["root_3d_mean"]).max() < 10    # metres, not poisoned
   everything = layout.positions_3d_path("S9", sequences[2])

@@ -173,7 +173,8 @@ def test_resume_skips_finished_shards_and_rewrites_identically(shapenet, prepare
           == {k: v for k, v in manifest["counts"].items() if k != timing})
   assert again["skipped"] == manifest["skipped"]
   assert not [f for f in os.listdir(os.path.dirname(victim)) if ".tmp" in f]
-  with pytest.raises(ValueError, match=r"different parameters \(resolutions"):
+  with pytest.raises(ValueError, match=r"prepared with other settings .*"
+                     r"resolutions: previous \[8, 16\], now \[8\]"):
     prepare.prepare_shapenet(root, copy, workers=1, models_per_shard=2, max_faces=3000,
                              **dict(SMALL, resolutions=(8,)))
 
