@@ -30,9 +30,16 @@ import os
 TMP_INFIX = ".tmp-"
 
 
-def temporary_path(path):
-  """`<path>.tmp-<pid>`: the temporary name of `path` for this process."""
-  return f"{os.fspath(path)}{TMP_INFIX}{os.getpid()}"
+def temporary_path(path, keep_suffix=False):
+  """`<path>.tmp-<pid>`: the temporary name of `path` for this process.
+
+  With `keep_suffix`, the name ends in the suffix of `path` as well
+  (`fig.png` -> `fig.png.tmp-<pid>.png`), for writers that pick the format
+  from the name.
+  """
+  path = os.fspath(path)
+  suffix = os.path.splitext(path)[1] if keep_suffix else ""
+  return f"{path}{TMP_INFIX}{os.getpid()}{suffix}"
 
 
 def _fsync_file(path):
@@ -59,7 +66,7 @@ def _fsync_folder(path):
 
 
 @contextlib.contextmanager
-def replacing(path):
+def replacing(path, keep_suffix=False):
   """Yields a temporary file name; on a clean exit it replaces `path`.
 
   The caller writes the complete file to the yielded name (and closes it).
@@ -67,18 +74,17 @@ def replacing(path):
   temporary file is removed and `path` keeps its old content (or stays
   absent).
 
-  Writers that pick a format from the file name need it told explicitly
-  (the name ends in `.tmp-<pid>`): `fig.savefig(tmp, format="png")`,
-  `np.savez(open(tmp, "wb"), ...)`.
-
   Args:
     path: the final file (str or path-like).
+    keep_suffix: the temporary name ends in `path`'s suffix too (for
+      `fig.savefig`, `np.savez`, which pick the format or add a suffix by
+      the name); see `temporary_path`.
 
   Yields:
     str, the temporary file name in the same folder.
   """
   path = os.fspath(path)
-  tmp = temporary_path(path)
+  tmp = temporary_path(path, keep_suffix)
   try:
     yield tmp
     _fsync_file(tmp)

@@ -35,6 +35,7 @@ import h5py
 import numpy as np
 import tqdm
 
+from ige_tf import atomic
 from ige_tf.pose import camera as camera_lib
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import h36m
@@ -490,11 +491,10 @@ class DetectorNoise:
 
 def _write_h5(path, datasets):
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with h5py.File(tmp, "w") as h5:
-    for key, value in datasets.items():
-      h5.create_dataset(key, data=value)
-  os.replace(tmp, path)
+  with atomic.replacing(path) as tmp:
+    with h5py.File(tmp, "w") as h5:
+      for key, value in datasets.items():
+        h5.create_dataset(key, data=value)
 
 
 def write_cameras_h5(path, cameras):

@@ -31,7 +31,6 @@ data-preparation worker processes stay light.
 """
 import dataclasses
 import io
-import os
 import zlib
 
 import numpy as np
