@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from ige_tf.data import records_check
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import h36m
 from ige_tf.pose.data import pipeline
@@ -384,3 +385,56 @@ def test_inspect_records_verify_lists_damaged_shards(records_gt, repo_dir,
       f"{extra}: not listed in {out}/manifest.json",
       f"18 shards listed in {out}/manifest.json, 2 damaged, missing or "
       "unlisted"]
+
+
+def _to_previous_layout(out):
+  """Rewrites a records directory into the layout of manifest version 1
+  (`prepare_config.json` without positions_unit, sidecars with file and
+  examples, manifest with version, config and split `examples`)."""
+  settings = os.path.join(out, "parameters.json")
+  with open(settings) as f:
+    config = json.load(f)
+  del config["positions_unit"]
+  with open(os.path.join(out, prepare.LEGACY_CONFIG_FILE), "w") as f:
+    json.dump(config, f)
+  os.remove(settings)
+  for path in glob.glob(os.path.join(out, "*", "*.json")):
+    with open(path) as f:
+      sidecar = json.load(f)
+    sidecar["file"] = sidecar.pop("shard")
+    sidecar["examples"] = sidecar.pop("num_examples")
+    with open(path, "w") as f:
+      json.dump(sidecar, f)
+  manifest = load_manifest(out)
+  old = {"version": 1, "config": manifest["parameters"], "splits": {
+      split: {"examples": entry["num_examples"], "shards": entry["shards"],
+              "shard_checks": entry["shard_checks"]}
+      for split, entry in manifest["splits"].items()}}
+  with open(os.path.join(out, "manifest.json"), "w") as f:
+    json.dump(old, f)
+
+
+def test_records_of_the_previous_version_are_refused_then_resumed(
+    synthetic_h36m, records_gt, tmp_path):
+  """Readers refuse a version-1 manifest naming the command; the command
+  resumes the directory: every shard verified and kept, the manifest
+  rewritten in this version's schema."""
+  out = str(tmp_path / "rec")
+  shutil.copytree(records_gt, out)
+  _to_previous_layout(out)
+  shards = sorted(glob.glob(os.path.join(out, "*", "*.tfrecord")))
+  mtimes = {p: os.stat(p).st_mtime_ns for p in shards}
+  manifest = os.path.join(out, "manifest.json")
+  for read in (pipeline.num_examples, pipeline.split_shards):
+    with pytest.raises(records_check.ShardError, match=re.escape(
+        f"{manifest}: written by an older version of ige_tf") + ".*" +
+        re.escape("re-run bin/prepare_h36m.py with the same flags: it resumes "
+                  "(finished shards are verified and kept)")):
+      read(out, "test")
+  subjects = load_manifest(records_gt)["parameters"]["subjects"]
+  again = prepare.prepare_h36m(out, "gt", h36m_dir=synthetic_h36m,
+                               subjects=subjects, progress=False)
+  assert again == load_manifest(records_gt)
+  assert {p: os.stat(p).st_mtime_ns for p in shards} == mtimes
+  assert pipeline.num_examples(out, "test") == 576
+  assert os.path.exists(os.path.join(out, "parameters.json"))
