@@ -99,6 +99,9 @@ def test_manifest_lists_finished_shards_with_their_checks(tmp_path):
   assert files == [writer.path(s) for s in shards[:2]] and counts == [5, 0]
   assert [r for r in records_check.read_checked(files[0], 5)] == _records(
       shards[0], 5)
+  # The empty shard reads as such, also in the checked tf.data reader.
+  assert [r.numpy() for r in records_check.checked_record_dataset(
+      files, counts)] == _records(shards[0], 5)
   with pytest.raises(ValueError, match=r"sidecar fields \['num_examples'\] "
                      "are the writer's own"):
     writer.write_shard("train/e.tfrecord", [], num_examples=3)

@@ -143,8 +143,9 @@ def test_resume_skips_finished_shards(synthetic_h36m, tmp_path):
   for p in shards[1:]:
     assert os.stat(p).st_mtime_ns == mtimes[p]
   assert os.stat(shards[0]).st_mtime_ns != mtimes[shards[0]]
-  with pytest.raises(ValueError, match="prepared with other settings.*"
-                     "subsample"):
+  with pytest.raises(ValueError, match=re.escape(
+      f"{out} was prepared with other settings ({out}/parameters.json): "
+      "subsample: previous 1, now 2; use a new --out_dir or the same flags")):
     prepare.prepare_h36m(out, "sh", subsample=2, **kwargs)
 
 
