@@ -31,6 +31,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
+from ige_tf.data import record_writer  # noqa: E402
 from ige_tf.voxel import mesh as mesh_lib  # noqa: E402
 from ige_tf.voxel import synthetic  # noqa: E402
 from ige_tf.voxel.data import prepare  # noqa: E402
@@ -145,15 +146,13 @@ def main():
     rows, examples = _prepare_models(shapenet, resolutions, args.views)
     sizes = _bytes_per_example(examples)
     # One shard of all examples for the reader.
-    records_dir = os.path.join(tmp, "records")
-    os.makedirs(os.path.join(records_dir, "train"))
+    writer = record_writer.RecordWriter(
+        os.path.join(tmp, "records"), {"resolutions": resolutions,
+                                       "world_resolutions": resolutions, "image_size": 128})
+    records_dir = writer.out_dir
     shard = "train/train-00000-of-00001.tfrecord"
-    check = records.write_tfrecord(os.path.join(records_dir, shard),
-                                   [s for _, serialized in examples for s in serialized])
-    with open(os.path.join(records_dir, "manifest.json"), "w") as f:
-      json.dump({"parameters": {"resolutions": resolutions, "world_resolutions": resolutions,
-                                "image_size": 128},
-                 "splits": {"train": {"shards": [shard], "shard_checks": {shard: check}}}}, f)
+    writer.write_shard(shard, [s for _, serialized in examples for s in serialized])
+    writer.write_manifest(writer.manifest([shard])[0])
     top = max(resolutions)
     decode = {
         "frustum": _decode_rate(records_dir, top, ("frustum",), args.decode_examples),

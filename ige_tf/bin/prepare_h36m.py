@@ -50,7 +50,7 @@ def main(argv):
       npz_3d=FLAGS.npz_3d, npz_2d=FLAGS.npz_2d, cameras=FLAGS.cameras,
       detections_dir=FLAGS.detections_dir, subsample=FLAGS.subsample,
       subjects=tuple(FLAGS.subjects), positions_unit=FLAGS.positions_unit)
-  counts = {s: v["examples"] for s, v in manifest["splits"].items()}
+  counts = {s: v["num_examples"] for s, v in manifest["splits"].items()}
   print(json.dumps({"examples": counts,
                     "skipped": len(manifest["skipped"])}))
 

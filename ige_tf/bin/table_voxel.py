@@ -9,11 +9,10 @@ Runs are named after their configs (docs/reproducing_voxel.md); what each
 table holds is in ige_tf/voxel/tables.py. Cells are the final inner step, in
 percent. Reads only each run's metrics.json.
 """
-import os
-
 from absl import app
 from absl import flags
 
+from ige_tf import atomic
 from ige_tf.bin import run_app
 
 from ige_tf.voxel import tables
@@ -39,10 +38,7 @@ def main(argv):
   except tables.TableError as e:
     raise app.UsageError(str(e)) from e
   if FLAGS.out:
-    tmp = FLAGS.out + ".tmp"
-    with open(tmp, "w") as f:
-      f.write(text)
-    os.replace(tmp, FLAGS.out)
+    atomic.write_text(FLAGS.out, text)
   print(text, end="")
 
 

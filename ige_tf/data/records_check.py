@@ -1,7 +1,7 @@
 """Shards checked against their manifest, for both record writers and readers.
 
-The pose (`ige_tf.pose.data.prepare`) and voxel (`ige_tf.voxel.data.prepare`)
-writers record, for every finished shard, a *shard check*
+The records writer of both tasks (`ige_tf.data.record_writer`) records, for
+every finished shard, a *shard check*
 
   {"examples": int, "bytes": int, "sha256": str}
 
@@ -18,10 +18,11 @@ writers record, for every finished shard, a *shard check*
   file, not a bare `DataLossError: truncated record at 22620`;
 * `verify_records_dir` (`bin/inspect_records.py --verify`) hashes every
   shard of a records directory against its manifest, on request;
-* `prepare_*` resume calls `verify_shard` (size and sha256) on every finished
-  shard and rewrites the damaged ones (shards of older versions, without a
-  check, are read back once and get one), and `remove_stale_temporaries` deletes
-  the `*.tmp-PID` files of killed runs.
+* the writer's resume calls `verify_shard` (size and sha256) on every
+  finished shard and rewrites the damaged ones (shards of older versions,
+  without a check, are read back once and get one), and
+  `remove_stale_temporaries` deletes the `*.tmp-PID` files of killed runs
+  (the temporaries of `ige_tf.atomic`).
 
 This module imports TensorFlow only inside the functions that read records,
 so data-preparation worker processes stay light.

@@ -20,13 +20,13 @@ demo_ige4_paper.gin; runs `b128-1_paper`, `ige4_paper`, figure
 
 Every stage resumes: rerunning skips finished data and training.
 """
-import json
 import os
 import time
 
 import gin
 import numpy as np
 
+from ige_tf import atomic
 from ige_tf.pose import visualize
 from ige_tf.pose.data import pipeline
 from ige_tf.pose.data import prepare
@@ -163,9 +163,7 @@ def run_demo(out_dir, progress=True, synthetic_options=None, seeds=1,
                       "ige4": ige_dir, "export": export_dir, "figure3": figure}
   summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
   path = os.path.join(out_dir, f"summary{suffix}.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(summary, f, indent=1)
-  os.replace(path + ".tmp", path)
+  atomic.write_json(path, summary)
   return summary
 
 

@@ -21,7 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ige_tf.train import loop  # noqa: E402
+from ige_tf import atomic  # noqa: E402
+from ige_tf.train import run_files  # noqa: E402
 
 COLOURS = {("baseline", 1): "tab:red", ("baseline", 2): "tab:blue",
            "ige": "black"}
@@ -41,11 +42,11 @@ def expand_run_dirs(patterns):
   for pattern in patterns:
     if any(ch in pattern for ch in "*?["):
       matches = sorted(d for d in glob.glob(pattern)
-                       if os.path.isfile(os.path.join(d, loop.METRICS_FILE)))
+                       if os.path.isfile(os.path.join(d, run_files.METRICS_FILE)))
     else:
-      if not os.path.isfile(os.path.join(pattern, loop.METRICS_FILE)):
+      if not os.path.isfile(os.path.join(pattern, run_files.METRICS_FILE)):
         raise FileNotFoundError(
-            f"{pattern}: no {loop.METRICS_FILE}; evaluate the run first "
+            f"{pattern}: no {run_files.METRICS_FILE}; evaluate the run first "
             "(bin/evaluate.py)")
       matches = [pattern]
     dirs.extend(d for d in matches if d not in dirs)
@@ -56,7 +57,7 @@ def expand_run_dirs(patterns):
 
 def run_stats(run_dir):
   """`model_stats` of a run: from metrics.json, else rebuilt from its config."""
-  with open(os.path.join(run_dir, loop.METRICS_FILE)) as f:
+  with open(os.path.join(run_dir, run_files.METRICS_FILE)) as f:
     metrics = json.load(f)
   stats = metrics.get("model_stats")
   if stats is None:
@@ -80,7 +81,7 @@ def collect(run_dirs, metric="protocol2_mm"):
   for run_dir in run_dirs:
     metrics, stats = run_stats(run_dir)
     if metric not in metrics:
-      raise KeyError(f"{run_dir}/{loop.METRICS_FILE} has no {metric!r}")
+      raise KeyError(f"{run_dir}/{run_files.METRICS_FILE} has no {metric!r}")
     arch = stats["architecture"]
     points.append({
         "run": run_dir, "kind": arch["kind"], "units": arch["units"],
@@ -162,12 +163,8 @@ def plot_figure4(run_dirs, out, metric="protocol2_mm", dpi=120):
   # Legends outside the axes, on the right (fixed PNG size).
   fig.subplots_adjust(left=0.1, right=0.66, bottom=0.16, top=0.92)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  tmp = out + ".tmp.png"
-  fig.savefig(tmp, dpi=dpi)
+  with atomic.replacing(out, keep_suffix=True) as tmp:
+    fig.savefig(tmp, dpi=dpi)
   plt.close(fig)
-  os.replace(tmp, out)
-  json_path = os.path.splitext(out)[0] + ".json"
-  with open(json_path + ".tmp", "w") as f:
-    json.dump(points, f, indent=1)
-  os.replace(json_path + ".tmp", json_path)
+  atomic.write_json(os.path.splitext(out)[0] + ".json", points)
   return points

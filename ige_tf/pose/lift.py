@@ -50,6 +50,7 @@ import os
 
 import numpy as np
 
+from ige_tf import atomic
 from ige_tf.pose import skeleton
 
 FACE = ("nose", "l_eye", "r_eye", "l_ear", "r_ear")
@@ -449,8 +450,5 @@ def lift_file(model, keypoints_path, out_path, intrinsics_path=None,
   text = json.dumps(output, indent=1, allow_nan=False)
   folder = os.path.dirname(os.path.abspath(out_path))
   os.makedirs(folder, exist_ok=True)
-  tmp = out_path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, out_path)
+  atomic.write_text(out_path, text)
   return output

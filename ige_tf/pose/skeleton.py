@@ -17,12 +17,12 @@ contains. Names starting with `l_` / `r_` are left / right joints (the
 subject's own left and right), which defines the flip permutations.
 
 Every function accepts numpy arrays or tensors whose joint axis is `axis`
-(default -2, i.e. `[..., J, D]`).
+(default -2, i.e. `[..., J, D]`). TensorFlow is imported only by the tensor
+paths, so TF-free tools (bin/table1.py) can use the joint sets.
 """
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +248,7 @@ def mirror_x(points, skeleton, axis=-2):
     sign = np.ones(flipped.shape[-1], flipped.dtype)
     sign[0] = -1
     return flipped * sign
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   sign = tf.one_hot(0, tf.shape(flipped)[-1], on_value=-1.0, off_value=1.0,
                     dtype=flipped.dtype)
   return flipped * sign
@@ -272,6 +273,7 @@ def add_pelvis(points, axis=-2):
     pelvis = 0.5 * (np.take(points, [r_hip], axis) + np.take(points, [l_hip],
                                                              axis))
     return np.concatenate([pelvis, points], axis)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   points = tf.convert_to_tensor(points)
   pelvis = 0.5 * (tf.gather(points, [r_hip], axis=axis) +
                   tf.gather(points, [l_hip], axis=axis))
@@ -299,6 +301,7 @@ def coco17_to_mpii16(points, axis=-2):
     float `[..., 16, D]` in MPII16 order, same type as `points`.
   """
   _check_joint_axis(points, COCO17, axis)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   is_np = isinstance(points, np.ndarray)
   if not is_np:
     points = tf.convert_to_tensor(points)
@@ -341,4 +344,5 @@ def _check_joint_axis(points, skeleton, axis):
 def _take(points, indices, axis):
   if isinstance(points, np.ndarray):
     return np.take(points, indices, axis)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.gather(points, indices, axis=axis)

@@ -19,8 +19,9 @@ import json
 import math
 import os
 
+from ige_tf import atomic
 from ige_tf.pose.data import h36m
-from ige_tf.train import loop
+from ige_tf.train import run_files
 
 PROTOCOLS = (("Protocol 1a", "protocol1a_mm"), ("Protocol 2", "protocol2_mm"))
 SOURCES = (("sh", "SH"), ("ft", "FT"), ("gt", "GT"))
@@ -95,7 +96,7 @@ def run_scores(run_dir, actions=h36m.ACTIONS):
     Table1Error: no metrics.json, no per-action metrics, an action missing
       or extra, or a value that is not a finite number.
   """
-  path = os.path.join(run_dir, loop.METRICS_FILE)
+  path = os.path.join(run_dir, run_files.METRICS_FILE)
   try:
     with open(path) as f:
       metrics = json.load(f)
@@ -215,12 +216,8 @@ def format_csv(cells, actions=h36m.ACTIONS):
 
 
 def _atomic_write(path, text):
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  atomic.write_text(path, text)
 
 
 def table1(run_dirs, actions=h36m.ACTIONS, default_source=None,

@@ -22,6 +22,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from ige_tf import atomic
 from ige_tf.pose import lifter as lifter_lib
 
 SIGNATURE = "serve"
@@ -108,12 +109,8 @@ def convert_lifter(export_dir, out_path, batch_size=1):
               "source": os.path.abspath(export_dir)}
   folder = os.path.dirname(os.path.abspath(out_path))
   os.makedirs(folder, exist_ok=True)
-  for path, data, mode in ((out_path, flatbuffer, "wb"),
-                           (out_path + lifter_lib.TFLITE_METADATA_SUFFIX,
-                            json.dumps(metadata, indent=1), "w")):
-    with open(path + ".tmp", mode) as f:
-      f.write(data)
-    os.replace(path + ".tmp", path)
+  atomic.write_bytes(out_path, flatbuffer)
+  atomic.write_json(out_path + lifter_lib.TFLITE_METADATA_SUFFIX, metadata)
   return metadata
 
 

@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ige_tf import atomic  # noqa: E402
 from ige_tf.pose import camera  # noqa: E402
 from ige_tf.pose import skeleton  # noqa: E402
 
@@ -189,10 +190,9 @@ def figure3(path, pose_2d, f, c, k, p, steps, target=None, azimuth_deg=70.0,
                       wspace=0.05, hspace=0.12)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=dpi)
+  with atomic.replacing(path, keep_suffix=True) as tmp:
+    fig.savefig(tmp, dpi=dpi)
   plt.close(fig)
-  os.replace(tmp, path)
   return (int(round(num * column_inches * dpi)),
           int(round(2 * column_inches * dpi)))
 

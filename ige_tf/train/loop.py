@@ -51,19 +51,17 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
+from ige_tf.atomic import write_text as atomic_write
 from ige_tf.core.unrolled import find_inner_optimizers
 from ige_tf.train import checkpoints
 from ige_tf.train import precise_bn
 from ige_tf.train import distributed
 from ige_tf.train import strategies
 from ige_tf.train.problem import count_trainable
+from ige_tf.train.run_files import (  # noqa: F401 (loop.<NAME> as before)
+    EXPORT_DIR, METRICS_FILE, OPERATIVE_CONFIG, RUN_CONFIG, RUN_RECORD)
 
-OPERATIVE_CONFIG = "operative_config.gin"
-RUN_CONFIG = "config.gin"
-RUN_RECORD = "run.json"
 RUN_FORMAT = 1
-METRICS_FILE = "metrics.json"
-EXPORT_DIR = "export"
 
 # Public names of this module too, for its callers (they live in
 # ige_tf/train/checkpoints.py).
@@ -103,21 +101,6 @@ def write_run_record(model_dir, problem):
             "rebuild_bindings": list(problem.rebuild_bindings())}
   atomic_write(os.path.join(model_dir, RUN_RECORD),
                json.dumps(record, indent=2) + "\n")
-
-
-def atomic_write(path, text):
-  """Writes `text` to `path` through a temporary file and a rename, so
-  `path` holds either its old content or all of `text`."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    with open(tmp, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def _num_batches(dataset):

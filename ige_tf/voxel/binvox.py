@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from typing import Sequence, Tuple
 
 import numpy as np
+
+from ige_tf import atomic
 
 
 @dataclasses.dataclass
@@ -163,14 +164,4 @@ def write_binvox(path, occupancy, translate: Sequence[float] = (0.0, 0.0, 0.0), 
         "data\n"
     ).encode("ascii")
     body = encode_runs(occupancy.transpose(0, 2, 1).reshape(-1))
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=".binvox-", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(header)
-            out.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic.write_bytes(path, header + body)

@@ -19,13 +19,13 @@ Under `out_dir`:
 Every stage resumes: rerunning skips finished data, training and evaluation
 (training resumes from the latest checkpoint).
 """
-import json
 import os
 import time
 
 import gin
 import numpy as np
 
+from ige_tf import atomic
 from ige_tf.train import cli
 from ige_tf.train import loop
 from ige_tf.voxel import visualize
@@ -172,10 +172,8 @@ def run_demo(out_dir, progress=True, data_options=None, budget=None,
                           summary["models"]["base-mn"], seeds))
   summary["seconds"] = timings
   summary["seconds_total"] = sum(timings.values())
-  tmp = os.path.join(out_dir, "summary.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(out_dir, "summary.json"))
+  atomic.write_json(os.path.join(out_dir, "summary.json"), summary, indent=2,
+                    sort_keys=True)
   return summary
 
 

@@ -25,9 +25,9 @@ import json
 import os
 import re
 
+from ige_tf.train.run_files import METRICS_FILE
 from ige_tf.voxel.mesh import SYNSETS
 
-METRICS_FILE = "metrics.json"
 TABLE3_RUNS = (("ige-mn", "Frustum IGE MN"), ("ige-i4", "Frustum IGE I4"),
                ("base-mn", "Frustum Base MN"), ("base-i4", "Frustum Base I4"),
                ("base-mn-world", "World Base MN"),

@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 
+from ige_tf import atomic
 from ige_tf.voxel import camera as camera_lib
 from ige_tf.voxel import frustum as frustum_lib
 from ige_tf.voxel import render as render_lib
@@ -269,11 +270,10 @@ def figure6(path, examples, steps, kind="frustum", azimuth_deg=60.0, dpi=100,
                    f"{threshold:g})", title_fontsize=TITLE_SIZE)
   top = 1.0 - 0.75 / fig.get_size_inches()[1]
   fig.tight_layout(rect=(0, 0, 1, top))
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=dpi)
+  with atomic.replacing(path, keep_suffix=True) as tmp:
+    fig.savefig(tmp, dpi=dpi)
   width, height = (int(round(v)) for v in fig.get_size_inches() * dpi)
   plt.close(fig)
-  os.replace(tmp, path)
   return {"png": path, "size": [width, height], "runs": results,
           "iou": results[0]["iou"]}
 

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from ige_tf.data import records_check
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import h36m
 from ige_tf.pose.data import pipeline
@@ -91,10 +92,10 @@ def test_manifest_counts_and_skips(records_sh):
   train, test = manifest["splits"]["train"], manifest["splits"]["test"]
   # S1: 6 sequences x 12 frames x 4 cameras; test: S9 full, S11 minus one
   # camera of Directions.
-  assert train["examples"] == 6 * 12 * 4
-  assert test["examples"] == 2 * 6 * 12 * 4 - 12
+  assert train["num_examples"] == 6 * 12 * 4
+  assert test["num_examples"] == 2 * 6 * 12 * 4 - 12
   assert train["subjects"] == {"S1": 288}
-  assert sum(test["actions"].values()) == test["examples"]
+  assert sum(test["actions"].values()) == test["num_examples"]
   shards = glob.glob(os.path.join(records_sh, "*", "*.tfrecord"))
   assert len(shards) == len(train["shards"]) + len(test["shards"]) == 18
   [skip] = manifest["skipped"]
@@ -113,7 +114,7 @@ def test_subsample_keeps_every_nth_frame(synthetic_h36m, tmp_path):
   data = records.read_records(sorted(glob.glob(str(tmp_path / "test" /
                                                    "*.tfrecord"))))
   assert sorted(set(data["frame"].tolist())) == [0, 5, 10]
-  assert load_manifest(str(tmp_path))["splits"]["test"]["examples"] == (
+  assert load_manifest(str(tmp_path))["splits"]["test"]["num_examples"] == (
       6 * 3 * 4)
 
 
@@ -142,8 +143,9 @@ def test_resume_skips_finished_shards(synthetic_h36m, tmp_path):
   for p in shards[1:]:
     assert os.stat(p).st_mtime_ns == mtimes[p]
   assert os.stat(shards[0]).st_mtime_ns != mtimes[shards[0]]
-  with pytest.raises(ValueError, match="prepared with other settings.*"
-                     "subsample"):
+  with pytest.raises(ValueError, match=re.escape(
+      f"{out} was prepared with other settings ({out}/parameters.json): "
+      "subsample: previous 1, now 2; use a new --out_dir or the same flags")):
     prepare.prepare_h36m(out, "sh", subsample=2, **kwargs)
 
 
@@ -188,7 +190,7 @@ def test_bad_inputs_become_manifest_entries(synthetic_h36m, tmp_path):
   assert entry["file"] == nan_2d and entry["frames"] == 1
   # 6 sequences x 4 cameras x 12 frames, minus what was skipped.
   expected = 6 * 4 * 12 - 4 * 12 - 4 * 2 - 12 - 1
-  assert manifest["splits"]["test"]["examples"] == expected
+  assert manifest["splits"]["test"]["num_examples"] == expected
 
 
 def test_missing_cameras_h5_is_fatal_and_named(synthetic_h36m, tmp_path):
@@ -219,7 +221,7 @@ def test_npz_source_round_trip(synthetic_h36m, tmp_path):
       out, "test17", npz_3d=npz_3d, npz_2d=npz_2d,
       cameras=os.path.join(synthetic_h36m, "cameras.h5"),
       subjects=("S1", "S9"), progress=False)
-  assert manifest["splits"]["test"]["examples"] == 6 * 12 * 4 - 12
+  assert manifest["splits"]["test"]["num_examples"] == 6 * 12 * 4 - 12
   [skip] = manifest["skipped"]
   assert (skip["sequence"], skip["camera"]) == (first, h36m.CAMERAS[0])
   assert skip["file"] == npz_2d
@@ -345,7 +347,7 @@ def test_absurd_3d_values_are_refused_or_dropped(synthetic_h36m, tmp_path):
   assert entry["scope"] == "frames" and entry["frames"] == 1
   assert "implausible 3D joints" in entry["reason"] and (
       "first: frame 3" in entry["reason"])
-  assert manifest["splits"]["test"]["examples"] == 6 * 12 * 4 - 4
+  assert manifest["splits"]["test"]["num_examples"] == 6 * 12 * 4 - 4
   stats = pipeline.load_statistics(str(tmp_path / "rec"), "test")
   assert np.abs(stats["root_3d_mean"]).max() < 10    # metres, not poisoned
   everything = layout.positions_3d_path("S9", sequences[2])
@@ -384,3 +386,56 @@ def test_inspect_records_verify_lists_damaged_shards(records_gt, repo_dir,
       f"{extra}: not listed in {out}/manifest.json",
       f"18 shards listed in {out}/manifest.json, 2 damaged, missing or "
       "unlisted"]
+
+
+def _to_previous_layout(out):
+  """Rewrites a records directory into the layout of manifest version 1
+  (`prepare_config.json` without positions_unit, sidecars with file and
+  examples, manifest with version, config and split `examples`)."""
+  settings = os.path.join(out, "parameters.json")
+  with open(settings) as f:
+    config = json.load(f)
+  del config["positions_unit"]
+  with open(os.path.join(out, prepare.LEGACY_CONFIG_FILE), "w") as f:
+    json.dump(config, f)
+  os.remove(settings)
+  for path in glob.glob(os.path.join(out, "*", "*.json")):
+    with open(path) as f:
+      sidecar = json.load(f)
+    sidecar["file"] = sidecar.pop("shard")
+    sidecar["examples"] = sidecar.pop("num_examples")
+    with open(path, "w") as f:
+      json.dump(sidecar, f)
+  manifest = load_manifest(out)
+  old = {"version": 1, "config": manifest["parameters"], "splits": {
+      split: {"examples": entry["num_examples"], "shards": entry["shards"],
+              "shard_checks": entry["shard_checks"]}
+      for split, entry in manifest["splits"].items()}}
+  with open(os.path.join(out, "manifest.json"), "w") as f:
+    json.dump(old, f)
+
+
+def test_records_of_the_previous_version_are_refused_then_resumed(
+    synthetic_h36m, records_gt, tmp_path):
+  """Readers refuse a version-1 manifest naming the command; the command
+  resumes the directory: every shard verified and kept, the manifest
+  rewritten in this version's schema."""
+  out = str(tmp_path / "rec")
+  shutil.copytree(records_gt, out)
+  _to_previous_layout(out)
+  shards = sorted(glob.glob(os.path.join(out, "*", "*.tfrecord")))
+  mtimes = {p: os.stat(p).st_mtime_ns for p in shards}
+  manifest = os.path.join(out, "manifest.json")
+  for read in (pipeline.num_examples, pipeline.split_shards):
+    with pytest.raises(records_check.ShardError, match=re.escape(
+        f"{manifest}: written by an older version of ige_tf") + ".*" +
+        re.escape("re-run bin/prepare_h36m.py with the same flags: it resumes "
+                  "(finished shards are verified and kept)")):
+      read(out, "test")
+  subjects = load_manifest(records_gt)["parameters"]["subjects"]
+  again = prepare.prepare_h36m(out, "gt", h36m_dir=synthetic_h36m,
+                               subjects=subjects, progress=False)
+  assert again == load_manifest(records_gt)
+  assert {p: os.stat(p).st_mtime_ns for p in shards} == mtimes
+  assert pipeline.num_examples(out, "test") == 576
+  assert os.path.exists(os.path.join(out, "parameters.json"))

@@ -3,6 +3,7 @@ import collections
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 import scipy.ndimage
 import trimesh
 
+from ige_tf.data import records_check
 from ige_tf.voxel import camera as camera_lib
 from ige_tf.voxel import frustum as frustum_lib
 from ige_tf.voxel import mesh as mesh_lib
@@ -173,7 +175,8 @@ def test_resume_skips_finished_shards_and_rewrites_identically(shapenet, prepare
           == {k: v for k, v in manifest["counts"].items() if k != timing})
   assert again["skipped"] == manifest["skipped"]
   assert not [f for f in os.listdir(os.path.dirname(victim)) if ".tmp" in f]
-  with pytest.raises(ValueError, match=r"different parameters \(resolutions"):
+  with pytest.raises(ValueError, match=r"prepared with other settings .*"
+                     r"resolutions: previous \[8, 16\], now \[8\]"):
     prepare.prepare_shapenet(root, copy, workers=1, models_per_shard=2, max_faces=3000,
                              **dict(SMALL, resolutions=(8,)))
 
@@ -205,6 +208,34 @@ def test_resume_rewrites_a_damaged_shard_and_removes_stale_temporaries(
   assert os.stat(victim).st_mtime_ns != before[victim][0]
   assert not [p for p in stale if os.path.exists(p)]
   assert again["splits"] == manifest["splits"]
+
+
+def test_a_manifest_of_the_previous_version_is_refused_then_rewritten(
+    shapenet, prepared, tmp_path):
+  """Voxel manifests before the shared schema had no manifest_version:
+  readers name the manifest and the command, which resumes (every shard
+  verified and kept) and rewrites it."""
+  root, _, _ = shapenet
+  out, manifest = prepared
+  copy = str(tmp_path / "copy")
+  shutil.copytree(out, copy)
+  path = os.path.join(copy, "manifest.json")
+  old = dict(manifest)
+  del old["manifest_version"]
+  with open(path, "w") as f:
+    json.dump(old, f)
+  shards = sorted(glob.glob(os.path.join(copy, "*", "*.tfrecord")))
+  mtimes = {p: os.stat(p).st_mtime_ns for p in shards}
+  with pytest.raises(records_check.ShardError, match=re.escape(
+      f"{path}: written by an older version of ige_tf") + ".*" + re.escape(
+          "re-run bin/prepare_shapenet.py (or bin/import_r2n2.py) with the "
+          "same flags: it resumes")):
+    pipeline.voxel_dataset(copy, "train", 8, 2)
+  again = prepare.prepare_shapenet(root, copy, workers=1, models_per_shard=2,
+                                   max_faces=3000, **SMALL)
+  assert again == manifest
+  assert {p: os.stat(p).st_mtime_ns for p in shards} == mtimes
+  next(iter(pipeline.voxel_dataset(copy, "train", 8, 2)))
 
 
 def test_worker_processes_write_the_same_bytes(shapenet, prepared, tmp_path):

@@ -1,5 +1,6 @@
 """Record encoding, the tf.data reader and frustum pooling: bit-exact round trips."""
 import glob
+import json
 import os
 import re
 import shutil
@@ -97,6 +98,34 @@ def records_dir(tmp_path_factory):
                                    progress=False)
   assert manifest["complete"] and manifest["counts"]["examples"] == 6
   return out
+
+
+def test_tasks_sharing_a_directory_write_one_manifest(records_dir, tmp_path):
+  """`num_tasks` machines share `out_dir`: each writes its shards (index %
+  num_tasks == task_index); the manifest is complete, and equal to one
+  task's, once every task is done."""
+  jobs = [prepare.Job("03001627", model_id, "train" if model_id != "model2" else "test",
+                      {"mesh": f"/nowhere/{model_id}.obj"}) for model_id in sorted(_EXAMPLES)]
+  params = {"kind": "test", "resolutions": list(RES), "world_resolutions": list(RES),
+            "image_size": SIZE, "models_per_shard": 1}
+  out = str(tmp_path / "shared")
+  first = prepare.write_records(jobs, _process_stored, params, out, workers=1,
+                                progress=False, task_index=1, num_tasks=2)
+  assert not first["complete"]
+  assert first["splits"]["train"]["shards"] == ["train/train-00001-of-00002.tfrecord"]
+  assert (first["splits"]["train"]["num_shards"], first["counts"]["shards_finished"]) == (2, 1)
+  with pytest.raises(ValueError, match="split 'test' has no finished shards"):
+    pipeline.voxel_dataset(out, "test", 8, 2)   # task 0's shard is not written
+  second = prepare.write_records(jobs, _process_stored, params, out, workers=1,
+                                 progress=False, task_index=0, num_tasks=2)
+  with open(os.path.join(records_dir, "manifest.json")) as f:
+    alone = json.load(f)
+  timing = "mean_seconds_per_model"
+  assert second["complete"]
+  assert {k: v for k, v in second.items() if k != "counts"} == {
+      k: v for k, v in alone.items() if k != "counts"}
+  assert ({k: v for k, v in second["counts"].items() if k != timing} ==
+          {k: v for k, v in alone["counts"].items() if k != timing})
 
 
 def test_reader_decodes_bit_for_bit_what_was_written(records_dir):

@@ -23,7 +23,6 @@ import h5py
 import numpy as np
 
 from ige_tf.data import safe_npz
-from ige_tf.pose import camera as camera_lib
 from ige_tf.pose import skeleton
 
 TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
@@ -115,6 +114,9 @@ def load_cameras(path):
     H36MDataError: missing or unreadable file, missing parameters, wrong
       shapes, or a `Name` that disagrees with the group's position.
   """
+  # Imported here: `camera` imports TensorFlow, and this module's constants
+  # (ACTIONS, SUBJECTS) serve TF-free tools (bin/table1.py).
+  from ige_tf.pose import camera as camera_lib  # pylint: disable=g-import-not-at-top
   cameras = {}
   with _open_h5(path) as h5:
     try:

@@ -37,6 +37,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from ige_tf.data import record_writer
 from ige_tf.data import records_check
 from ige_tf.pose import camera
 from ige_tf.pose import skeleton
@@ -48,11 +49,9 @@ STATISTIC_KEYS = ("pose_2d", "pose_3d", "pose_3d_camera", "root_3d")
 
 
 def _read_manifest(records_dir):
-  path = os.path.join(records_dir, prepare.MANIFEST_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no manifest; run bin/prepare_h36m.py")
-  with open(path) as f:
-    return path, json.load(f)
+  """(path, manifest) of a records directory, of this version (see
+  `record_writer.read_manifest`)."""
+  return record_writer.read_manifest(records_dir, prepare.PREPARE_COMMAND)
 
 
 def split_shards(records_dir, split):
@@ -65,8 +64,8 @@ def split_shards(records_dir, split):
     FileNotFoundError: no such split folder, no shards or no manifest (names
       it).
     records_check.ShardError: a shard missing, of another size than recorded
-      (e.g. truncated) or not listed; a manifest without shard checks (names
-      the file).
+      (e.g. truncated) or not listed; a manifest of another version
+      (`record_writer.ManifestError`, names the file and the command).
   """
   folder = os.path.join(records_dir, split)
   if not os.path.isdir(folder):
@@ -78,8 +77,8 @@ def split_shards(records_dir, split):
   if entry is None:
     raise KeyError(f"{path}: no split {split!r}")
   files, counts = records_check.check_split(
-      folder, entry, path, examples=entry["examples"],
-      prepare_command="bin/prepare_h36m.py")
+      folder, entry, path, examples=entry["num_examples"],
+      prepare_command=prepare.PREPARE_COMMAND)
   if not files:
     raise FileNotFoundError(f"{folder}: no .tfrecord shards")
   return files, counts
@@ -95,10 +94,11 @@ def num_examples(records_dir, split):
 
   Raises:
     FileNotFoundError: no manifest (names the path).
+    record_writer.ManifestError: a manifest of another version.
   """
   path, manifest = _read_manifest(records_dir)
   try:
-    return int(manifest["splits"][split]["examples"])
+    return int(manifest["splits"][split]["num_examples"])
   except KeyError:
     raise KeyError(f"{path}: no split {split!r}") from None
 

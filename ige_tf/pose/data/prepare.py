@@ -1,17 +1,25 @@
 """Human3.6M (either layout) -> TFRecord shards, manifest and statistics.
 
-`prepare_h36m` writes, under `out_dir`:
+`prepare_h36m` writes, under `out_dir`, through
+`ige_tf.data.record_writer.RecordWriter` (settings guard, atomic shards and
+sidecars, resume, manifest schema):
 
-  prepare_config.json     the settings; a rerun with other settings refuses
+  parameters.json         the settings; a rerun with other settings refuses
+                          (directories of the previous version hold
+                          `prepare_config.json`, read in its place)
   train/<S>-<Sequence>.tfrecord   one shard per (subject, sequence), all
-  test/<S>-<Sequence>.tfrecord    cameras; schema in `records.py`
-  <split>/<shard>.json    per-shard summary (counts, skips, sums, the shard
-                          check: examples, bytes, sha256); its presence marks
-                          the shard finished (resume verifies the check)
-  manifest.json           counts per split / subject / action / camera, the
-                          shard checks per split (`shard_checks`, compared
-                          by the readers) and every skipped sequence, camera
-                          or frame range with its reason
+  test/<S>-<Sequence>.tfrecord    cameras; schema in `records.py` (a
+                          sequence without usable frames: an empty shard)
+  <split>/<shard>.json    the shard's sidecar: num_examples, the shard check
+                          (examples, bytes, sha256), and here subject,
+                          sequence, action, cameras, skips, notes and the
+                          statistics sums; its presence marks the shard
+                          finished (resume verifies the check)
+  manifest.json           the writer's schema (per split `num_examples`,
+                          `shards`, `shard_checks`, compared by the readers;
+                          every skipped sequence, camera or frame range with
+                          its reason) plus, per split, counts per subject /
+                          action / camera, and `notes`, `joints`, `units`
   statistics.json         mean / std of the pipeline's inputs and targets per
                           split (see `ige_tf.pose.data.pipeline`)
 
@@ -37,15 +45,13 @@ Policy for bad input (also in docs/data_pose.md):
   2D keypoints outside the image are kept (cameras.h5 has no image size).
 """
 import dataclasses
-import json
 import os
 import zlib
 
 import numpy as np
-import tensorflow as tf
 import tqdm
 
-from ige_tf.data import records_check
+from ige_tf.data import record_writer
 from ige_tf.pose import camera as camera_lib
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import h36m
@@ -60,24 +66,13 @@ HUMAN_MEDIAN_BONE_MM = (80.0, 600.0)
 MAX_BONE_MM = 2000.0
 MAX_JOINT_DISTANCE_MM = 100_000.0
 POSITIONS_UNITS = ("m", "mm")
-CONFIG_FILE = "prepare_config.json"
-MANIFEST_FILE = "manifest.json"
+LEGACY_CONFIG_FILE = "prepare_config.json"   # the settings file until v2
+MANIFEST_FILE = record_writer.MANIFEST_FILE
 STATISTICS_FILE = "statistics.json"
-MANIFEST_VERSION = 1
+CONFIG_VERSION = 1
+PREPARE_COMMAND = "bin/prepare_h36m.py"
 _MPII_FROM_H36M32 = skeleton.conversion_indices(skeleton.H36M32,
                                                 skeleton.MPII16)
-
-
-def atomic_write_text(path, text):
-  """Writes `text` to `path` via a temporary file and `os.replace`."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def atomic_write_json(path, value):
-  atomic_write_text(path, json.dumps(value, indent=1, sort_keys=True) + "\n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -390,18 +385,13 @@ def build_shard(inputs, subject, sequence, subsample=1, shuffle_seed=None):
   return arrays, skipped, notes
 
 
-def _write_shard(path, arrays, subject, action, sequence):
-  """Writes a shard atomically; returns its `records_check.shard_check`."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with tf.io.TFRecordWriter(tmp) as writer:
-    for i in range(len(arrays["frame"])):
-      writer.write(records.encode_example(
-          arrays["pose_2d"][i], arrays["pose_3d"][i], arrays["f"][i],
-          arrays["c"][i], arrays["k"][i], arrays["p"][i], subject, action,
-          sequence, arrays["camera"][i], arrays["frame"][i]))
-  check = records_check.shard_check(tmp, len(arrays["frame"]))
-  os.replace(tmp, path)
-  return check
+def _encoded(arrays, subject, action, sequence):
+  """Serialized examples of a shard's arrays (see `build_shard`)."""
+  for i in range(len(arrays["frame"])):
+    yield records.encode_example(
+        arrays["pose_2d"][i], arrays["pose_3d"][i], arrays["f"][i],
+        arrays["c"][i], arrays["k"][i], arrays["p"][i], subject, action,
+        sequence, arrays["camera"][i], arrays["frame"][i])
 
 
 def _config(out_dir, source, h36m_dir, npz_3d, npz_2d, cameras,
@@ -420,28 +410,12 @@ def _config(out_dir, source, h36m_dir, npz_3d, npz_2d, cameras,
   if positions_unit != "m" and npz_3d is None:
     raise ValueError("--positions_unit is the unit of --npz_3d; the Martinez "
                      "h5 files of --h36m_dir are always millimetres")
-  return {"version": MANIFEST_VERSION, "source": source,
+  return {"version": CONFIG_VERSION, "source": source,
           "h36m_dir": absolute(h36m_dir), "npz_3d": absolute(npz_3d),
           "npz_2d": absolute(npz_2d), "cameras": absolute(cameras),
           "detections_dir": absolute(detections_dir),
           "subsample": int(subsample), "subjects": list(subjects),
           "positions_unit": positions_unit}
-
-
-def _check_resume(out_dir, config):
-  path = os.path.join(out_dir, CONFIG_FILE)
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
-    previous.setdefault("positions_unit", "m")   # runs before the setting
-    if previous != config:
-      diff = {k: (previous.get(k), config.get(k))
-              for k in sorted(set(previous) | set(config))
-              if previous.get(k) != config.get(k)}
-      raise ValueError(f"{out_dir} was prepared with other settings "
-                       f"(previous, now): {diff}; use a new --out_dir")
-  else:
-    atomic_write_json(path, config)
 
 
 def _combine_statistics(summaries):
@@ -465,71 +439,28 @@ def _combine_statistics(summaries):
   return stats
 
 
-def _empty_split():
-  return {"examples": 0, "shards": [], "shard_checks": {}, "subjects": {},
-          "actions": {}, "cameras": {}}
-
-
-def _manifest(config, summaries, subject_skips):
-  splits = {}
-  skipped = list(subject_skips)
+def _add_counts(manifest, sidecars):
+  """Adds this task's keys to the writer's manifest: per split the examples
+  per subject / action / camera; `notes`, `joints`, `units`."""
+  for entry in manifest["splits"].values():
+    entry.update(subjects={}, actions={}, cameras={})
   notes = []
-  for summary in summaries:
-    split = splits.setdefault(summary["split"], _empty_split())
-    n = summary["examples"]
-    split["examples"] += n
-    if summary["file"]:
-      split["shards"].append(summary["file"])
-      split["shard_checks"][summary["file"]] = summary["check"]
-    for key, value in (("subjects", summary["subject"]),
-                       ("actions", summary["action"])):
+  for sidecar in sidecars:
+    split = manifest["splits"][sidecar["split"]]
+    n = sidecar["num_examples"]
+    for key, value in (("subjects", sidecar["subject"]),
+                       ("actions", sidecar["action"])):
       split[key][value] = split[key].get(value, 0) + n
-    for camera_id, count in summary["cameras"].items():
+    for camera_id, count in sidecar["cameras"].items():
       split["cameras"][camera_id] = split["cameras"].get(camera_id, 0) + count
-    skipped.extend(summary["skipped"])
-    notes.extend(summary["notes"])
-  for split in h36m.SPLITS:
-    splits.setdefault(split, _empty_split())
-  return {
-      "version": MANIFEST_VERSION,
-      "config": config,
-      "splits": splits,
-      "skipped": skipped,
-      "notes": notes,
-      "joints": {"pose_2d": list(skeleton.MPII16.joints),
-                 "pose_3d": list(skeleton.H36M17.joints)},
-      "units": {"pose_2d": "pixels", "pose_3d": "metres, camera frame",
-                "f": "pixels", "c": "pixels"},
-  }
-
-
-def _finished_summary(out_dir, summary_path, bar):
-  """The summary of a finished shard that still matches it, else None.
-
-  A shard whose file is missing, has another size or sha256, or whose
-  summary is unreadable is rewritten (the reason is printed); a shard of an
-  older version (no check) is read back once and kept if it is whole.
-  """
-  if not os.path.exists(summary_path):
-    return None
-  try:
-    with open(summary_path) as f:
-      summary = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    bar.write(f"{summary_path}: unreadable shard summary ({e}); rewriting")
-    return None
-  if not summary.get("file"):
-    return summary   # a sequence without examples: nothing to verify
-  path = os.path.join(out_dir, summary["file"])
-  check, reason = records_check.verify_shard(path, summary.get("check"),
-                                             summary["examples"])
-  if reason is not None:
-    bar.write(f"{path}: {reason}; rewriting the shard")
-    return None
-  if check != summary.get("check"):
-    summary["check"] = check   # a shard of an older version, now verified
-    atomic_write_json(summary_path, summary)
-  return summary
+    notes.extend(sidecar["notes"])
+  manifest.update(
+      notes=notes,
+      joints={"pose_2d": list(skeleton.MPII16.joints),
+              "pose_3d": list(skeleton.H36M17.joints)},
+      units={"pose_2d": "pixels", "pose_3d": "metres, camera frame",
+             "f": "pixels", "c": "pixels"})
+  return manifest
 
 
 def prepare_h36m(out_dir, source, h36m_dir=None, npz_3d=None, npz_2d=None,
@@ -537,10 +468,10 @@ def prepare_h36m(out_dir, source, h36m_dir=None, npz_3d=None, npz_2d=None,
                  subjects=h36m.SUBJECTS, progress=True, positions_unit="m"):
   """Writes TFRecord shards, `manifest.json` and `statistics.json`.
 
-  Resumable: a shard whose summary file exists and whose size and sha256
-  match the summary is kept; others (missing, truncated, corrupt) are
-  rewritten. Every file is written to a temporary name and moved into place;
-  temporaries of killed runs (`*.tmp-PID`) are removed.
+  Resumable (`ige_tf.data.record_writer`): a shard whose sidecar exists and
+  whose size and sha256 match it is kept; others (missing, truncated,
+  corrupt) are rewritten. Every file is written atomically; temporaries of
+  killed runs (`*.tmp-PID`) are removed.
 
   Args:
     out_dir: output folder (created).
@@ -568,13 +499,15 @@ def prepare_h36m(out_dir, source, h36m_dir=None, npz_3d=None, npz_2d=None,
   Raises:
     H36MDataError: missing/unreadable `cameras.h5` or inputs, or 3D poses
       that are not human-sized (names the file).
-    ValueError: inconsistent settings, or `out_dir` prepared with others.
+    ValueError: inconsistent settings; `record_writer.SettingsError`:
+      `out_dir` prepared with others (naming them).
   """
   config = _config(out_dir, source, h36m_dir, npz_3d, npz_2d, cameras,
                    detections_dir, subsample, subjects, positions_unit)
   inputs = _resolve_inputs(dict(config))
-  os.makedirs(out_dir, exist_ok=True)
-  _check_resume(out_dir, config)
+  writer = record_writer.RecordWriter(
+      out_dir, config, legacy_settings_file=LEGACY_CONFIG_FILE,
+      settings_defaults={"positions_unit": "m"})   # runs before the setting
 
   plans, subject_skips = [], []
   for subject in subjects:
@@ -585,48 +518,42 @@ def prepare_h36m(out_dir, source, h36m_dir=None, npz_3d=None, npz_2d=None,
                                   "subject"))
       continue
     for sequence in sequences:
-      plans.append((h36m.split_of(subject), subject, sequence))
-  for split in h36m.SPLITS:
-    os.makedirs(os.path.join(out_dir, split), exist_ok=True)
-
-  for folder in [out_dir] + [os.path.join(out_dir, s) for s in h36m.SPLITS]:
-    records_check.remove_stale_temporaries(folder)
-  summaries = []
+      split = h36m.split_of(subject)
+      plans.append((f"{split}/{shard_name(subject, sequence)}.tfrecord",
+                    split, subject, sequence))
+  shards = [plan[0] for plan in plans]
+  for split in h36m.SPLITS:   # readers tell an empty split from a missing one
+    os.makedirs(writer.path(split), exist_ok=True)
+  writer.remove_stale_temporaries(shards)
+  examples = 0
   bar = tqdm.tqdm(plans, desc="prepare_h36m", unit="seq", disable=not progress)
-  for split, subject, sequence in bar:
-    name = shard_name(subject, sequence)
-    record_rel = os.path.join(split, name + ".tfrecord")
-    summary_path = os.path.join(out_dir, split, name + ".json")
-    summary = _finished_summary(out_dir, summary_path, bar)
-    if summary is not None:
-      summaries.append(summary)
-      continue
-    seed = zlib.crc32(name.encode()) if split == "train" else None
-    arrays, skipped, notes = build_shard(inputs, subject, sequence,
-                                         config["subsample"], seed)
-    action = h36m.action_of(sequence)
-    summary = {"split": split, "subject": subject, "sequence": sequence,
-               "action": action, "file": None, "examples": 0, "cameras": {},
-               "skipped": skipped, "notes": notes, "sums": None,
-               "check": None}
-    if arrays is not None:
-      check = _write_shard(os.path.join(out_dir, record_rel), arrays, subject,
-                           action, sequence)
-      cameras_seen, counts = np.unique(arrays["camera"].astype(str),
-                                       return_counts=True)
-      summary.update(
-          file=record_rel, examples=int(len(arrays["frame"])),
-          cameras={str(c): int(n) for c, n in zip(cameras_seen, counts)},
-          sums=_statistics_sums(arrays["pose_2d"], arrays["pose_3d"],
-                                arrays["f"], arrays["c"]), check=check)
-    atomic_write_json(summary_path, summary)
-    summaries.append(summary)
-    bar.set_postfix(examples=sum(s["examples"] for s in summaries),
-                    refresh=False)
+  for shard, split, subject, sequence in bar:
+    sidecar = writer.finished(shard, log=bar.write)
+    if sidecar is None:
+      seed = (zlib.crc32(shard_name(subject, sequence).encode())
+              if split == "train" else None)
+      arrays, skipped, notes = build_shard(inputs, subject, sequence,
+                                           config["subsample"], seed)
+      action = h36m.action_of(sequence)
+      fields = dict(subject=subject, sequence=sequence, action=action,
+                    cameras={}, skipped=skipped, notes=notes, sums=None)
+      if arrays is not None:
+        cameras_seen, counts = np.unique(arrays["camera"].astype(str),
+                                         return_counts=True)
+        fields.update(
+            cameras={str(c): int(n) for c, n in zip(cameras_seen, counts)},
+            sums=_statistics_sums(arrays["pose_2d"], arrays["pose_3d"],
+                                  arrays["f"], arrays["c"]))
+      sidecar = writer.write_shard(
+          shard, () if arrays is None else _encoded(arrays, subject, action,
+                                                    sequence), **fields)
+    examples += sidecar["num_examples"]
+    bar.set_postfix(examples=examples, refresh=False)
 
-  manifest = _manifest(config, summaries, subject_skips)
-  statistics = {split: _combine_statistics(
-      [s for s in summaries if s["split"] == split]) for split in h36m.SPLITS}
-  atomic_write_json(os.path.join(out_dir, STATISTICS_FILE), statistics)
-  atomic_write_json(os.path.join(out_dir, MANIFEST_FILE), manifest)
+  manifest, sidecars = writer.manifest(shards, splits=h36m.SPLITS,
+                                       skipped=subject_skips)
+  _add_counts(manifest, sidecars)
+  writer.write_json(STATISTICS_FILE, {split: _combine_statistics(
+      [s for s in sidecars if s["split"] == split]) for split in h36m.SPLITS})
+  writer.write_manifest(manifest)
   return manifest

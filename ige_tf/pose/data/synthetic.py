@@ -35,6 +35,7 @@ import h5py
 import numpy as np
 import tqdm
 
+from ige_tf import atomic
 from ige_tf.pose import camera as camera_lib
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import h36m
@@ -490,11 +491,10 @@ class DetectorNoise:
 
 def _write_h5(path, datasets):
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with h5py.File(tmp, "w") as h5:
-    for key, value in datasets.items():
-      h5.create_dataset(key, data=value)
-  os.replace(tmp, path)
+  with atomic.replacing(path) as tmp:
+    with h5py.File(tmp, "w") as h5:
+      for key, value in datasets.items():
+        h5.create_dataset(key, data=value)
 
 
 def write_cameras_h5(path, cameras):
@@ -505,8 +505,7 @@ def write_cameras_h5(path, cameras):
     cameras: dict `(subject, camera id) -> camera.Camera`.
   """
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with h5py.File(tmp, "w") as h5:
+  with atomic.replacing(path) as tmp, h5py.File(tmp, "w") as h5:
     for (subject, camera_id), cam in sorted(cameras.items()):
       group = h5.create_group(
           f"subject{subject[1:]}/camera{h36m.CAMERAS.index(camera_id) + 1}")
@@ -518,7 +517,6 @@ def write_cameras_h5(path, cameras):
       group.create_dataset("p", data=cam.p.reshape(2, 1))
       group.create_dataset("Name", data=np.array(
           [ord(ch) for ch in camera_id], np.uint8).reshape(8, 1))
-  os.replace(tmp, path)
 
 
 def _take_names(rng, action, takes):

@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from ige_tf import atomic
 from ige_tf.voxel.data import records
 
 
@@ -186,11 +187,9 @@ def inspect_record(records_path, index, out_prefix):
   out_dir = os.path.dirname(os.path.abspath(out_prefix))
   os.makedirs(out_dir, exist_ok=True)
   npz_path = f"{out_prefix}.npz"
-  tmp = f"{out_prefix}.tmp-{os.getpid()}.npz"
-  np.savez_compressed(tmp, **example_arrays(example))
-  os.replace(tmp, npz_path)
+  with atomic.replacing(npz_path, keep_suffix=True) as tmp:
+    np.savez_compressed(tmp, **example_arrays(example))
   png_path = f"{out_prefix}.png"
-  tmp_png = f"{out_prefix}.tmp-{os.getpid()}.png"
-  save_figure(example, tmp_png)
-  os.replace(tmp_png, png_path)
+  with atomic.replacing(png_path, keep_suffix=True) as tmp:
+    save_figure(example, tmp)
   return {"npz": npz_path, "png": png_path, "source": source, "example": example}

@@ -20,34 +20,33 @@ error naming it (`ige_tf.data.records_check`).
 Voxels are decoded with a 256-entry bit lookup table (`tf.gather`) after
 `tf.io.decode_compressed(..., "ZLIB")`, bit for bit what was written.
 """
-import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from ige_tf.data import record_writer
 from ige_tf.data import records_check
 from ige_tf.voxel.data import records
 
-MANIFEST = "manifest.json"
 GRIDS = ("frustum", "world")
 
 # Row b = the 8 bits of byte value b, most significant first (np.packbits order).
 _BIT_TABLE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)
 
 
+PREPARE_COMMAND = "bin/prepare_shapenet.py (or bin/import_r2n2.py)"
+
+
 def read_manifest(records_dir):
-  """The `manifest.json` of a records directory (dict).
+  """The `manifest.json` of a records directory (dict), of this version.
 
   Raises:
     FileNotFoundError: no manifest (naming the path).
+    record_writer.ManifestError: an unreadable manifest or one of another
+      version (naming it and the command that rewrites it).
   """
-  path = os.path.join(records_dir, MANIFEST)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no manifest; is {records_dir} a records directory "
-                            "written by bin/prepare_shapenet.py or bin/import_r2n2.py?")
-  with open(path) as f:
-    return json.load(f)
+  return record_writer.read_manifest(records_dir, PREPARE_COMMAND)[1]
 
 
 def split_shards(records_dir, split):
@@ -59,18 +58,17 @@ def split_shards(records_dir, split):
   Raises:
     ValueError: unknown split or no finished shards (naming the directory).
     records_check.ShardError: a shard missing, of another size than recorded
-      (e.g. truncated) or not listed; a manifest without shard checks.
+      (e.g. truncated) or not listed; a manifest of another version
+      (`record_writer.ManifestError`).
   """
-  manifest = read_manifest(records_dir)
-  path = os.path.join(records_dir, MANIFEST)
+  path, manifest = record_writer.read_manifest(records_dir, PREPARE_COMMAND)
   splits = manifest.get("splits", {})
   if split not in splits:
     raise ValueError(f"{records_dir}: no split {split!r}; available: {sorted(splits)}")
   entry = splits[split]
   files, counts = records_check.check_split(
       os.path.join(records_dir, split), entry, path,
-      examples=entry.get("num_examples"),
-      prepare_command="bin/prepare_shapenet.py (or bin/import_r2n2.py)")
+      examples=entry["num_examples"], prepare_command=PREPARE_COMMAND)
   if not files:
     raise ValueError(f"{records_dir}: split {split!r} has no finished shards")
   return files, counts

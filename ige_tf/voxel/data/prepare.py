@@ -12,17 +12,17 @@
    canonicalize the mesh, render `views` views (`ige_tf.voxel.render`),
    voxelize world grids once and frustum grids per view
    (`ige_tf.voxel.frustum`), encode (`ige_tf.voxel.data.records`);
-5. write each shard atomically (temporary file + `os.replace`), then its
-   sidecar `<shard>.json` (examples, shard check = examples, bytes, sha256,
-   models, skipped models with reasons, warnings). A shard with a sidecar
-   whose size and sha256 still match is finished: a rerun keeps it and
-   rewrites damaged ones (`ige_tf.data.records_check`), after removing the
-   temporary files (`*.tmp-PID`) of killed runs;
-6. write `manifest.json` (parameters, shards and their checks, counts, every
-   skipped model and its reason, warnings) atomically.
+5. write each shard and its sidecar `<shard>.json` (num_examples, shard
+   check, and here: models, skipped models with reasons, warnings) through
+   `ige_tf.data.record_writer.RecordWriter`, which also refuses other
+   parameters on resume, keeps verified finished shards, rewrites damaged
+   ones and removes the temporary files (`*.tmp-PID`) of killed runs;
+6. write `manifest.json` (the writer's schema: parameters, splits with
+   their shards, checks and `num_examples`, every skipped model and its
+   reason; here also counts and warnings) atomically.
 
-Worker processes end when the parent dies, however it dies
-(`ige_tf.data.workers.die_with_parent`).
+Models run on a process pool (`ige_tf.data.workers.map_in_order`) whose
+workers end when the parent dies, however it dies.
 
 A model that cannot be used (unreadable file, empty mesh, too many faces,
 ...) is skipped and recorded, never fatal. Shards are independent work units:
@@ -33,24 +33,21 @@ one to finish writes a complete manifest; any task can rewrite it).
 The records of a shard depend only on the parameters and the models, not on
 the number of workers.
 """
-import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
-import multiprocessing
 import os
-import sys
 import time
 import traceback
 
 import numpy as np
 
+from ige_tf.data import record_writer
 from ige_tf.data import records_check
 from ige_tf.data import workers as workers_lib
 from ige_tf.voxel.data import records
 
-MANIFEST = "manifest.json"
-PARAMETERS = "parameters.json"
 DEFAULT_RESOLUTIONS = (32, 64, 128)
 DEFAULT_MODELS_PER_SHARD = 16
 DEFAULT_TRAIN_FRACTION = 0.8
@@ -165,31 +162,6 @@ def plan_shards(jobs, models_per_shard):
   return shards
 
 
-def _write_json_atomic(path, data):
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=1, sort_keys=False)
-    f.write("\n")
-  os.replace(tmp, path)
-
-
-def _check_parameters(out_dir, parameters):
-  """Writes parameters.json, or checks it against `parameters` on resume."""
-  path = os.path.join(out_dir, PARAMETERS)
-  stored_params = {k: v for k, v in parameters.items() if k not in _RUNTIME_KEYS}
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
-    previous = {k: v for k, v in previous.items() if k not in _RUNTIME_KEYS}
-    if previous != json.loads(json.dumps(stored_params)):
-      changed = sorted(k for k in set(previous) | set(stored_params)
-                       if previous.get(k) != json.loads(json.dumps(stored_params.get(k))))
-      raise ValueError(f"{out_dir}: records were prepared with different parameters "
-                       f"({', '.join(changed)}); use a new --out_dir or the same flags")
-  else:
-    _write_json_atomic(path, stored_params)
-
-
 # ----------------------------------------------------------------------------
 # Running jobs.
 
@@ -222,189 +194,69 @@ def _run_job(process_fn, params, job):
   return result
 
 
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                     "NUMBA_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+def _write_shard(writer, shard, results):
+  """Writes the shard's records and its sidecar (models, skips, warnings)."""
+  serialized = (records.serialize(features) for result in results
+                for features in result["examples"])
+  return writer.write_shard(
+      shard.name, serialized,
+      models=[{"synset": r["synset"], "model_id": r["model_id"],
+               "num_examples": len(r["examples"]), "seconds": round(r["seconds"], 3)}
+              for r in results if r["status"] == "ok"],
+      skipped=[{k: r[k] for k in ("synset", "model_id", "split", "path", "reason")}
+               for r in results if r["status"] != "ok"],
+      warnings=[{"synset": r["synset"], "model_id": r["model_id"], "warnings": r["warnings"]}
+                for r in results if r["warnings"]])
 
 
-def _init_worker(parent_pid):
-  """Worker processes end when `parent_pid` dies (`workers.die_with_parent`)
-  and use one thread for numeric libraries (set before the heavy modules are
-  imported lazily by the process functions)."""
-  workers_lib.die_with_parent(parent_pid)
-  for name in _THREAD_VARIABLES:
-    os.environ[name] = "1"
-
-
-def _results_in_order(process_fn, params, jobs, workers):
-  """Yields `_run_job` results in job order, `workers` processes in parallel."""
-  if workers <= 1:
-    for job in jobs:
-      yield _run_job(process_fn, params, job)
-    return
-  context = multiprocessing.get_context("spawn")
-  executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                    initializer=_init_worker,
-                                                    initargs=(os.getpid(),))
-  pending = []
-  try:
-    window = workers * 3
-    jobs = iter(jobs)
-    exhausted = False
-    while True:
-      while not exhausted and len(pending) < window:
-        job = next(jobs, None)
-        if job is None:
-          exhausted = True
-          break
-        pending.append(executor.submit(_run_job, process_fn, params, job))
-      if not pending:
-        return
-      yield pending.pop(0).result()
-  finally:
-    for future in pending:
-      future.cancel()
-    executor.shutdown(wait=True, cancel_futures=True)
-
-
-def _sidecar_path(out_dir, shard):
-  return os.path.join(out_dir, shard.name[:-len(".tfrecord")] + ".json")
-
-
-def _read_sidecar(out_dir, shard):
-  """The sidecar of a shard whose file exists, or None (unfinished)."""
-  path = _sidecar_path(out_dir, shard)
-  if not (os.path.exists(path) and os.path.exists(os.path.join(out_dir, shard.name))):
-    return None
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError):
-    return None
-
-
-def _verified_sidecar(out_dir, shard):
-  """The sidecar of a finished shard that still matches it (size, sha256).
-
-  A shard of an older version (no check) is read back once and, if whole,
-  kept with a new check. Otherwise None, and the reason is printed to
-  stderr: the shard is rewritten.
-  """
-  sidecar = _read_sidecar(out_dir, shard)
-  if sidecar is None:
-    return None
-  path = os.path.join(out_dir, shard.name)
-  check, reason = records_check.verify_shard(path, sidecar.get("check"),
-                                             sidecar.get("num_examples"))
-  if reason is not None:
-    print(f"{path}: {reason}; rewriting the shard", file=sys.stderr)
-    return None
-  if check != sidecar.get("check"):
-    sidecar["check"] = check
-    _write_json_atomic(_sidecar_path(out_dir, shard), sidecar)
-  return sidecar
-
-
-def _finish_shard(out_dir, shard, results):
-  """Writes the shard's records, then its sidecar (the completion marker)."""
-  serialized = []
-  for result in results:
-    serialized.extend(records.serialize(features) for features in result["examples"])
-  path = os.path.join(out_dir, shard.name)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  check = records.write_tfrecord(path, serialized)
-  sidecar = {
-      "shard": shard.name,
-      "split": shard.split,
-      "num_examples": len(serialized),
-      "check": check,
-      "models": [{"synset": r["synset"], "model_id": r["model_id"],
-                  "num_examples": len(r["examples"]), "seconds": round(r["seconds"], 3)}
-                 for r in results if r["status"] == "ok"],
-      "skipped": [{k: r[k] for k in ("synset", "model_id", "split", "path", "reason")}
-                  for r in results if r["status"] != "ok"],
-      "warnings": [{"synset": r["synset"], "model_id": r["model_id"], "warnings": r["warnings"]}
-                   for r in results if r["warnings"]],
-  }
-  _write_json_atomic(_sidecar_path(out_dir, shard), sidecar)
-  return sidecar
-
-
-def _remove_stale_temporaries(out_dir, shards, everything):
-  """Removes `*.tmp-PID` files of killed runs: of `shards` (and their
-  sidecars), and with `everything` also of the manifest and parameters (only
-  safe when no other task shares `out_dir`)."""
-  names = {}
-  for shard in shards:
-    folder, base = os.path.split(os.path.join(out_dir, shard.name))
-    names.setdefault(folder, set()).update(
-        {base, base[:-len(".tfrecord")] + ".json"})
-  for folder, allowed in names.items():
-    records_check.remove_stale_temporaries(folder, allowed)
-  if everything:
-    records_check.remove_stale_temporaries(out_dir, {MANIFEST, PARAMETERS})
-
-
-def build_manifest(out_dir, shards, parameters, extra=None):
+def build_manifest(writer, shards, extra=None):
   """Aggregates the sidecars of finished shards into `manifest.json`.
+
+  The schema is `ige_tf.data.record_writer`'s, plus per split "num_models",
+  and "format_version" (of the records), "counts", "warnings" and `extra`.
 
   Returns:
     the manifest dict (also written atomically to `<out_dir>/manifest.json`).
   """
-  splits = {}
-  skipped, warnings = [], []
+  extra = dict(extra or {})
+  manifest, sidecars = writer.manifest(
+      [s.name for s in shards], skipped=extra.pop("skipped_before_processing", []))
   by_synset = {}
-  models_written = examples = 0
-  finished = 0
-  seconds = []
-  for shard in shards:
-    entry = splits.setdefault(shard.split, {"shards": [], "shard_checks": {},
-                                            "num_examples": 0, "num_models": 0,
-                                            "num_shards": shard.count})
-    sidecar = _read_sidecar(out_dir, shard)
-    if sidecar is None or not sidecar.get("check"):
-      continue
-    finished += 1
-    entry["shards"].append(shard.name)
-    entry["shard_checks"][shard.name] = sidecar["check"]
-    entry["num_examples"] += sidecar["num_examples"]
-    entry["num_models"] += len(sidecar["models"])
-    models_written += len(sidecar["models"])
-    examples += sidecar["num_examples"]
+  seconds, warnings = [], []
+  for entry in manifest["splits"].values():
+    entry["num_models"] = 0
+  for sidecar in sidecars:
+    manifest["splits"][sidecar["split"]]["num_models"] += len(sidecar["models"])
     for model in sidecar["models"]:
       by_synset.setdefault(model["synset"], {"written": 0, "skipped": 0})["written"] += 1
       seconds.append(model["seconds"])
-    for skip in sidecar["skipped"]:
-      by_synset.setdefault(skip["synset"], {"written": 0, "skipped": 0})["skipped"] += 1
-    skipped.extend(sidecar["skipped"])
     warnings.extend(sidecar["warnings"])
-  extra = dict(extra or {})
-  skipped.extend(extra.pop("skipped_before_processing", []))
-  manifest = {
-      "format_version": records.FORMAT_VERSION,
-      "complete": finished == len(shards),
-      "parameters": {k: v for k, v in parameters.items() if k not in _RUNTIME_KEYS},
-      "splits": splits,
-      "counts": {
-          "models_planned": sum(len(s.jobs) for s in shards),
-          "models_written": models_written,
-          "models_skipped": len(skipped),
-          "examples": examples,
-          "shards": len(shards),
-          "shards_finished": finished,
-          "by_synset": dict(sorted(by_synset.items())),
-          "mean_seconds_per_model": float(np.mean(seconds)) if seconds else None,
-      },
-      "skipped": skipped,
-      "warnings": warnings,
+  for skip in manifest["skipped"]:
+    by_synset.setdefault(skip["synset"], {"written": 0, "skipped": 0})["skipped"] += 1
+  manifest["format_version"] = records.FORMAT_VERSION
+  manifest["counts"] = {
+      "models_planned": sum(len(s.jobs) for s in shards),
+      "models_written": sum(len(s["models"]) for s in sidecars),
+      "models_skipped": len(manifest["skipped"]),
+      "examples": sum(s["num_examples"] for s in sidecars),
+      "shards": len(shards),
+      "shards_finished": len(sidecars),
+      "by_synset": dict(sorted(by_synset.items())),
+      "mean_seconds_per_model": float(np.mean(seconds)) if seconds else None,
   }
+  manifest["warnings"] = warnings
   manifest.update(extra)
-  _write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
+  writer.write_manifest(manifest)
   return manifest
 
 
 def write_records(jobs, process_fn, parameters, out_dir, workers=None, progress=True,
                   task_index=0, num_tasks=1, extra_manifest=None):
   """Processes jobs into resumable TFRecord shards and writes the manifest.
+
+  Shards, sidecars, settings check, resume and manifest are
+  `ige_tf.data.record_writer.RecordWriter`'s; this function plans the
+  shards and runs the models on a process pool (`ige_tf.data.workers`).
 
   Args:
     jobs: list of `Job`.
@@ -421,23 +273,27 @@ def write_records(jobs, process_fn, parameters, out_dir, workers=None, progress=
 
   Returns:
     the manifest dict.
+
+  Raises:
+    record_writer.SettingsError: `out_dir` was prepared with other parameters.
   """
   if not 0 <= task_index < num_tasks:
     raise ValueError(f"task_index must be in [0, {num_tasks}), got {task_index}")
-  os.makedirs(out_dir, exist_ok=True)
-  _check_parameters(out_dir, parameters)
+  parameters = {k: v for k, v in parameters.items() if k not in _RUNTIME_KEYS}
+  writer = record_writer.RecordWriter(out_dir, parameters)
   workers = os.cpu_count() if workers is None else max(1, int(workers))
   shards = plan_shards(jobs, parameters.get("models_per_shard", DEFAULT_MODELS_PER_SHARD))
   mine = [s for n, s in enumerate(shards) if n % num_tasks == task_index]
-  _remove_stale_temporaries(out_dir, mine, everything=num_tasks == 1)
-  todo = [s for s in mine if _verified_sidecar(out_dir, s) is None]
+  writer.remove_stale_temporaries([s.name for s in mine], shared=num_tasks > 1)
+  todo = [s for s in mine if writer.finished(s.name) is None]
   todo_jobs = [job for shard in todo for job in shard.jobs]
   bar = None
   if progress:
     import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm.tqdm(total=len(todo_jobs), desc=f"models -> {out_dir}", unit="model",
                     dynamic_ncols=True)
-  results = _results_in_order(process_fn, parameters, todo_jobs, workers)
+  results = workers_lib.map_in_order(
+      functools.partial(_run_job, process_fn, parameters), todo_jobs, workers)
   try:
     for shard in todo:
       shard_results = []
@@ -445,16 +301,14 @@ def write_records(jobs, process_fn, parameters, out_dir, workers=None, progress=
         shard_results.append(next(results))
         if bar is not None:
           bar.update(1)
-          skipped = shard_results[-1]["status"] != "ok"
-          if skipped:
+          if shard_results[-1]["status"] != "ok":
             bar.write(f"skipped {shard_results[-1]['path']}: {shard_results[-1]['reason']}")
-      _finish_shard(out_dir, shard, shard_results)
+      _write_shard(writer, shard, shard_results)
   finally:
     results.close()
     if bar is not None:
       bar.close()
-  return build_manifest(out_dir, shards, parameters, extra_manifest)
-
+  return build_manifest(writer, shards, extra_manifest)
 
 # ----------------------------------------------------------------------------
 # ShapeNet.

@@ -31,7 +31,6 @@ data-preparation worker processes stay light.
 """
 import dataclasses
 import io
-import os
 import zlib
 
 import numpy as np
@@ -242,28 +241,6 @@ def parse(serialized):
       world_bounds=(floats("world_bounds").reshape(2, 3) if "world_bounds" in feature
                     else np.array([[-0.5] * 3, [0.5] * 3])),
   )
-
-
-def write_tfrecord(path, serialized_examples):
-  """Writes serialized examples to `path` atomically (temp file + os.replace).
-
-  Returns:
-    the shard's `records_check.shard_check` (examples, bytes, sha256).
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    count = 0
-    with tf.io.TFRecordWriter(tmp) as writer:
-      for data in serialized_examples:
-        writer.write(data)
-        count += 1
-    check = records_check.shard_check(tmp, count)
-    os.replace(tmp, path)
-    return check
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def read_tfrecord(path):
