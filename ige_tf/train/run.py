@@ -53,22 +53,20 @@ class RunError(ValueError):
 
 
 # -- gin state --------------------------------------------------------------
-# gin keeps one global config and has no public way to set it aside and put
-# it back: `gin.config_str()` leaves out every value it cannot write as text
-# (a Path, an array, an object bound in Python) and the operative config
-# cannot be parsed back. This context manager therefore copies the globals
-# `gin.clear_config` resets; it is the only use of gin internals in ige_tf
-# (docs/decisions.md, "gin: public API, one set-aside").
-_GIN_STATE = ("_CONFIG", "_SINGLETONS", "_IMPORTS", "_OPERATIVE_CONFIG")
-
-
 @contextlib.contextmanager
 def isolated_gin():
   """Runs the block on an empty gin config; afterwards the caller's config
   (bindings, imports, operative config, lock) is exactly as it was, whatever
   the block parsed, and also when it raised."""
+  # gin keeps one global config and has no public way to set it aside and
+  # put it back: `gin.config_str()` leaves out every value it cannot write
+  # as text (a Path, an array, an object bound in Python) and the operative
+  # config cannot be parsed back. So this copies the globals
+  # `gin.clear_config` resets; it is the only use of gin internals in ige_tf
+  # (docs/decisions.md, "gin: public API, one set-aside").
   config = gin.config
-  saved = {name: getattr(config, name).copy() for name in _GIN_STATE}
+  names = ("_CONFIG", "_SINGLETONS", "_IMPORTS", "_OPERATIVE_CONFIG")
+  saved = {name: getattr(config, name).copy() for name in names}
   saved["_CONFIG"] = {k: dict(v) for k, v in saved["_CONFIG"].items()}
   locked = gin.config_is_locked()
   gin.clear_config()
