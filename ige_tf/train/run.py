@@ -158,11 +158,11 @@ def open_run(model_dir, gin_files=(), gin_params=(), restore=True):
     # Its configurables must be registered even if the run was built in
     # Python (its operative config then has no import line for it).
     importlib.import_module(record["problem"].rsplit(".", 1)[0])
-  # What the run used (defaults included), read as data: the operative
-  # config, overlaid with the config as given (macros kept, resolved here).
-  recorded = dict(gin_text.read_config([operative_path]).bindings)
+  # What the run used, read as data: the config as given (macros resolved
+  # here) under the operative config (every parameter, defaults included).
+  recorded = gin_text.read_config([operative_path]).bindings
   if config_path != operative_path:
-    recorded.update(gin_text.read_config([config_path]).bindings)
+    recorded = dict(gin_text.read_config([config_path]).bindings, **recorded)
   with isolated_gin():
     cli.parse_gin([config_path])
     if gin_files or gin_params:
