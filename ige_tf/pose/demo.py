@@ -19,11 +19,14 @@ demo_ige4_paper.gin; runs `b128-1_paper`, `ige4_paper`, figure
 `figure3_paper.png`, summary `summary_paper.json`).
 
 Every stage resumes: rerunning skips finished data and training.
+
+The caller's global gin config is left as it was: each model is configured
+and trained inside `ige_tf.train.run.isolated_gin`, and the export is
+rebuilt from the run's own record (`run.open_run`).
 """
 import os
 import time
 
-import gin
 import numpy as np
 
 from ige_tf import atomic
@@ -33,6 +36,7 @@ from ige_tf.pose.data import prepare
 from ige_tf.pose.data import synthetic
 from ige_tf.train import cli
 from ige_tf.train import loop
+from ige_tf.train import run
 
 DEMO_SYNTHETIC = {"frames_per_sequence": 400, "takes": 2, "seed": 0}
 FIGURE_INDEX = 200
@@ -44,12 +48,13 @@ FORMULATIONS = {"default": ("pose/demo_b128-1.gin", "pose/demo_ige4.gin", ""),
 
 
 def _train_and_evaluate(gin_file, params, model_dir, progress):
-  gin.clear_config()
-  cli.parse_gin([gin_file], params)
-  problem = cli.make_problem()
-  loop.train(problem, model_dir, progress=progress)
-  metrics = loop.evaluate(problem, model_dir, progress=progress)
-  return problem, metrics
+  """Trains and evaluates `gin_file` + `params` in `model_dir`; returns the
+  metrics. The caller's gin config is untouched (`run.isolated_gin`)."""
+  with run.isolated_gin():
+    cli.parse_gin([gin_file], params)
+    problem = cli.make_problem()
+    loop.train(problem, model_dir, progress=progress)
+    return loop.evaluate(problem, model_dir, progress=progress)
 
 
 def digest(metrics):
@@ -132,21 +137,20 @@ def run_demo(out_dir, progress=True, synthetic_options=None, seeds=1,
     run_dirs[seed] = (base_dir, ige_dir)
     seeded = [records, f"train.seed = {seed}"]
     mark = time.time()
-    _, base_metrics = _train_and_evaluate(base_config, seeded, base_dir,
-                                          progress)
+    base_metrics = _train_and_evaluate(base_config, seeded, base_dir,
+                                       progress)
     timings[f"b128-1 seed {seed}"] = time.time() - mark
     mark = time.time()
-    problem, ige_metrics = _train_and_evaluate(
+    ige_metrics = _train_and_evaluate(
         ige_config, seeded + [f"INIT_MODEL_DIR = {base_dir!r}"], ige_dir,
         progress)
     timings[f"ige4 seed {seed}"] = time.time() - mark
     per_seed["b128-1"].append(digest(base_metrics))
     per_seed["ige4"].append(digest(ige_metrics))
-    if seed == 0:
-      ige_problem = problem
   base_dir, ige_dir = run_dirs[0]
   mark = time.time()
-  export_dir = loop.export(ige_problem, ige_dir)
+  with run.open_run(ige_dir, restore=False) as loaded:
+    export_dir = loop.export(loaded.problem, ige_dir)
   timings["export"] = time.time() - mark
   mark = time.time()
   figure = os.path.join(out_dir, f"figure3{suffix}.png")

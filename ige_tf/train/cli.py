@@ -4,22 +4,27 @@ Every binary takes `--gin_file` (repeatable) and `--gin_param` (repeatable).
 Gin files are found as given or, failing that, relative to `GIN_DIR`, the
 configs shipped inside the package (`ige_tf/configs/`, also after a
 non-editable install); `include` lines inside them resolve the same way,
-without changing the working directory. Parsing is strict: an unknown
-configurable or parameter is an error, and so is a `--gin_param` macro that
-nothing references.
+without changing the working directory (`gin_text.resolve_gin_file`).
+Parsing is strict: an unknown configurable or parameter is an error, and so
+is a `--gin_param` macro that nothing references.
+
+Only gin's public API is used. `include` lines are followed here rather than
+by gin: gin's own lookup also asks its package-resource reader, which raises
+a TypeError when the include's first folder is a namespace package (any
+folder called `pose` on `sys.path`) and logs an ERROR for every other
+include; `parse_gin` hands gin each file's text between its include lines
+(`gin.parse_config`, file name and line numbers kept for gin's errors) and
+parses the included files in their place.
 """
 import difflib
-import importlib.util
-import os
 import re
 
 from absl import flags
 import gin
+from gin import config_parser
 
-import ige_tf
-
-GIN_DIR = os.path.join(os.path.dirname(os.path.abspath(ige_tf.__file__)),
-                       "configs")
+from ige_tf.train import gin_text
+from ige_tf.train.gin_text import GIN_DIR, resolve_gin_file  # noqa: F401
 
 
 def define_flags(model_dir_required=True):
@@ -34,57 +39,6 @@ def define_flags(model_dir_required=True):
     flags.mark_flag_as_required("model_dir")
 
 
-def resolve_gin_file(path):
-  """Returns `path` if it exists, else `GIN_DIR/path`; raises if neither."""
-  if os.path.isfile(path):
-    return path
-  candidate = os.path.join(GIN_DIR, path)
-  if os.path.isfile(candidate):
-    return candidate
-  raise FileNotFoundError(
-      f"gin file {path!r} not found (also looked in {GIN_DIR})")
-
-
-def _in_regular_package(path):
-  """Whether `path`'s folder names an importable, regular Python package."""
-  head = os.path.dirname(path)
-  if not head or os.path.isabs(path):
-    return False
-  try:
-    spec = importlib.util.find_spec(head.replace("/", "."))
-  except (ImportError, ValueError):
-    return False
-  return spec is not None and spec.origin is not None
-
-
-def _guard_package_lookup():
-  """Makes gin's "file inside a Python package" lookup safe and quiet.
-
-  For an include like 'pose/base.gin', gin first asks whether `pose` is an
-  importable package holding `base.gin`. If `pose` resolves to a namespace
-  package (any folder called `pose` on `sys.path`, e.g. `tests/pose` under
-  pytest), gin crashes with a TypeError instead of moving on to the search
-  path; otherwise it logs "ERROR ... Path not found" for every include. The
-  check is wrapped to answer False, silently, unless the folder is a regular
-  package.
-  """
-  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
-  for i, (reader, exists) in enumerate(readers):
-    if getattr(exists, "_ige_guarded", False) or exists is os.path.isfile:
-      continue
-
-    def guarded(path, exists=exists):
-      if not _in_regular_package(path):
-        return False
-      try:
-        return exists(path)
-      except TypeError:
-        return False
-
-    guarded._ige_guarded = True  # pylint: disable=protected-access
-    readers[i] = (reader, guarded)
-
-
 # `NAME = value` with no "." or "/" in NAME binds a macro, not a parameter.
 _MACRO_BINDING = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=")
 
@@ -94,10 +48,9 @@ class GinMacroError(ValueError):
 
 
 def referenced_macros():
-  """Names of the macros (`%NAME`) referenced by the current gin config."""
-  config = gin.config._CONFIG  # pylint: disable=protected-access
-  return {ref.config_key[0] for ref in gin.config.iterate_references(config)
-          if ref.config_key[1] == "gin.macro"}
+  """Names of the macros (`%NAME`) referenced by the current gin config
+  (read from `gin.config_str()`)."""
+  return gin_text.read_config(text=gin.config_str()).referenced_macros
 
 
 def check_macro_params(gin_params):
@@ -117,24 +70,54 @@ def check_macro_params(gin_params):
           f"any gin file or binding, so it would change nothing{hint}")
 
 
-def add_search_path():
-  """Lets gin find `include`d files relative to `GIN_DIR` (idempotent)."""
-  if GIN_DIR not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
-    gin.add_config_file_search_path(GIN_DIR)
-  _guard_package_lookup()
+def _parse_text(text, name, depth=0):
+  """Parses gin `text` into the global config, following its includes.
+
+  Each stretch between include lines goes to `gin.parse_config` padded with
+  blank lines, so gin's errors name `name` and the line in it; each included
+  file is parsed, the same way, where its include line stands.
+  """
+  if depth > 50:
+    raise ValueError(f"{name}: gin includes nested more than 50 deep "
+                     "(an include cycle?)")
+  lines = text.splitlines(keepends=True)
+  start = 0  # index of the first line not yet parsed
+  for statement in gin_text.statements(text, name):
+    if not isinstance(statement, config_parser.IncludeStatement):
+      continue
+    line = statement.location.line_num - 1
+    gin.parse_config(gin_text.named_text(
+        "\n" * start + "".join(lines[start:line]), name))
+    path = resolve_gin_file(statement.filename, statement.location)
+    with open(path) as f:
+      _parse_text(f.read(), path, depth + 1)
+    start = line + 1
+  gin.parse_config(gin_text.named_text(
+      "\n" * start + "".join(lines[start:]), name))
 
 
 def parse_gin(gin_files, gin_params=()):
-  """Parses gin files and bindings strictly.
+  """Parses gin files and bindings strictly into the global gin config.
 
   Unknown configurables or parameters are errors (gin's own check), and so
   is a macro set in `gin_params` that nothing references
   (`check_macro_params`).
+
+  Args:
+    gin_files: paths as given or relative to `GIN_DIR`.
+    gin_params: binding strings, parsed after the files.
+
+  Raises:
+    FileNotFoundError: a file or an included file is missing.
+    ValueError: unknown configurable or parameter (gin, naming file and line).
+    GinMacroError: see `check_macro_params`.
   """
-  add_search_path()
-  files = [resolve_gin_file(f) for f in gin_files]
-  gin.parse_config_files_and_bindings(files, list(gin_params),
-                                      skip_unknown=False, finalize_config=False)
+  for path in gin_files:
+    path = resolve_gin_file(path)
+    with open(path) as f:
+      _parse_text(f.read(), path)
+  if gin_params:
+    _parse_text("\n".join(gin_params), "<gin bindings>")
   check_macro_params(gin_params)
 
 

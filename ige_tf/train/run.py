@@ -16,8 +16,11 @@ record. Extra `gin_files` / `gin_params` may change evaluation-time settings
 only (`EVALUATION_BINDINGS` plus the problem's `evaluation_bindings()`:
 records directory, split, batch size, progress, ...); a binding that changes
 the model or the problem against the run's record raises `ConfigMismatchError`
-naming every differing binding. The caller's global gin config is saved and
-restored around the block.
+naming every differing binding. The run's config is read as data
+(`gin_text.read_config`) for that comparison; the problem and model are
+built with it parsed into gin inside `isolated_gin`, so the caller's global
+gin config is exactly as it was after the block (a notebook's bindings
+survive `open_run` and every loader built on it).
 """
 import collections
 import contextlib
@@ -29,6 +32,7 @@ import os
 import gin
 
 from ige_tf.train import cli
+from ige_tf.train import gin_text
 from ige_tf.train import loop
 
 # Configurables whose parameters never change a trained model or its problem.
@@ -49,18 +53,22 @@ class RunError(ValueError):
 
 
 # -- gin state --------------------------------------------------------------
-# gin has one global config and no public save/restore; these are the
-# globals `gin.clear_config` resets.
-_GIN_STATE = ("_CONFIG", "_SINGLETONS", "_IMPORTS", "_OPERATIVE_CONFIG")
-
-
 @contextlib.contextmanager
 def isolated_gin():
-  """Runs the block on an empty gin config; restores the caller's after."""
+  """Runs the block on an empty gin config; afterwards the caller's config
+  (bindings, imports, operative config, lock) is exactly as it was, whatever
+  the block parsed, and also when it raised."""
+  # gin keeps one global config and has no public way to set it aside and
+  # put it back: `gin.config_str()` leaves out every value it cannot write
+  # as text (a Path, an array, an object bound in Python) and the operative
+  # config cannot be parsed back. So this copies the globals
+  # `gin.clear_config` resets; it is the only use of gin internals in ige_tf
+  # (docs/decisions.md, "gin: public API, one set-aside").
   config = gin.config
-  saved = {name: getattr(config, name).copy() for name in _GIN_STATE}
+  names = ("_CONFIG", "_SINGLETONS", "_IMPORTS", "_OPERATIVE_CONFIG")
+  saved = {name: getattr(config, name).copy() for name in names}
   saved["_CONFIG"] = {k: dict(v) for k, v in saved["_CONFIG"].items()}
-  locked = config.config_is_locked()
+  locked = gin.config_is_locked()
   gin.clear_config()
   try:
     yield
@@ -71,35 +79,11 @@ def isolated_gin():
     config._set_config_is_locked(locked)  # pylint: disable=protected-access
 
 
-def _resolve(value, config):
-  """`value` with every macro reference replaced by the macro's value."""
-  if isinstance(value, gin.config.ConfigurableReference):
-    if value.config_key[1] == "gin.macro":
-      return _resolve(config[value.config_key]["value"], config)
-    return value
-  if isinstance(value, (list, tuple)):
-    return type(value)(_resolve(v, config) for v in value)
-  if isinstance(value, dict):
-    return {k: _resolve(v, config) for k, v in value.items()}
-  return value
-
-
 def current_bindings():
   """The current gin config as `{"scope/configurable.param": value}`, macros
-  resolved, configurables named by their short name."""
-  config = gin.config._CONFIG  # pylint: disable=protected-access
-  bindings = {}
-  for (scope, selector), params in config.items():
-    if selector == "gin.macro":
-      continue
-    name = (scope + "/" if scope else "") + selector.split(".")[-1]
-    for arg, value in params.items():
-      bindings[f"{name}.{arg}"] = _resolve(value, config)
-  return bindings
-
-
-def _format(value):
-  return gin.config._format_value(value)  # pylint: disable=protected-access
+  resolved, configurables named by their short name (`gin_text.read_config`
+  of `gin.config_str()`)."""
+  return gin_text.read_config(text=gin.config_str()).bindings
 
 
 # -- the run record -----------------------------------------------------------
@@ -174,29 +158,17 @@ def open_run(model_dir, gin_files=(), gin_params=(), restore=True):
     # Its configurables must be registered even if the run was built in
     # Python (its operative config then has no import line for it).
     importlib.import_module(record["problem"].rsplit(".", 1)[0])
+  # What the run used, read as data: the config as given (macros resolved
+  # here) under the operative config (every parameter, defaults included).
+  recorded = gin_text.read_config([operative_path]).bindings
+  if config_path != operative_path:
+    recorded = dict(gin_text.read_config([config_path]).bindings, **recorded)
   with isolated_gin():
-    cli.parse_gin([operative_path])
-    recorded = current_bindings()
-    if config_path != operative_path:
-      gin.clear_config()
-      cli.parse_gin([config_path])
-      recorded = dict(current_bindings(), **recorded)
+    cli.parse_gin([config_path])
     if gin_files or gin_params:
       cli.parse_gin(gin_files, gin_params)
-      given = current_bindings()
-      problem = _make_problem(model_dir, config_path)
-      allowed = EVALUATION_BINDINGS + tuple(problem.evaluation_bindings())
-      differing = [
-          f"{key}: run {_format(recorded[key])}, given {_format(value)}"
-          for key, value in sorted(given.items())
-          if key in recorded and value != recorded[key]
-          and not any(fnmatch.fnmatchcase(key, p) for p in allowed)]
-      if differing:
-        raise ConfigMismatchError(
-            f"{model_dir}: the given gin files/bindings change the run's model "
-            f"or problem ({len(differing)} binding(s) differ from "
-            f"{config_path}): " + "; ".join(differing) + ". Drop --gin_file "
-            "(the run directory describes itself) or use another --model_dir.")
+      _check_unchanged(model_dir, config_path, recorded,
+                       _make_problem(model_dir, config_path))
     rebuild = record.get("rebuild_bindings")
     if rebuild is None:  # a run recorded before run.json existed
       rebuild = _make_problem(model_dir, config_path).rebuild_bindings()
@@ -204,6 +176,23 @@ def open_run(model_dir, gin_files=(), gin_params=(), restore=True):
     problem = _make_problem(model_dir, config_path)
     model = loop.restore_model(problem, model_dir) if restore else None
     yield Run(model_dir, problem, model)
+
+
+def _check_unchanged(model_dir, config_path, recorded, problem):
+  """Raises `ConfigMismatchError` if the current gin config binds a model or
+  problem parameter to another value than the run's `recorded` bindings."""
+  allowed = EVALUATION_BINDINGS + tuple(problem.evaluation_bindings())
+  differing = [
+      f"{key}: run {recorded[key]!r}, given {value!r}"
+      for key, value in sorted(current_bindings().items())
+      if key in recorded and value != recorded[key]
+      and not any(fnmatch.fnmatchcase(key, p) for p in allowed)]
+  if differing:
+    raise ConfigMismatchError(
+        f"{model_dir}: the given gin files/bindings change the run's model "
+        f"or problem ({len(differing)} binding(s) differ from "
+        f"{config_path}): " + "; ".join(differing) + ". Drop --gin_file "
+        "(the run directory describes itself) or use another --model_dir.")
 
 
 def rebuildable_problem():

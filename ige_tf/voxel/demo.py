@@ -18,16 +18,19 @@ Under `out_dir`:
 
 Every stage resumes: rerunning skips finished data, training and evaluation
 (training resumes from the latest checkpoint).
+
+The caller's global gin config is left as it was: each model is configured,
+trained, evaluated and exported inside `ige_tf.train.run.isolated_gin`.
 """
 import os
 import time
 
-import gin
 import numpy as np
 
 from ige_tf import atomic
 from ige_tf.train import cli
 from ige_tf.train import loop
+from ige_tf.train import run as run_lib
 from ige_tf.voxel import visualize
 from ige_tf.voxel.data import prepare
 from ige_tf.voxel import synthetic
@@ -130,31 +133,31 @@ def run_demo(out_dir, progress=True, data_options=None, budget=None,
     for name, gin_file in MODELS:
       run = run_name(name, seed)
       model_dir = os.path.join(out_dir, run)
-      gin.clear_config()
-      cli.parse_gin([gin_file], params)
-      problem = cli.make_problem()
-      start = time.time()
-      steps = loop.train(problem, model_dir, progress=progress)
-      timings[f"train_{run}"] = time.time() - start
-      start = time.time()
-      metrics = loop.evaluate(problem, model_dir, progress=progress)
-      timings[f"evaluate_{run}"] = time.time() - start
       entry = summary["models"].setdefault(name, {"gin_file": gin_file,
                                                   "seeds": {}})
+      with run_lib.isolated_gin():
+        cli.parse_gin([gin_file], params)
+        problem = cli.make_problem()
+        start = time.time()
+        steps = loop.train(problem, model_dir, progress=progress)
+        timings[f"train_{run}"] = time.time() - start
+        start = time.time()
+        metrics = loop.evaluate(problem, model_dir, progress=progress)
+        timings[f"evaluate_{run}"] = time.time() - start
+        if seed == 0:
+          stats = loop.model_stats(problem)
+          entry["trainable_params"] = stats["trainable_params"]["total"]
+          entry["multiply_adds"] = stats["multiply_adds"]
+          if name == "ige-mn":
+            start = time.time()
+            entry["export"] = loop.export(problem, model_dir)
+            timings["export_ige-mn"] = time.time() - start
       entry["seeds"][str(seed)] = {
           "model_dir": model_dir, "train_steps": steps, "iou": metrics["iou"],
           "iou_class_mean": metrics["iou_class_mean"],
           "iou_per_category_final": {
               metrics["categories"][k]: v[-1]
               for k, v in metrics["iou_per_category"].items()}}
-      if seed == 0:
-        stats = loop.model_stats(problem)
-        entry["trainable_params"] = stats["trainable_params"]["total"]
-        entry["multiply_adds"] = stats["multiply_adds"]
-        if name == "ige-mn":
-          start = time.time()
-          entry["export"] = loop.export(problem, model_dir)
-          timings["export_ige-mn"] = time.time() - start
   for entry in summary["models"].values():
     per_seed = [entry["seeds"][str(s)] for s in range(seeds)]
     entry["iou"] = spread([r["iou"] for r in per_seed])

@@ -83,7 +83,7 @@ def _encoder_maps(encoder_name, image, encoder_model, image_size):
 
 @gin.configurable
 def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
-                    encoder_weights=None, train_encoder=True,
+                    grid="frustum", encoder_weights=None, train_encoder=True,
                     image_decoder_channels=None, generator_channels=None,
                     generator_resolution=32, depth_bins=None,
                     energy_filters=None, kernel_scale=1e-3,
@@ -98,6 +98,9 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
       32), e.g. 32, 64, 128, 256 at 128^2 images.
     num_steps: T, unrolled inner-optimizer steps.
     image_size: S, a multiple of 32.
+    grid: "frustum", the only grid IGE-Net models (its energy pools frustum
+      grids, paper 6.1); accepted so that every builder takes the problem's
+      grid (`VoxelProblem.build_model`).
     encoder_weights: the encoder trunk's weights: None (random), "imagenet"
       (Keras-applications file, cached or downloaded) or a local file
       (`encoders.build_image_encoder(weights=...)`).
@@ -127,6 +130,10 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
     `keras.Model`: `{"image": float32 [B, S, S, 3]}` -> `{"steps": float32
     [T+1, B, R, R, R] logits, "energy": [T, B], "grad_norm": [T, B]}`.
   """
+  if grid != "frustum":
+    raise ValueError(f"ige_voxel_model: grid {grid!r}: IGE-Net's energy pools "
+                     "frustum grids (paper 6.1); use VoxelProblem.grid = "
+                     "'frustum' (world-grid models are baselines)")
   _check_encoder(encoder, _IMAGE_DECODER_CHANNELS)
   top_size = image_size // 32
   _check_resolution(resolution, top_size)

@@ -28,7 +28,6 @@ Serving (`bin/export.py`): `image` float32 `[B, S, S, 3]` in [0, 1] ->
 `{"final": [B, R, R, R], "steps": [T+1, B, R, R, R]}` occupancy
 PROBABILITIES (the sigmoid of the model's logits).
 """
-import inspect
 import math
 
 import gin
@@ -51,14 +50,6 @@ def _high_key(grid, resolution):
   return f"{grid}_{resolution}"
 
 
-def _gin_bindings(fn):
-  """dict of the gin bindings of configurable `fn` (empty if it has none)."""
-  try:
-    return dict(gin.get_bindings(fn))
-  except (ValueError, TypeError, KeyError):
-    return {}
-
-
 @gin.configurable
 class VoxelProblem(Problem):
   """Single-view reconstruction on prepared voxel records.
@@ -67,10 +58,13 @@ class VoxelProblem(Problem):
     records_dir: output of `bin/prepare_shapenet.py` / `bin/import_r2n2.py`
       (`RECORDS_DIR`); only read by `dataset` (a model can be rebuilt and
       restored without it).
-    model_fn: `models.ige_voxel_model` or `models.baseline_voxel_model`
-      (configured by gin; its bindings are captured when the problem is
-      created); called with `resolution`, `image_size` (and `grid` when it
-      takes one).
+    model_fn: the model builder, `models.ige_voxel_model` or
+      `models.baseline_voxel_model` (configured by gin), or any callable
+      `model_fn(resolution=R, image_size=S, grid=grid) -> keras.Model` with
+      the outputs of those builders; a builder refuses a grid it cannot
+      model (IGE-Net: frustum only). A run rebuilt by
+      `ige_tf.train.run.open_run` gets its builder's bindings from the run's
+      record.
     resolution: R, the training grid resolution (stored in the records).
     grid: "frustum" (paper 6.1; IGE-Net needs it) or "world" (world-aligned
       baselines of Table 3).
@@ -96,19 +90,12 @@ class VoxelProblem(Problem):
                threshold=0.5, batch_norm_momentum=None):
     if grid not in GRIDS:
       raise ValueError(f"VoxelProblem.grid must be one of {GRIDS}, got {grid!r}")
-    if grid == "world" and getattr(model_fn, "__name__", "") == "ige_voxel_model":
-      raise ValueError("VoxelProblem: IGE-Net's energy pools frustum grids "
-                       "(paper 6.1); use grid='frustum' with ige_voxel_model")
     if not (eval_resolution is None or eval_resolution == HIGHEST
             or (isinstance(eval_resolution, int) and eval_resolution > 0)):
       raise ValueError("VoxelProblem.eval_resolution must be None, "
                        f"'{HIGHEST}' or a positive int, got {eval_resolution!r}")
     self.records_dir = records_dir
     self.model_fn = model_fn
-    # The builder's gin bindings, captured now: a model rebuilt later (e.g.
-    # `loop.restore_model` after the gin config was cleared or changed) is
-    # the same architecture as the one trained.
-    self.model_bindings = _gin_bindings(model_fn)
     self.resolution = int(resolution)
     self.grid = grid
     self.step_decay = float(step_decay)
@@ -223,20 +210,10 @@ class VoxelProblem(Problem):
   # -- model ----------------------------------------------------------------
 
   def build_model(self):
-    # Bindings gin still holds are left to gin, so that they appear in the
-    # operative config (a run's operative_config.gin); only those gin no
-    # longer supplies (config cleared or changed) are passed explicitly.
-    current = _gin_bindings(self.model_fn)
-    kwargs = {name: value for name, value in self.model_bindings.items()
-              if name not in current or current[name] != value}
-    kwargs.update(resolution=self.resolution, image_size=self.image_size)
-    try:
-      parameters = inspect.signature(self.model_fn).parameters
-    except (TypeError, ValueError):
-      parameters = {}
-    if "grid" in parameters:
-      kwargs["grid"] = self.grid
-    model = self.model_fn(**kwargs)
+    """`model_fn(resolution=R, image_size=S, grid=grid)`, with
+    `batch_norm_momentum` applied."""
+    model = self.model_fn(resolution=self.resolution,
+                          image_size=self.image_size, grid=self.grid)
     if self.batch_norm_momentum is not None:
       for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
         if isinstance(layer, keras.layers.BatchNormalization):

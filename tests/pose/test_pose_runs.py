@@ -107,3 +107,26 @@ def test_visualize_from_the_run_directory_alone(baseline_run, repo_dir,
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert result["png"] == out and os.path.getsize(out) > 0
+
+
+def test_loading_a_lifter_leaves_a_notebook_gin_config_as_it_was(ige_run):
+  """`Lifter.from_run` / `inference.load_lifter` rebuild the run's IGE-4
+  from its record while the caller's gin config describes another
+  experiment (IGE-8); that config is intact afterwards, nothing added."""
+  from ige_tf.pose import inference  # pylint: disable=import-outside-toplevel
+  from ige_tf.pose import lifter as lifter_lib  # pylint: disable=import-outside-toplevel
+  cli.parse_gin(["pose/ige8.gin"], ["RECORDS_DIR = '/nowhere'"])
+  gin.bind_parameter("evaluate.batch_size", 7)
+  before = gin.config_str()
+  assert lifter_lib.Lifter.from_run(ige_run).view_scale > 0
+  rng = np.random.default_rng(0)
+  lifted = inference.load_lifter(ige_run)(
+      rng.uniform(400, 600, (2, 16, 2)), np.full((2, 2), 1000.0),
+      np.full((2, 2), 500.0), np.zeros((2, 3)), np.zeros((2, 2)))
+  assert lifted["steps"].shape == (4 + 1, 2, 16, 3)  # the run's 4 steps
+  assert np.isfinite(lifted["steps"]).all()
+  assert gin.config_str() == before
+  assert gin.query_parameter("%NUM_STEPS") == 8
+  assert gin.query_parameter("evaluate.batch_size") == 7
+  # The caller's INIT_MODEL_DIR, not the run's.
+  assert gin.query_parameter("%INIT_MODEL_DIR") == "runs/pose/b128-1"

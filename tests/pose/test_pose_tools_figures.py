@@ -4,6 +4,7 @@ import os
 import shutil
 import struct
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,6 +14,7 @@ from ige_tf.pose import figures
 from ige_tf.pose import inference
 from ige_tf.pose import tables
 from ige_tf.pose import visualize
+from ige_tf.train import cli
 from ige_tf.train import loop
 from ige_tf.train import run as train_run
 
@@ -90,6 +92,9 @@ def test_figure4_stats_without_model_stats_are_recomputed(ige_run, tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path):
+  # The caller's gin config (another experiment) is left as it was.
+  cli.parse_gin(["core/denoise.gin"], ["train.epochs = 3"])
+  before = gin.config_str()
   # Eager training and evaluation: a few steps do not repay tracing.
   tf.config.run_functions_eagerly(True)
   try:
@@ -98,6 +103,7 @@ def test_demo_runs_end_to_end(tmp_path):
         "actions": ("Walking",)})
   finally:
     tf.config.run_functions_eagerly(False)
+  assert gin.config_str() == before
   for name, steps in (("b128-1", 1), ("ige4", 5)):
     per_step = summary[name]["per_step"]
     assert all(len(per_step[k]) == steps for k in per_step)

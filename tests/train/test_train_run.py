@@ -95,11 +95,28 @@ def test_evaluate_export_model_stats_from_model_dir_alone_match_gin_files(
                              rtol=1e-5, atol=1e-6)
 
 
-def test_open_run_keeps_the_callers_gin_config(denoise_run):
+def test_open_run_leaves_a_notebook_gin_config_as_it_was(denoise_run):
+  """A notebook's own config (parsed, and bound in Python, even to a value
+  gin cannot write as text) is intact after `open_run`, also after one that
+  raised; nothing of the run's config is left in it."""
   cli.parse_gin(["core/denoise.gin"], ["DenoisingProblem.num_steps = 7"])
-  with run.open_run(denoise_run, restore=False) as loaded:
+  marker = object()
+  gin.bind_parameter("evaluate.split", marker)
+  before = gin.config_str()
+  with run.open_run(denoise_run) as loaded:
     assert loaded.problem.num_steps == 2
+    assert gin.query_parameter("DenoisingProblem.num_steps") == 2
+    assert len(loaded.model({"noisy": np.zeros((1, 32), np.float32)})[
+        "steps"]) == 3
+  with pytest.raises(run.ConfigMismatchError):
+    with run.open_run(denoise_run, gin_params=[
+        "DenoisingProblem.num_steps = 3"], restore=False):
+      pass
+  assert gin.config_str() == before
   assert gin.query_parameter("DenoisingProblem.num_steps") == 7
+  assert gin.query_parameter("evaluate.split") is marker
+  with pytest.raises(ValueError):  # the run's SMALL bindings: not added
+    gin.query_parameter("DenoisingProblem.split_sizes")
 
 
 def test_a_config_that_changes_the_model_is_refused(denoise_run, repo_dir):

@@ -444,11 +444,32 @@ def test_operative_config_records_the_model_bindings():
   assert "ige_voxel_model.encoder = 'mn'" in text
   assert "ige_voxel_model.num_steps = %NUM_STEPS" in text
   assert "ige_voxel_model.recompute_steps = True" in text
-  # Rebuilt after the config is gone: the captured bindings still apply.
-  gin.clear_config()
+  # (A run rebuilt later gets these bindings from its record, `open_run`:
+  # test_voxel_problem_train.py.)
+
+
+def test_the_problem_hands_its_builder_resolution_image_size_and_grid():
+  """Any callable builds the model: called with R, S and the grid, nothing
+  looked up by its name or signature; BatchNormalization momentum set."""
+  import keras  # pylint: disable=import-outside-toplevel
+  calls = []
+
+  def builder(**kwargs):
+    calls.append(kwargs)
+    return keras.Sequential([keras.Input((4,)),
+                             keras.layers.BatchNormalization()])
+
+  problem = VoxelProblem(records_dir="unused", model_fn=builder,
+                         resolution=16, grid="world", image_size=64,
+                         batch_norm_momentum=0.5)
   model = problem.build_model()
-  assert model.get_layer("inner_optimizer").recompute_steps
-  assert model.name == "ige_mn_64"
+  assert calls == [{"resolution": 16, "image_size": 64, "grid": "world"}]
+  assert model.layers[0].momentum == 0.5
+  # IGE-Net's builder refuses the world grid itself.
+  with pytest.raises(ValueError, match="grid 'world': IGE-Net's energy pools "
+                     "frustum grids"):
+    VoxelProblem(records_dir="unused", model_fn=models.ige_voxel_model,
+                 grid="world").build_model()
 
 
 @pytest.mark.parametrize("config", CONFIGS)

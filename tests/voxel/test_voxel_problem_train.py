@@ -20,6 +20,7 @@ import tensorflow as tf
 from ige_tf.train import cli
 from ige_tf.train import loop
 from ige_tf.train import precise_bn
+from ige_tf.train import run as run_lib
 from ige_tf.voxel import visualize
 from ige_tf.voxel.data import pipeline
 
@@ -148,6 +149,24 @@ def test_restore_recovers_every_trained_weight(ige_run):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
+def test_a_run_is_rebuilt_from_its_record_whatever_the_callers_config(
+    ige_run):
+  """The builder's bindings come from the run's record (`open_run`), not
+  from the caller's gin config, which here describes another IGE-MN (64^3,
+  1 step): the run's 32^3, 3-step model with demo.gin's kernel scale is
+  restored, and the caller's config is intact afterwards."""
+  _, model_dir, _, _, _ = ige_run
+  cli.parse_gin(["voxel/ige-mn.gin"], ["NUM_STEPS = 1", "RESOLUTION = 64",
+                                       "ENCODER_WEIGHTS = None"])
+  before = gin.config_str()
+  with run_lib.open_run(model_dir) as loaded:
+    model = loaded.model
+  inner = model.get_layer("inner_optimizer")
+  assert (model.name, inner.num_steps) == ("ige_mn_32", 3)
+  assert inner.energy.kernel_scale == 10.0
+  assert gin.config_str() == before
+
+
 def test_export_reloads_with_the_keras_outputs(ige_run):
   problem, model_dir, _, _, export_dir = ige_run
   model = loop.restore_model(problem, model_dir)
@@ -203,6 +222,16 @@ def test_world_baseline_step_uses_the_world_grid(voxel_records, tmp_path):
   np.testing.assert_allclose(
       metrics["iou"], _numpy_iou(labels["world"].numpy(), logits).mean(axis=1),
       atol=5e-4)
+  # Figure 6's loader on the run directory (no export/): rebuilt from the
+  # run's record, the caller's config (another experiment) left as it was.
+  gin.clear_config()
+  cli.parse_gin(["voxel/demo.gin"])
+  before = gin.config_str()
+  predict = visualize.load_predictor(model_dir)
+  assert gin.config_str() == before
+  assert visualize.model_grid(model_dir) == "world"
+  np.testing.assert_allclose(predict(features["image"].numpy()),
+                             tf.sigmoid(logits).numpy(), atol=1e-5)
 
 
 def test_table2_components_and_multiply_adds():
