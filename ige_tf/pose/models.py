@@ -37,8 +37,6 @@ from ige_tf.core import UnrolledSGD
 from ige_tf.pose import baseline
 from ige_tf.pose import energy as energy_lib
 from ige_tf.pose import skeleton
-# `PoseProblem.multiply_adds` calls it as `models.dense_multiply_adds`.
-from ige_tf.pose.flops import dense_multiply_adds  # noqa: F401
 from ige_tf.train import loop
 
 INITIAL_ESTIMATE = "initial_estimate"

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from ige_tf.core import MultiStepLoss, find_inner_optimizer
 from ige_tf.pose import camera
+from ige_tf.pose import flops
 from ige_tf.pose import geometry
 from ige_tf.pose import metrics as pose_metrics
 from ige_tf.pose import models
@@ -255,12 +256,12 @@ class PoseProblem(Problem):
     forward pass and one backward pass for the gradient with respect to the
     estimate, which costs the same multiply-adds).
     """
-    baseline = models.dense_multiply_adds(
+    baseline = flops.dense_multiply_adds(
         models.find_baseline(model).dense_layers())
     inner = find_inner_optimizer(model)
     if inner is None:
       return baseline
-    energy = models.dense_multiply_adds(inner.energy.dense_layers())
+    energy = flops.dense_multiply_adds(inner.energy.dense_layers())
     return baseline + 2 * energy * inner.num_steps
 
 
