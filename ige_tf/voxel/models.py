@@ -25,6 +25,8 @@ Sub-models and layers are named after Table 2's rows ("image_encoder",
 `component_params` and `multiply_adds_by_component` find the first three by
 name and the inner optimizer by type (`ige_tf.core.find_inner_optimizer`).
 """
+import weakref
+
 import gin
 import keras
 import tensorflow as tf
@@ -230,6 +232,51 @@ def _inner_layers(model):
   """(UnrolledSGD layer, its energy) of an IGE model, or (None, None)."""
   optimizer = find_inner_optimizer(model)
   return (None, None) if optimizer is None else (optimizer, optimizer.energy)
+
+
+_INNER_INPUTS = weakref.WeakKeyDictionary()
+
+
+def inner_optimizer_inputs(model):
+  """The part of an IGE model before its inner optimizer, as a model.
+
+  For folding a loss into the unroll (`VoxelProblem.training_loss`): the
+  returned `(optimizer, inputs_fn)` run as `optimizer(*inputs_fn(features,
+  training), ...)` is `model(features, training)` with the
+  `UnrolledSGD` call exposed. `inputs_fn` is a functional model sharing the
+  model's layers and weights (encoder, 3D decoder, image decoder), built once
+  per model (cached).
+
+  Args:
+    model: a functional model with one `UnrolledSGD` layer called once
+      (`ige_voxel_model`, also after `keras.models.load_model`).
+
+  Returns:
+    `(optimizer, inputs_fn)`; `inputs_fn(features, training) -> (initial
+    [B, R, R, R], context list of [B, h_i, h_i, f_i])`; or `(None, None)`
+    for a model without an inner optimizer.
+  """
+  if model in _INNER_INPUTS:
+    return _INNER_INPUTS[model]
+  optimizer = find_inner_optimizer(model)
+  if optimizer is None:
+    return None, None
+  nodes = [n for n in optimizer._inbound_nodes]  # pylint: disable=protected-access
+  if len(nodes) != 1:
+    raise ValueError(f"model {model.name}: the inner optimizer "
+                     f"{optimizer.name} is called {len(nodes)} times; "
+                     "expected once")
+  initial, context = nodes[0].arguments.args[:2]
+  flat_context = tf.nest.flatten(context)
+  part = keras.Model(model.input, [initial] + flat_context,
+                     name=f"{model.name}_before_inner_optimizer")
+
+  def inputs_fn(features, training):
+    outputs = part(features, training=training)
+    return outputs[0], tf.nest.pack_sequence_as(context, outputs[1:])
+
+  _INNER_INPUTS[model] = (optimizer, inputs_fn)
+  return optimizer, inputs_fn
 
 
 def _component_or_zero(model, name):
