@@ -497,3 +497,28 @@ def test_folded_step_loss_without_steps():
   y0 = tf.constant([[1.0], [3.0]])
   out = layer(y0, None, step_loss=lambda t, y: tf.reduce_sum(y, axis=-1))
   np.testing.assert_allclose(out["step_loss"], [[1.0, 3.0]])
+
+
+def test_clipped_descent_equals_the_plain_ops():
+  """The fused step `y - lr clip(g)`: values and gradients of autodiff of
+  `tf.clip_by_value`, entries at, inside and outside the bounds included."""
+  from ige_tf.core.unrolled import clipped_descent  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2)
+  y = tf.constant(rng.normal(size=(3, 4, 5)))
+  grad = tf.constant(np.concatenate(
+      [rng.normal(scale=2.0, size=(3, 4, 4)), np.full((3, 4, 1), 0.7)], -1))
+  lr, clip = tf.constant(0.3, tf.float64), tf.constant(0.7, tf.float64)
+  upstream = tf.constant(rng.normal(size=(3, 4, 5)))
+
+  def run(fn):
+    with tf.GradientTape() as tape:
+      tape.watch([y, grad, lr, clip])
+      out = fn(y, grad, lr, clip)
+    return [out] + tape.gradient(out, [y, grad, lr, clip],
+                                 output_gradients=upstream)
+
+  got = run(clipped_descent)
+  want = run(lambda y, g, lr, c: y - lr * tf.clip_by_value(g, -c, c))
+  assert np.any(np.abs(grad.numpy()) > 0.7)  # Some entries are clipped.
+  for name, g, w in zip(["value", "y", "grad", "lr", "clip"], got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14, err_msg=name)
