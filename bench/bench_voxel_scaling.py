@@ -512,8 +512,9 @@ def _profile_parts(resolution, batch_size, num_steps):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from ige_tf.core import MultiStepLoss  # pylint: disable=g-import-not-at-top
+  from ige_tf.core import MultiStepLoss, step_weights  # pylint: disable=g-import-not-at-top
   from ige_tf.voxel import decoders, energy, losses, models  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel.problem import VoxelProblem  # pylint: disable=g-import-not-at-top
 
   model = models.ige_voxel_model("mn", resolution=resolution,
                                  num_steps=num_steps, recompute_steps=True)
@@ -642,6 +643,26 @@ def _profile_parts(resolution, batch_size, num_steps):
           "steps"])
     return tape.gradient(value, model.trainable_variables)
 
+  weights = step_weights(num_steps)
+
+  def folded_inner_loop_part():
+    watched = [initial] + list(features)
+    with tf.GradientTape() as tape:
+      tape.watch(watched)
+      out = inner(initial, features, training=True,
+                  step_loss=lambda t, y: iou(labels, y))
+      value = tf.reduce_sum(weights * tf.reduce_mean(out["step_loss"], 1))
+    return tape.gradient(value, watched + inner.trainable_variables)
+
+  problem = VoxelProblem(records_dir=None, model_fn=models.ige_voxel_model,
+                         resolution=resolution, loss_fn=iou)
+
+  def folded_full_step():
+    with tf.GradientTape() as tape:
+      value, _ = problem.training_loss(model, {"image": image},
+                                       {"frustum": labels})
+    return tape.gradient(value, model.trainable_variables)
+
   return {
       "image encoder (MN), fwd + bwd": encoder_part,
       "initial estimate (3D decoder to 32^3 + trilinear to R), fwd + bwd":
@@ -664,6 +685,10 @@ def _profile_parts(resolution, batch_size, num_steps):
       f"inner loop (T = {num_steps}, recomputed) + loss, fwd + bwd":
           inner_loop_part,
       "full training step (no optimizer update)": full_step,
+      f"inner loop (T = {num_steps}, recomputed), loss folded in, fwd + bwd":
+          folded_inner_loop_part,
+      "full training step, loss folded in (VoxelProblem.training_loss)":
+          folded_full_step,
   }
 
 
