@@ -159,3 +159,34 @@ def test_baseline_and_storing_models_take_the_default_path():
                                                            labels)
   assert outputs["steps"].shape == (2, 1) + (RESOLUTION,) * 3
   assert loss.shape == ()
+
+
+def test_folded_loss_under_mixed_precision():
+  """Under `mixed_float16` the folded path gives the model-then-loss value
+  and gradients (eager), to float16 tolerance."""
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    keras.utils.set_random_seed(3)
+    model = models.ige_voxel_model("mn", resolution=RESOLUTION, num_steps=2,
+                                   recompute_steps=True)
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+  problem, (features, labels) = _problem("continuous_iou"), _batch()
+  variables = model.trainable_variables
+
+  def reference():
+    outputs = model(features, training=True)
+    return problem.loss(labels, outputs), outputs
+
+  want_loss, _, want = _gradients(reference, variables)
+  got_loss, outputs, got = _gradients(
+      lambda: problem.training_loss(model, features, labels), variables)
+  assert got_loss.dtype == tf.float32 and "steps" not in outputs
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-3)
+  scale = max(float(tf.reduce_max(tf.abs(tf.cast(w, tf.float32))))
+              for w in want)
+  for variable, g, w in zip(variables, got, want):
+    np.testing.assert_allclose(tf.cast(g, tf.float32), tf.cast(w, tf.float32),
+                               rtol=1e-2, atol=1e-3 * scale,
+                               err_msg=variable.path)
