@@ -6,8 +6,11 @@ through the unrolled inner optimizer, Adam update) of
 
 - IGE-MN (`ige_voxel_model("mn", R)`, T inner steps, continuous-IoU loss
   over all steps), as "ige" (every inner step's intermediates stored for the
-  backward pass) and "ige_recompute" (`recompute_steps=True`: each inner step
-  recomputed in the backward pass), and
+  backward pass), "ige_recompute" (`recompute_steps=True`: each inner step
+  recomputed in the backward pass; model, then the loss over its returned
+  steps) and "ige_fold" (the same model trained through
+  `VoxelProblem.training_loss`, the training loop's path: the loss folded
+  into the recomputed unroll, so the stack of steps never exists), and
 - the MN 3D-deconvolution baseline extended to R
   (`baseline_voxel_model("mn", R)`: Wu et al.-style deconvolutions with the
   features doubled, channels halving down to 4, continuous-IoU loss).
@@ -33,7 +36,8 @@ measured trainable parameters per component and multiply-adds per example.
 `--mode=macs` writes the multiply-adds per example of IGE-MN (per component
 and per energy level) and of the MN baseline at every R.
 
-`--mode=inner` measures the inner loop alone (the frustum energy of IGE-MN,
+`--mode=inner` (and `--mode=inner_worker`, one configuration; `--fold`
+folds the loss into the unroll) measures the inner loop alone (the frustum energy of IGE-MN,
 `UnrolledSGD` with T steps and the continuous-IoU loss over all steps, no
 encoder or decoders; random features and labels) at one R and B: the
 allocator peak of a compiled forward + backward pass, storing vs

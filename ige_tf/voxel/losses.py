@@ -17,17 +17,6 @@ def _sum_per_example(values):
   return tf.reduce_sum(values, axis=tf.range(1, tf.rank(values)))
 
 
-def _dot_per_example(a, b):
-  """`sum_v a_v b_v` per example, float `[B]`, as a batched dot product.
-
-  Creates no `[B, ...]`-sized product (unlike `a * b` then a sum).
-  """
-  rows = tf.shape(a)[0]
-  a = tf.reshape(a, tf.stack([rows, 1, -1]))
-  b = tf.reshape(b, tf.stack([rows, -1, 1]))
-  return tf.reshape(tf.matmul(a, b), [-1])
-
-
 def focal_cross_entropy(labels, predictions, alpha=0.0, gamma=0.0,
                         from_logits=True):
   """α-balanced focal cross-entropy, paper eq. 11, summed over voxels.
@@ -73,7 +62,8 @@ def _sigmoid_sums(labels, logits):
   """Per-example `(sum_v p_v y_v, sum_v p_v)` with `p = sigmoid(logits)`.
 
   A `tf.custom_gradient` that keeps only its inputs for the backward pass
-  (where `p` is recomputed) instead of `p` and the products: at high
+  (where `p` is recomputed) instead of `p` and the products (forward and
+  gradients are XLA kernels, below): at high
   resolution, with one loss per inner step, those would hold several
   `[B, R, R, R]` grids per step. The gradient with respect to the logits is
   `(dI y + dS) p (1 - p)` for upstream gradients dI, dS of the two sums.
