@@ -283,6 +283,77 @@ def occupancy_gradient(y, level_grads, level_sizes, depth_bins,
 _KERNELS = {}
 
 
+def _descent_kernels(level_sizes, depth_bins, occupancy, size, depth):
+  """XLA kernels of `FrustumEnergy.clipped_descent_step` (one config/shape).
+
+  With `g = sigmoid'(y) U(a)` (`U`: `unpool_frustum_levels`), `m` the mask
+  `-c <= g <= c` and `u` the upstream gradient of `y_next`:
+
+    forward(y, a, lr, c) -> (y - lr clip(g, -c, c), ||g|| per example)
+    reductions(y, a, u, lr, c) -> (P_i(sigmoid'(y) dg) per level,
+        d lr = -sum u clip(g), d c = sum_{g > c} dg - sum_{g < -c} dg)
+        with dg = -lr m u
+    adjoint(y, a, u, d_levels, lr, c) -> u + dg U(a) sigmoid''(y)
+        + sigmoid'(y) U(d_levels)
+
+  Each writes at most one grid; none keeps a grid-sized temporary.
+  """
+  key = ("descent", level_sizes, depth_bins, occupancy, size, depth)
+  if key in _KERNELS:
+    return _KERNELS[key]
+
+  def unpool(levels):
+    return unpool_frustum_levels(levels, level_sizes, depth_bins, size, depth)
+
+  def derivatives(y):
+    if occupancy == "sigmoid":
+      occupied = tf.sigmoid(y)
+      first = occupied * (1.0 - occupied)
+      return first, first * (1.0 - 2.0 * occupied)
+    return tf.ones_like(y), tf.zeros_like(y)
+
+  def gradient(y, levels):
+    if occupancy == "sigmoid":
+      return tf.raw_ops.SigmoidGrad(y=tf.sigmoid(y), dy=unpool(levels))
+    return unpool(levels)
+
+  @tf.function(jit_compile=True, autograph=False)
+  def forward(y, levels, lr, clip):
+    g = gradient(y, levels)
+    rows = tf.shape(g)[0]
+    norm = tf.sqrt(tf.reduce_sum(tf.reshape(g * g, tf.stack([rows, -1])),
+                                 axis=1))
+    return y - lr * tf.clip_by_value(g, -clip, clip), norm
+
+  def d_gradient(g, upstream, lr, clip):
+    inside = tf.logical_and(g >= -clip, g <= clip)
+    return tf.where(inside, -lr * upstream, tf.zeros_like(upstream))
+
+  @tf.function(jit_compile=True, autograph=False)
+  def reductions(y, levels, upstream, lr, clip):
+    g = gradient(y, levels)
+    d_clipped = -lr * upstream
+    d_g = d_gradient(g, upstream, lr, clip)
+    first, _ = derivatives(y)
+    d_levels = pool_frustum_levels(first * d_g, level_sizes, depth_bins)
+    d_lr = -tf.reduce_sum(upstream * tf.clip_by_value(g, -clip, clip))
+    d_clip = (tf.reduce_sum(tf.where(g > clip, d_clipped, 0.0 * d_clipped))
+              - tf.reduce_sum(tf.where(g < -clip, d_clipped,
+                                       0.0 * d_clipped)))
+    return d_levels, d_lr, d_clip
+
+  @tf.function(jit_compile=True, autograph=False)
+  def adjoint(y, levels, upstream, d_levels, lr, clip):
+    g = gradient(y, levels)
+    d_g = d_gradient(g, upstream, lr, clip)
+    first, second = derivatives(y)
+    return (upstream + d_g * unpool(levels) * second
+            + first * unpool(d_levels))
+
+  _KERNELS[key] = (forward, reductions, adjoint)
+  return _KERNELS[key]
+
+
 def _pooled_occupancy_kernel(level_sizes, depth_bins, occupancy):
   """`pool_frustum_levels(sigmoid(y))` as one XLA cluster (no sigmoid grid)."""
   key = ("pooled", level_sizes, depth_bins, occupancy)
@@ -470,6 +541,88 @@ class FrustumEnergy(keras.layers.Layer):
       inputs = tf.concat([tf.cast(features, pooled.dtype), pooled], axis=-1)
       energies.append(cnn(inputs))
     return tf.add_n(energies)
+
+  def _level_energies(self, levels, context):
+    """`sum_i CNN_i(x_i ⊕ levels_i)`, float `[B]`."""
+    energies = []
+    for cnn, features, pooled in zip(self.level_cnns, context, levels):
+      inputs = tf.concat([tf.cast(features, pooled.dtype), pooled], axis=-1)
+      energies.append(cnn(inputs))
+    return tf.add_n(energies)
+
+  def clipped_descent_step(self, y, context, learning_rate, clip_value,
+                           training=None):
+    """One clipped gradient step on this energy, with a hand-written VJP.
+
+    `UnrolledSGD` takes it instead of its generic step (energy gradient by
+    autodiff, then `clipped_descent`) when it has no momentum: same values
+    and gradients (tested against the generic path in float64), but the
+    step's backward pass writes one grid, `d y`, instead of one per term
+    (the clip's gradient, the occupancy second order, the pooled first
+    order and their sum). Only the small pooled levels and their
+    gradient `a` are kept besides `y`; the energy CNNs' first and second
+    order are taken by autodiff on the pooled levels.
+
+    Args:
+      y: float `[B, R, R, R]`.
+      context: list of float `[B, h_i, h_i, f_i]`.
+      learning_rate, clip_value: scalar float tensors (`|c|` already).
+      training: unused (the energy has no training-dependent layers).
+
+    Returns:
+      `(y_next [B, R, R, R], energy [B] at y, gradient norm [B] at y)`;
+      the norm carries no gradient.
+    """
+    del training
+    context = list(context) if isinstance(context, (list, tuple)) else [
+        context]
+    forward, reductions, adjoint = _descent_kernels(
+        self.level_sizes, self.depth_bins, self.occupancy, y.shape[1],
+        y.shape[3])
+    pool = _pooled_occupancy_kernel(self.level_sizes, self.depth_bins,
+                                    self.occupancy)
+    num_context = len(context)
+
+    @tf.custom_gradient
+    def step(y, lr, clip, *context):
+      levels = pool(y)
+      with tf.GradientTape() as tape:
+        tape.watch(levels)
+        energy = self._level_energies(levels, context)
+      a = tape.gradient(energy, levels)
+      y_next, norm = forward(y, a, lr, clip)
+
+      def grad_fn(d_y_next, d_energy, d_norm, variables=None):
+        del d_norm  # Diagnostic without gradient.
+        variables = list(variables or [])
+        if d_y_next is None:
+          d_y_next = tf.zeros_like(y)
+        d_a, d_lr, d_clip = reductions(y, a, d_y_next, lr, clip)
+        # Second order of the CNNs, on the small pooled levels: the VJP of
+        # `a = dE/dlevels` with `d_a`, plus the energy's own upstream.
+        sources = list(levels) + list(context) + variables
+        with tf.GradientTape() as outer:
+          outer.watch(list(levels) + list(context))
+          with tf.GradientTape() as inner:
+            inner.watch(levels)
+            energy_again = self._level_energies(levels, context)
+          grads = inner.gradient(energy_again, levels)
+          target = tf.add_n([tf.reduce_sum(g * d) for g, d in
+                             zip(grads, d_a)])
+          if d_energy is not None:
+            target += tf.reduce_sum(energy_again * d_energy)
+        d_sources = outer.gradient(
+            target, sources,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        d_levels = d_sources[:len(levels)]
+        d_context = d_sources[len(levels):len(levels) + num_context]
+        d_variables = d_sources[len(levels) + num_context:]
+        d_y = adjoint(y, a, d_y_next, d_levels, lr, clip)
+        return [d_y, d_lr, d_clip] + list(d_context), d_variables
+
+      return (y_next, energy, tf.stop_gradient(norm)), grad_fn
+
+    return step(y, learning_rate, clip_value, *context)
 
   def compute_output_shape(self, y_shape, context_shape=None):
     return (y_shape[0],)
