@@ -586,14 +586,10 @@ class FrustumEnergy(keras.layers.Layer):
     @tf.custom_gradient
     def step(y, lr, clip, *context):
       levels = pool(y)
-      # `outer` records the CNNs' first order (small tensors) for their
-      # second order in the backward pass.
-      with tf.GradientTape() as outer:
-        outer.watch(list(levels) + list(context))
-        with tf.GradientTape() as inner:
-          inner.watch(levels)
-          energy = self._level_energies(levels, context)
-        a = inner.gradient(energy, levels)
+      with tf.GradientTape() as tape:
+        tape.watch(levels)
+        energy = self._level_energies(levels, context)
+      a = tape.gradient(energy, levels)
       y_next, norm = forward(y, a, lr, clip)
 
       def grad_fn(d_y_next, d_energy, d_norm, variables=None):
@@ -605,12 +601,18 @@ class FrustumEnergy(keras.layers.Layer):
         # Second order of the CNNs, on the small pooled levels: the VJP of
         # `a = dE/dlevels` with `d_a`, plus the energy's own upstream.
         sources = list(levels) + list(context) + variables
-        targets, upstream = list(a), list(d_a)
-        if d_energy is not None:
-          targets.append(energy)
-          upstream.append(d_energy)
+        with tf.GradientTape() as outer:
+          outer.watch(list(levels) + list(context))
+          with tf.GradientTape() as inner:
+            inner.watch(levels)
+            energy_again = self._level_energies(levels, context)
+          grads = inner.gradient(energy_again, levels)
+          target = tf.add_n([tf.reduce_sum(g * d) for g, d in
+                             zip(grads, d_a)])
+          if d_energy is not None:
+            target += tf.reduce_sum(energy_again * d_energy)
         d_sources = outer.gradient(
-            targets, sources, output_gradients=upstream,
+            target, sources,
             unconnected_gradients=tf.UnconnectedGradients.ZERO)
         d_levels = d_sources[:len(levels)]
         d_context = d_sources[len(levels):len(levels) + num_context]
