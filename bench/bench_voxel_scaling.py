@@ -6,8 +6,11 @@ through the unrolled inner optimizer, Adam update) of
 
 - IGE-MN (`ige_voxel_model("mn", R)`, T inner steps, continuous-IoU loss
   over all steps), as "ige" (every inner step's intermediates stored for the
-  backward pass) and "ige_recompute" (`recompute_steps=True`: each inner step
-  recomputed in the backward pass), and
+  backward pass), "ige_recompute" (`recompute_steps=True`: each inner step
+  recomputed in the backward pass; model, then the loss over its returned
+  steps) and "ige_fold" (the same model trained through
+  `VoxelProblem.training_loss`, the training loop's path: the loss folded
+  into the recomputed unroll, so the stack of steps never exists), and
 - the MN 3D-deconvolution baseline extended to R
   (`baseline_voxel_model("mn", R)`: Wu et al.-style deconvolutions with the
   features doubled, channels halving down to 4, continuous-IoU loss).
@@ -33,7 +36,8 @@ measured trainable parameters per component and multiply-adds per example.
 `--mode=macs` writes the multiply-adds per example of IGE-MN (per component
 and per energy level) and of the MN baseline at every R.
 
-`--mode=inner` measures the inner loop alone (the frustum energy of IGE-MN,
+`--mode=inner` (and `--mode=inner_worker`, one configuration; `--fold`
+folds the loss into the unroll) measures the inner loop alone (the frustum energy of IGE-MN,
 `UnrolledSGD` with T steps and the continuous-IoU loss over all steps, no
 encoder or decoders; random features and labels) at one R and B: the
 allocator peak of a compiled forward + backward pass, storing vs
@@ -86,7 +90,7 @@ flags.DEFINE_list("batch_sizes", ["2", "4"],
                   "Two batch sizes; time is reported for the larger one.")
 flags.DEFINE_list("batch_sizes_256", ["1", "2"],
                   "Batch sizes used instead at R >= 256 (memory).")
-MODELS = ("ige", "ige_recompute", "base")
+MODELS = ("ige", "ige_recompute", "ige_fold", "base")
 flags.DEFINE_list("models", list(MODELS), f"Models to measure, of {MODELS}.")
 flags.DEFINE_integer("num_steps", 3, "IGE inner steps T.")
 flags.DEFINE_integer("timed_steps", 3, "Timed training steps per run.")
@@ -104,6 +108,8 @@ flags.DEFINE_enum("model", "ige", MODELS, "Worker: the model.")
 flags.DEFINE_integer("resolution", 32, "Worker (and --mode=inner): R.")
 flags.DEFINE_integer("batch_size", 2, "Worker (and --mode=inner): B.")
 flags.DEFINE_bool("recompute", False, "Inner worker: recompute_steps.")
+flags.DEFINE_bool("fold", False, "Inner worker: the loss folded into the "
+                  "recomputed unroll (`UnrolledSGD(step_loss=...)`).")
 flags.DEFINE_bool("jit_compile", False,
                   "XLA (jit_compile) on the whole training step of every "
                   "model (scaling) or on the inner loop (inner worker).")
@@ -152,14 +158,20 @@ def run_worker(model_name, resolution, batch_size, num_steps, timed_steps,
   from ige_tf.voxel import losses  # pylint: disable=g-import-not-at-top
   from ige_tf.voxel import models  # pylint: disable=g-import-not-at-top
 
+  from ige_tf.voxel.problem import VoxelProblem  # pylint: disable=g-import-not-at-top
+
   keras.utils.set_random_seed(0)
   if model_name.startswith("ige"):
     model = models.ige_voxel_model(
         "mn", resolution=resolution, num_steps=num_steps,
-        recompute_steps=model_name == "ige_recompute")
+        recompute_steps=model_name in ("ige_recompute", "ige_fold"))
   else:
     model = models.baseline_voxel_model("mn", resolution=resolution)
   loss = MultiStepLoss(losses.ContinuousIoU())
+  # "ige_fold": the training loop's path, `VoxelProblem.training_loss`
+  # (loss folded into the recomputed unroll); the others: model, then loss.
+  problem = VoxelProblem(records_dir=None, model_fn=models.ige_voxel_model,
+                         resolution=resolution, loss_fn=losses.ContinuousIoU())
   optimizer = keras.optimizers.Adam(1e-4)
   optimizer.build(model.trainable_variables)
   rng = np.random.default_rng(0)
@@ -171,8 +183,12 @@ def run_worker(model_name, resolution, batch_size, num_steps, timed_steps,
   @tf.function(jit_compile=jit_compile)
   def train_step(images, labels):
     with tf.GradientTape() as tape:
-      outputs = model({"image": images}, training=True)
-      value = loss(labels, outputs["steps"])
+      if model_name == "ige_fold":
+        value, _ = problem.training_loss(model, {"image": images},
+                                         {"frustum": labels})
+      else:
+        outputs = model({"image": images}, training=True)
+        value = loss(labels, outputs["steps"])
     gradients = tape.gradient(value, model.trainable_variables)
     optimizer.apply_gradients(zip(gradients, model.trainable_variables))
     return value
@@ -358,6 +374,7 @@ def _write_scaling(runs, summary, sources=None):
 
 _LABELS = {"ige": "IGE-MN (inner steps stored)",
            "ige_recompute": "IGE-MN (inner steps recomputed)",
+           "ige_fold": "IGE-MN (recomputed, loss folded in)",
            "base": "3D-deconv baseline (MN)"}
 
 
@@ -412,13 +429,13 @@ def _plot_scaling(summary, path):
 
 
 def run_inner_worker(resolution, batch_size, num_steps, recompute,
-                     jit_compile, timed_steps):
+                     jit_compile, timed_steps, fold=False):
   """The inner loop alone in this process; returns a dict of measurements."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from ige_tf.core import MultiStepLoss, UnrolledSGD  # pylint: disable=g-import-not-at-top
+  from ige_tf.core import MultiStepLoss, UnrolledSGD, step_weights  # pylint: disable=g-import-not-at-top
   from ige_tf.voxel import decoders, losses  # pylint: disable=g-import-not-at-top
   from ige_tf.voxel.energy import FrustumEnergy  # pylint: disable=g-import-not-at-top
 
@@ -437,21 +454,31 @@ def run_inner_worker(resolution, batch_size, num_steps, recompute,
   loss = MultiStepLoss(losses.ContinuousIoU())
   inner(initial, context)
 
+  weights = step_weights(num_steps)
+  iou = losses.ContinuousIoU()
+
   @tf.function(jit_compile=jit_compile)
   def step(initial, context, labels):
     with tf.GradientTape() as tape:
       tape.watch([initial] + context)
-      value = loss(labels, inner(initial, context))
+      if fold:  # The loss folded into the recomputed unroll.
+        per_example = inner(initial, context, training=True,
+                            step_loss=lambda t, y: iou(labels, y))
+        value = tf.reduce_sum(weights * tf.reduce_mean(
+            per_example["step_loss"], axis=1))
+      else:
+        value = loss(labels, inner(initial, context))
     return value, tape.gradient(value,
                                 [initial] + context + inner.trainable_variables)
 
   step(initial, context, labels)
-  times, _, peak_mb = _timed_peak(
+  times, cpu_times, peak_mb = _timed_peak(
       lambda: float(step(initial, context, labels)[0]), timed_steps)
   return {"resolution": resolution, "batch_size": batch_size,
           "num_steps": num_steps, "recompute": recompute,
-          "jit_compile": jit_compile, "peak_mb": peak_mb,
-          "step_seconds": float(np.median(times))}
+          "jit_compile": jit_compile, "fold": fold, "peak_mb": peak_mb,
+          "step_seconds": float(np.median(times)),
+          "step_cpu_seconds": float(np.median(cpu_times))}
 
 
 def run_inner():
@@ -489,8 +516,9 @@ def _profile_parts(resolution, batch_size, num_steps):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from ige_tf.core import MultiStepLoss  # pylint: disable=g-import-not-at-top
+  from ige_tf.core import MultiStepLoss, step_weights  # pylint: disable=g-import-not-at-top
   from ige_tf.voxel import decoders, energy, losses, models  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel.problem import VoxelProblem  # pylint: disable=g-import-not-at-top
 
   model = models.ige_voxel_model("mn", resolution=resolution,
                                  num_steps=num_steps, recompute_steps=True)
@@ -619,6 +647,26 @@ def _profile_parts(resolution, batch_size, num_steps):
           "steps"])
     return tape.gradient(value, model.trainable_variables)
 
+  weights = step_weights(num_steps)
+
+  def folded_inner_loop_part():
+    watched = [initial] + list(features)
+    with tf.GradientTape() as tape:
+      tape.watch(watched)
+      out = inner(initial, features, training=True,
+                  step_loss=lambda t, y: iou(labels, y))
+      value = tf.reduce_sum(weights * tf.reduce_mean(out["step_loss"], 1))
+    return tape.gradient(value, watched + inner.trainable_variables)
+
+  problem = VoxelProblem(records_dir=None, model_fn=models.ige_voxel_model,
+                         resolution=resolution, loss_fn=iou)
+
+  def folded_full_step():
+    with tf.GradientTape() as tape:
+      value, _ = problem.training_loss(model, {"image": image},
+                                       {"frustum": labels})
+    return tape.gradient(value, model.trainable_variables)
+
   return {
       "image encoder (MN), fwd + bwd": encoder_part,
       "initial estimate (3D decoder to 32^3 + trilinear to R), fwd + bwd":
@@ -641,6 +689,10 @@ def _profile_parts(resolution, batch_size, num_steps):
       f"inner loop (T = {num_steps}, recomputed) + loss, fwd + bwd":
           inner_loop_part,
       "full training step (no optimizer update)": full_step,
+      f"inner loop (T = {num_steps}, recomputed), loss folded in, fwd + bwd":
+          folded_inner_loop_part,
+      "full training step, loss folded in (VoxelProblem.training_loss)":
+          folded_full_step,
   }
 
 
@@ -808,7 +860,7 @@ def main(argv):
   elif FLAGS.mode == "inner_worker":
     print(json.dumps(run_inner_worker(
         FLAGS.resolution, FLAGS.batch_size, FLAGS.num_steps, FLAGS.recompute,
-        FLAGS.jit_compile, FLAGS.timed_steps)))
+        FLAGS.jit_compile, FLAGS.timed_steps, FLAGS.fold)))
   elif FLAGS.mode == "profile_worker":
     print(json.dumps(run_profile_worker(
         FLAGS.resolution, FLAGS.batch_size, FLAGS.num_steps,

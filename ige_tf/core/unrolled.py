@@ -14,6 +14,15 @@ one step's worth. With `recompute_steps=True` the unroll is one
 and, with momentum, the velocities; the outer backward pass recomputes each
 step, inner tape included, from last to first: one step's intermediates live
 at a time, for about one extra forward step of compute per step.
+
+Folded per-step loss: `call(..., step_loss=fn)` takes a per-example loss of
+every iterate, `fn(t, y_t) -> [B]` for t = 0..T, and returns those losses
+`[T+1, B]` instead of the iterates. With `recompute_steps` the loss of step t
+and its gradient with respect to `y_t` are taken when step t is computed and
+recomputed, so neither the `[T+1, B, ...]` stack of iterates nor its gradient
+is ever materialized: the block keeps the T+1 separate iterates (T without
+the initial estimate's own buffer) and no loss gradient larger than one
+iterate exists at a time.
 (`tf.recompute_grad` cannot be used: it pauses every tape while it runs, so
 the inner tape that takes the energy's gradient would record nothing.) The
 saving is realized inside `tf.function`, as in training; an eager outer
@@ -39,6 +48,53 @@ def _norm_per_example(x):
   """
   flat = tf.reshape(x, tf.stack([tf.shape(x)[0], 1, -1]))
   return tf.sqrt(tf.reshape(tf.matmul(flat, flat, transpose_b=True), [-1]))
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _clipped_descent_forward(y, grad, lr, clip):
+  return y - lr * tf.clip_by_value(grad, -clip, clip)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _clipped_descent_backward(grad, upstream, lr, clip):
+  """The VJP of `_clipped_descent_forward` but for `y` (whose is `upstream`).
+
+  Same values as autodiff of `tf.clip_by_value` (a gradient passes where
+  `-clip <= grad <= clip`; the bounds receive the rest).
+  """
+  d_clipped = -lr * upstream
+  inside = tf.logical_and(grad >= -clip, grad <= clip)
+  d_grad = tf.where(inside, d_clipped, tf.zeros_like(d_clipped))
+  d_lr = -tf.reduce_sum(upstream * tf.clip_by_value(grad, -clip, clip))
+  d_clip = (tf.reduce_sum(tf.where(grad > clip, d_clipped, 0.0 * d_clipped))
+            - tf.reduce_sum(tf.where(grad < -clip, d_clipped,
+                                     0.0 * d_clipped)))
+  return d_grad, d_lr, d_clip
+
+
+@tf.custom_gradient
+def clipped_descent(y, grad, lr, clip):
+  """`y - lr * clip_by_value(grad, -clip, clip)`, fused.
+
+  One compiled elementwise kernel forward (XLA, CPU and GPU) and one for the
+  backward pass, which keeps only `grad`: autodiff of the plain ops keeps
+  the clipped gradient and creates several grid-sized temporaries (masks,
+  products) per step. Values and gradients equal the plain ops' (tested).
+
+  Args:
+    y, grad: float `[B, ...]`.
+    lr, clip: float scalars, same dtype.
+
+  Returns:
+    float `[B, ...]`.
+  """
+  result = _clipped_descent_forward(y, grad, lr, clip)
+
+  def grad_fn(upstream):
+    d_grad, d_lr, d_clip = _clipped_descent_backward(grad, upstream, lr, clip)
+    return upstream, d_grad, d_lr, d_clip
+
+  return result, grad_fn
 
 
 @keras.saving.register_keras_serializable(package="ige_tf")
@@ -219,6 +275,8 @@ class UnrolledSGD(keras.layers.Layer):
     """
     energy, grad = self._energy_and_gradient(y, context, training)
     grad_norm = tf.stop_gradient(_norm_per_example(grad))
+    if clip is not None and mu is None:
+      return clipped_descent(y, grad, lr, clip), velocity, energy, grad_norm
     if clip is not None:
       grad = tf.clip_by_value(grad, -clip, clip)
     if mu is not None:
@@ -288,17 +346,25 @@ class UnrolledSGD(keras.layers.Layer):
     return (tf.stack(iterates, axis=0), tf.stack(energies),
             tf.stack(grad_norms))
 
-  def _unroll_recomputed(self, initial, lr, mu, clip, context, training):
+  def _unroll_recomputed(self, initial, lr, mu, clip, context, training,
+                         step_loss=None):
     """`_unroll` as one `tf.custom_gradient` block that recomputes in backward.
 
-    The forward pass keeps the stacked iterates (the layer's output) and, with
-    momentum, the velocities; the backward pass walks the steps from last to
-    first, recomputing each step (inner tape included) under its own tape
-    and chaining the vector-Jacobian products. Only one step's
+    The forward pass keeps the iterates (stacked: the layer's output) and,
+    with momentum, the velocities; the backward pass walks the steps from
+    last to first, recomputing each step (inner tape included) under its own
+    tape and chaining the vector-Jacobian products. Only one step's
     intermediates exist at a time.
 
+    With `step_loss` (see `call`) the block's first output is the per-step
+    losses `[T+1, B]` instead of the iterates: the forward pass takes the
+    loss of each iterate as it is computed, and the backward pass adds the
+    loss gradient of `y_t` (upstream: the loss's `[B]` gradient) while step
+    t is recomputed, under the same tape.
+
     Returns:
-      `(steps [T+1, B, ...], energies [T, B], grad_norms [T, B])`.
+      `(steps [T+1, B, ...] or step losses [T+1, B], energies [T, B],
+      grad_norms [T, B])`.
     """
     num_steps = self.num_steps
     # custom_gradient takes a flat list of tensors; absent hyper-parameters
@@ -318,23 +384,53 @@ class UnrolledSGD(keras.layers.Layer):
       (lr, mu, clip), step_context = unpack(tensors)
       iterates, velocities, energies, grad_norms = self._unroll(
           tensors[0], lr, mu, clip, step_context, training)
-      steps = tf.stack(iterates, axis=0)
-      outputs = (steps, tf.stack(energies), tf.stack(grad_norms))
-      del iterates  # The backward pass reads the iterates from `steps`.
+      if step_loss is None:
+        steps = tf.stack(iterates, axis=0)
+        first_output = steps
+        del iterates  # The backward pass reads the iterates from `steps`.
+        iterate = lambda t: steps[t]  # pylint: disable=unnecessary-lambda-assignment
+      else:
+        # Kept one by one (a stack would copy them all into one buffer).
+        first_output = tf.stack([step_loss(t, y) for t, y in
+                                 enumerate(iterates)])
+        iterate = lambda t: iterates[t]  # pylint: disable=unnecessary-lambda-assignment
+      outputs = (first_output, tf.stack(energies), tf.stack(grad_norms))
 
-      def grad_fn(d_steps, d_energies, d_grad_norms, variables=None):
+      def grad_fn(d_first, d_energies, d_grad_norms, variables=None):
         del d_grad_norms  # Diagnostic without gradient.
         variables = list(variables or [])
-        if d_steps is None:
-          d_steps = tf.zeros_like(steps)
-        d_iterates = tf.unstack(d_steps, num=num_steps + 1, axis=0)
+        if d_first is None:
+          d_first = tf.zeros_like(first_output)
         d_energies = ([None] * num_steps if d_energies is None else
                       tf.unstack(d_energies, num=num_steps, axis=0))
         # Hyper-parameters and context (`lr, mu, clip, step_context` above).
         others = list(tensors[1:])
         d_others = [None] * len(others)
         d_variables = [None] * len(variables)
-        d_y, d_velocity = d_iterates[num_steps], None
+
+        def accumulate(grads):
+          nonlocal d_others, d_variables
+          d_others = [g if acc is None else acc + g
+                      for acc, g in zip(d_others, grads[:len(others)])]
+          d_variables = [g if acc is None else acc + g
+                         for acc, g in zip(d_variables, grads[len(others):])]
+
+        if step_loss is None:
+          d_iterates = tf.unstack(d_first, num=num_steps + 1, axis=0)
+          d_y = d_iterates[num_steps]
+        else:
+          d_losses = tf.unstack(d_first, num=num_steps + 1, axis=0)
+          y_last = iterate(num_steps)
+          with tf.GradientTape() as tape:
+            tape.watch([y_last] + others + variables)
+            loss = step_loss(num_steps, y_last)
+          grads = tape.gradient(
+              loss, [y_last] + others + variables,
+              output_gradients=d_losses[num_steps],
+              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+          d_y = grads[0]
+          accumulate(grads[1:])
+        d_velocity = None
         for t in reversed(range(num_steps)):
           # Recompute step t only once its upstream gradient exists (a data
           # dependency, which XLA respects, unlike control dependencies);
@@ -344,14 +440,15 @@ class UnrolledSGD(keras.layers.Layer):
           # every step's grid-sized work at once (measured: 324 MB instead
           # of 228 MB for IGE-MN's inner loop at 128^3, B = 2).
           first = tf.reduce_max(tf.reshape(d_y, [-1])[:1])
-          y_t = steps[t] + tf.cast(tf.minimum(tf.abs(first), 0.0),
-                                   steps.dtype)
+          stored = iterate(t)
+          y_t = stored + tf.cast(tf.minimum(tf.abs(first), 0.0), stored.dtype)
           velocity = velocities[t]
           with tf.GradientTape() as tape:
             watched = [y_t] + ([] if velocity is None else [velocity])
             tape.watch(watched + others + variables)
             y_next, v_next, energy, _ = self._step(
                 y_t, velocity, lr, mu, clip, step_context, training)
+            loss = None if step_loss is None else step_loss(t, y_t)
           targets, upstream = [y_next], [d_y]
           if d_velocity is not None:
             targets.append(v_next)
@@ -359,16 +456,15 @@ class UnrolledSGD(keras.layers.Layer):
           if d_energies[t] is not None:
             targets.append(energy)
             upstream.append(d_energies[t])
+          if loss is not None:
+            targets.append(loss)
+            upstream.append(d_losses[t])
           grads = tape.gradient(
               targets, watched + others + variables, output_gradients=upstream,
               unconnected_gradients=tf.UnconnectedGradients.ZERO)
-          d_y = grads[0] + d_iterates[t]
+          d_y = grads[0] if step_loss is not None else grads[0] + d_iterates[t]
           d_velocity = None if velocity is None else grads[1]
-          grads = grads[len(watched):]
-          d_others = [g if acc is None else acc + g
-                      for acc, g in zip(d_others, grads[:len(others)])]
-          d_variables = [g if acc is None else acc + g
-                         for acc, g in zip(d_variables, grads[len(others):])]
+          accumulate(grads[len(watched):])
         input_grads = [d_y] + d_others
         if not variables:
           return input_grads
@@ -379,7 +475,7 @@ class UnrolledSGD(keras.layers.Layer):
     return unrolled(*tensors)
 
   def call(self, initial, context=None, training=None,
-           return_diagnostics=False):
+           return_diagnostics=False, step_loss=None):
     """Runs the unrolled optimizer.
 
     Args:
@@ -387,13 +483,20 @@ class UnrolledSGD(keras.layers.Layer):
       context: tensor or nest of tensors passed unchanged to the energy.
       training: passed to the energy when it is a Keras layer.
       return_diagnostics: also return per-step energy and gradient norm.
+      step_loss: optional per-step loss folded into the unroll (module
+        docstring): `step_loss(t, y_t) -> [B]` for t = 0..T (a Python int
+        and the float `[B, ...]` iterate), differentiable in `y_t`. Then the
+        iterates are not returned.
 
     Returns:
       `steps`, float `[T+1, B, ...]` with `steps[0] == initial`; or, with
       `return_diagnostics`, a dict `{"steps": [T+1, B, ...], "energy": [T, B],
       "grad_norm": [T, B]}` where entry t is the energy at, and the norm of
       the (unclipped) energy gradient at, `steps[t]`. `grad_norm` carries no
-      gradient.
+      gradient. With `step_loss`, always the dict `{"step_loss": [T+1, B],
+      "energy": [T, B], "grad_norm": [T, B]}` (`step_loss[t]` is
+      `step_loss(t, steps[t])`; values and gradients equal those of the
+      loss applied to `steps`).
     """
     dtype = initial.dtype
     lr = tf.cast(self.learning_rate, dtype)
@@ -406,13 +509,22 @@ class UnrolledSGD(keras.layers.Layer):
       steps, energies, grad_norms = self._unroll_monotone(
           initial, lr, mu, clip, context, training)
     elif self.recompute_steps:
-      steps, energies, grad_norms = self._unroll_recomputed(
-          initial, lr, mu, clip, context, training)
+      first, energies, grad_norms = self._unroll_recomputed(
+          initial, lr, mu, clip, context, training, step_loss)
+      if step_loss is not None:
+        return {"step_loss": first, "energy": energies,
+                "grad_norm": grad_norms}
+      steps = first
     else:
       iterates, _, energies, grad_norms = self._unroll(
           initial, lr, mu, clip, context, training)
       steps = tf.stack(iterates, axis=0)
       energies, grad_norms = tf.stack(energies), tf.stack(grad_norms)
+    if step_loss is not None:
+      losses = tf.stack([step_loss(t, y) for t, y in enumerate(
+          tf.unstack(steps, num=self.num_steps + 1, axis=0))])
+      return {"step_loss": losses, "energy": energies,
+              "grad_norm": grad_norms}
     if not return_diagnostics:
       return steps
     return {"steps": steps, "energy": energies, "grad_norm": grad_norms}

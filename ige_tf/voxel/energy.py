@@ -227,8 +227,7 @@ def pooled_occupancy(y, level_sizes, depth_bins, occupancy="sigmoid"):
 
   @tf.custom_gradient
   def pooled(y):
-    occupied = tf.sigmoid(y) if occupancy == "sigmoid" else y
-    levels = pool_frustum_levels(occupied, level_sizes, depth_bins)
+    levels = _pooled_occupancy_kernel(level_sizes, depth_bins, occupancy)(y)
 
     def grad_fn(*level_grads):
       level_grads = [tf.zeros_like(level) if g is None else g
@@ -264,34 +263,87 @@ def occupancy_gradient(y, level_grads, level_sizes, depth_bins,
   Returns:
     float `[B, R, R, D]`.
   """
-  size, depth = y.shape[1], y.shape[3]
+  forward, backward = _occupancy_gradient_kernels(
+      tuple(level_sizes), tuple(depth_bins), occupancy, y.shape[1],
+      y.shape[3])
+
+  @tf.custom_gradient
+  def gradient(y, *level_grads):
+    total = forward(y, list(level_grads))
+
+    def grad_fn(upstream):
+      d_y, d_levels = backward(y, list(level_grads), upstream)
+      return [d_y] + list(d_levels)
+
+    return total, grad_fn
+
+  return gradient(y, *level_grads)
+
+
+_KERNELS = {}
+
+
+def _pooled_occupancy_kernel(level_sizes, depth_bins, occupancy):
+  """`pool_frustum_levels(sigmoid(y))` as one XLA cluster (no sigmoid grid)."""
+  key = ("pooled", level_sizes, depth_bins, occupancy)
+  if key not in _KERNELS:
+
+    @tf.function(jit_compile=True, autograph=False)
+    def kernel(y):
+      occupied = tf.sigmoid(y) if occupancy == "sigmoid" else y
+      return pool_frustum_levels(occupied, level_sizes, depth_bins)
+
+    _KERNELS[key] = kernel
+  return _KERNELS[key]
+
+
+def _occupancy_gradient_kernels(level_sizes, depth_bins, occupancy, size,
+                                depth):
+  """`(forward, backward)` of `occupancy_gradient`, each one XLA cluster.
+
+  Every full-grid operation of the op (sigmoid, the broadcast sum of the
+  level gradients, their products, the pooling of the backward pass) is
+  elementwise or a block reduction, which XLA fuses into loops over the
+  grid: each kernel writes its one `[B, R, R, D]` result and no grid-sized
+  temporary (measured in docs/benchmarks.md). Compiled once per
+  configuration and input shape (`tf.function(jit_compile=True)`; CPU and
+  GPU alike).
+
+    forward(y, level_grads) -> g = sigmoid'(y) * sum_i P_i^T a_i
+    backward(y, level_grads, u) -> (u * sum_i P_i^T a_i * sigmoid''(y),
+                                    [P_i(sigmoid'(y) u)])
+  """
+  key = (level_sizes, depth_bins, occupancy, size, depth)
+  if key in _KERNELS:
+    return _KERNELS[key]
 
   def broadcast_sum(level_grads):
     return unpool_frustum_levels(level_grads, level_sizes, depth_bins, size,
                                  depth)
 
-  @tf.custom_gradient
-  def gradient(y, *level_grads):
+  @tf.function(jit_compile=True, autograph=False)
+  def forward(y, level_grads):
     total = broadcast_sum(level_grads)
     if occupancy == "sigmoid":
       total = tf.raw_ops.SigmoidGrad(y=tf.sigmoid(y), dy=total)
+    return total
 
-    def grad_fn(upstream):
-      if occupancy != "sigmoid":
-        return [tf.zeros_like(y)] + pool_frustum_levels(
-            upstream, level_sizes, depth_bins)
-      occupied = tf.sigmoid(y)
-      d_levels = pool_frustum_levels(
-          tf.raw_ops.SigmoidGrad(y=occupied, dy=upstream), level_sizes,
-          depth_bins)
-      d_y = tf.raw_ops.SigmoidGrad(
-          y=occupied, dy=upstream * broadcast_sum(level_grads)) * (
-              1.0 - 2.0 * occupied)
-      return [d_y] + d_levels
+  @tf.function(jit_compile=True, autograph=False)
+  def backward(y, level_grads, upstream):
+    if occupancy != "sigmoid":
+      return tf.zeros_like(y), pool_frustum_levels(upstream, level_sizes,
+                                                   depth_bins)
+    occupied = tf.sigmoid(y)
+    d_levels = pool_frustum_levels(
+        tf.raw_ops.SigmoidGrad(y=occupied, dy=upstream), level_sizes,
+        depth_bins)
+    d_y = tf.raw_ops.SigmoidGrad(
+        y=occupied, dy=upstream * broadcast_sum(level_grads)) * (
+            1.0 - 2.0 * occupied)
+    return d_y, d_levels
 
-    return total, grad_fn
-
-  return gradient(y, *level_grads)
+  _KERNELS[key] = (forward, backward)
+  return forward, backward
 
 
 def default_depth_bins(resolution, feature_channels):

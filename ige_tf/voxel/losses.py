@@ -17,17 +17,6 @@ def _sum_per_example(values):
   return tf.reduce_sum(values, axis=tf.range(1, tf.rank(values)))
 
 
-def _dot_per_example(a, b):
-  """`sum_v a_v b_v` per example, float `[B]`, as a batched dot product.
-
-  Creates no `[B, ...]`-sized product (unlike `a * b` then a sum).
-  """
-  rows = tf.shape(a)[0]
-  a = tf.reshape(a, tf.stack([rows, 1, -1]))
-  b = tf.reshape(b, tf.stack([rows, -1, 1]))
-  return tf.reshape(tf.matmul(a, b), [-1])
-
-
 def focal_cross_entropy(labels, predictions, alpha=0.0, gamma=0.0,
                         from_logits=True):
   """α-balanced focal cross-entropy, paper eq. 11, summed over voxels.
@@ -73,7 +62,8 @@ def _sigmoid_sums(labels, logits):
   """Per-example `(sum_v p_v y_v, sum_v p_v)` with `p = sigmoid(logits)`.
 
   A `tf.custom_gradient` that keeps only its inputs for the backward pass
-  (where `p` is recomputed) instead of `p` and the products: at high
+  (where `p` is recomputed) instead of `p` and the products (forward and
+  gradients are XLA kernels, below): at high
   resolution, with one loss per inner step, those would hold several
   `[B, R, R, R]` grids per step. The gradient with respect to the logits is
   `(dI y + dS) p (1 - p)` for upstream gradients dI, dS of the two sums.
@@ -88,23 +78,47 @@ def _sigmoid_sums(labels, logits):
 
   @tf.custom_gradient
   def sums(labels, logits):
-    p = tf.sigmoid(logits)
-    result = (_dot_per_example(p, labels), _sum_per_example(p))
+    result = _sigmoid_sums_forward(labels, logits)
 
     def grad_fn(d_intersection, d_total):
-      shape = tf.concat([tf.shape(logits)[:1],
-                         tf.ones([tf.rank(logits) - 1], tf.int32)], 0)
-      d_intersection = tf.reshape(d_intersection, shape)
-      d_total = tf.reshape(d_total, shape)
-      p = tf.sigmoid(logits)
-      # One fused kernel for d_p p (1 - p).
-      d_logits = tf.raw_ops.SigmoidGrad(
-          y=p, dy=d_intersection * labels + d_total)
-      return d_intersection * p, d_logits
+      # Two kernels, so that the labels' gradient (rarely wanted) is pruned
+      # from the graph when unused.
+      return (_sigmoid_sums_labels_grad(logits, d_intersection),
+              _sigmoid_sums_logits_grad(labels, logits, d_intersection,
+                                        d_total))
 
     return result, grad_fn
 
   return sums(labels, logits)
+
+
+def _per_example_shape(values, like):
+  """`values [B]` reshaped to `[B, 1, ..., 1]`, broadcast against `like`."""
+  return tf.reshape(values, [-1] + [1] * (len(like.shape) - 1))
+
+
+# Each of the following is one XLA cluster (CPU and GPU): the sigmoid, the
+# products and the per-example sums fuse into loops over the grid, so the
+# forward pass creates no grid-sized tensor and each gradient exactly one.
+@tf.function(jit_compile=True, autograph=False)
+def _sigmoid_sums_forward(labels, logits):
+  p = tf.sigmoid(logits)
+  axes = list(range(1, len(logits.shape)))
+  return tf.reduce_sum(p * labels, axis=axes), tf.reduce_sum(p, axis=axes)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _sigmoid_sums_logits_grad(labels, logits, d_intersection, d_total):
+  # d_p p (1 - p), with d_p = dI y + dS.
+  return tf.raw_ops.SigmoidGrad(
+      y=tf.sigmoid(logits),
+      dy=_per_example_shape(d_intersection, logits) * labels
+      + _per_example_shape(d_total, logits))
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _sigmoid_sums_labels_grad(logits, d_intersection):
+  return _per_example_shape(d_intersection, logits) * tf.sigmoid(logits)
 
 
 def continuous_iou_loss(labels, predictions, from_logits=True, epsilon=1e-6):

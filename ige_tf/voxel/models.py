@@ -25,6 +25,8 @@ Sub-models and layers are named after Table 2's rows ("image_encoder",
 `component_params` and `multiply_adds_by_component` find the first three by
 name and the inner optimizer by type (`ige_tf.core.find_inner_optimizer`).
 """
+import weakref
+
 import gin
 import keras
 import tensorflow as tf
@@ -87,7 +89,7 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
                     image_decoder_channels=None, generator_channels=None,
                     generator_resolution=32, depth_bins=None,
                     energy_filters=None, kernel_scale=1e-3,
-                    learning_rate=1.0, clip_value=1.0, min_channels=4,
+                    learning_rate=1.0, clip_value=1.0, min_channels=1,
                     recompute_steps=False, encoder_dtype=None, name=None):
   """IGE-Net for single-view reconstruction in frustum space.
 
@@ -116,7 +118,12 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
     kernel_scale: factor on the energy's output kernels (paper 5.2: 1e-3).
     learning_rate: initial learned inner learning rate (paper 5.2: 1).
     clip_value: initial learned gradient clip value (paper 5.2: 1).
-    min_channels: lower bound on decoder channels at fine levels.
+    min_channels: lower bound on the image decoder's channels f_i at fine
+      levels (and so on the energy's depth bins and filters). The default 1
+      keeps the paper's rule (f_i halves as the level size doubles, so every
+      level costs the same multiply-adds, 6.1) at every R the image size
+      allows; a floor of 4 broke it at 256^3 for IGE-MN (f = 4 instead of 2:
+      the 256^2 level cost 4x the others). Unchanged up to 128^3.
     recompute_steps: recompute each inner step in the backward pass instead
       of storing its intermediates (`UnrolledSGD.recompute_steps`): less
       memory at high resolution for some extra compute; same values and
@@ -237,6 +244,51 @@ def _inner_layers(model):
   """(UnrolledSGD layer, its energy) of an IGE model, or (None, None)."""
   optimizer = find_inner_optimizer(model)
   return (None, None) if optimizer is None else (optimizer, optimizer.energy)
+
+
+_INNER_INPUTS = weakref.WeakKeyDictionary()
+
+
+def inner_optimizer_inputs(model):
+  """The part of an IGE model before its inner optimizer, as a model.
+
+  For folding a loss into the unroll (`VoxelProblem.training_loss`): the
+  returned `(optimizer, inputs_fn)` run as `optimizer(*inputs_fn(features,
+  training), ...)` is `model(features, training)` with the
+  `UnrolledSGD` call exposed. `inputs_fn` is a functional model sharing the
+  model's layers and weights (encoder, 3D decoder, image decoder), built once
+  per model (cached).
+
+  Args:
+    model: a functional model with one `UnrolledSGD` layer called once
+      (`ige_voxel_model`, also after `keras.models.load_model`).
+
+  Returns:
+    `(optimizer, inputs_fn)`; `inputs_fn(features, training) -> (initial
+    [B, R, R, R], context list of [B, h_i, h_i, f_i])`; or `(None, None)`
+    for a model without an inner optimizer.
+  """
+  if model in _INNER_INPUTS:
+    return _INNER_INPUTS[model]
+  optimizer = find_inner_optimizer(model)
+  if optimizer is None:
+    return None, None
+  nodes = [n for n in optimizer._inbound_nodes]  # pylint: disable=protected-access
+  if len(nodes) != 1:
+    raise ValueError(f"model {model.name}: the inner optimizer "
+                     f"{optimizer.name} is called {len(nodes)} times; "
+                     "expected once")
+  initial, context = nodes[0].arguments.args[:2]
+  flat_context = tf.nest.flatten(context)
+  part = keras.Model(model.input, [initial] + flat_context,
+                     name=f"{model.name}_before_inner_optimizer")
+
+  def inputs_fn(features, training):
+    outputs = part(features, training=training)
+    return outputs[0], tf.nest.pack_sequence_as(context, outputs[1:])
+
+  _INNER_INPUTS[model] = (optimizer, inputs_fn)
+  return optimizer, inputs_fn
 
 
 def _component_or_zero(model, name):

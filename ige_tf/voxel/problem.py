@@ -34,7 +34,7 @@ import gin
 import keras
 import tensorflow as tf
 
-from ige_tf.core import MultiStepLoss
+from ige_tf.core import MultiStepLoss, step_weights
 from ige_tf.train.problem import Problem
 from ige_tf.voxel import losses as voxel_losses
 from ige_tf.voxel import metrics as voxel_metrics
@@ -222,6 +222,34 @@ class VoxelProblem(Problem):
 
   def loss(self, labels, outputs):
     return self._loss(labels[self.grid], outputs["steps"])
+
+  def training_loss(self, model, features, labels):
+    """The training forward pass and loss; folded for recomputing IGE models.
+
+    For an IGE model whose inner optimizer recomputes its steps
+    (`recompute_steps=True`), the per-example loss of every step is taken
+    inside the recomputed unroll (`UnrolledSGD(step_loss=...)`): the
+    `[T+1, B, R, R, R]` stack of iterates and its gradient are never
+    materialized. Same value and gradients as `loss(labels, model(features,
+    training=True))` (tested); other models take that default path.
+
+    Returns:
+      `(loss, outputs)`: float32 scalar and `{"step_loss": [T+1, B],
+      "energy": [T, B], "grad_norm": [T, B]}` when folded, the model's
+      outputs otherwise.
+    """
+    optimizer, inputs_fn = models.inner_optimizer_inputs(model)
+    if optimizer is None or not optimizer.recompute_steps:
+      return super().training_loss(model, features, labels)
+    targets = labels[self.grid]
+    initial, context = inputs_fn(features, training=True)
+    outputs = optimizer(initial, context, training=True,
+                        return_diagnostics=True,
+                        step_loss=lambda t, y: self.loss_fn(targets, y))
+    per_step = tf.reduce_mean(tf.cast(outputs["step_loss"], tf.float32),
+                              axis=1)
+    weights = step_weights(optimizer.num_steps, self.step_decay)
+    return tf.reduce_sum(weights * per_step), outputs
 
   def metrics(self, labels, outputs):
     steps = outputs["steps"]

@@ -433,3 +433,92 @@ def test_find_inner_optimizer_goes_by_type_not_by_name():
   assert find_inner_optimizers(both) == [first, second]
   with pytest.raises(ValueError, match="2 UnrolledSGD layers"):
     find_inner_optimizer(both)
+
+
+@pytest.mark.parametrize("mode,momentum,recompute", [
+    ("eager", None, True), ("eager", -0.4, True), ("function", None, True),
+    ("function", -0.4, True), ("function", -0.4, False)])
+def test_folded_step_loss_equals_the_loss_of_the_steps(mode, momentum,
+                                                       recompute):
+  """`step_loss` gives the per-step losses and gradients of the loss applied
+  to the returned steps (float64, every trainable variable)."""
+  keras.utils.set_random_seed(4)
+  layer = UnrolledSGD(MLPEnergy(dtype="float64"), 3, learning_rate=0.6,
+                      momentum=momentum, clip_value=0.5,
+                      learn_learning_rate=True,
+                      learn_momentum=momentum is not None,
+                      learn_clip_value=True, recompute_steps=recompute,
+                      dtype="float64")
+  rng = np.random.default_rng(5)
+  y0 = tf.constant(rng.normal(size=(3, 3)))
+  c = tf.constant(rng.normal(size=(3, 3)))
+  target = tf.constant(rng.normal(size=(3, 3)))
+  layer(y0, c)
+  weights = tf.constant([0.2, 0.5, 0.7, 1.0], tf.float64)
+
+  def per_example(t, y):  # [B]; depends on t, like a decayed loss.
+    return (1.0 + t) * tf.reduce_sum(tf.sin(y - target) ** 2, axis=-1)
+
+  def reference():
+    with tf.GradientTape() as tape:
+      tape.watch([y0, c])
+      out = layer(y0, c, return_diagnostics=True)
+      losses = tf.stack([per_example(t, y) for t, y in
+                         enumerate(tf.unstack(out["steps"]))])
+      loss = (tf.reduce_sum(weights[:, None] * losses)
+              + 0.3 * tf.reduce_sum(out["energy"]))
+    return losses, tape.gradient(loss, [y0, c] + layer.trainable_variables)
+
+  def folded():
+    with tf.GradientTape() as tape:
+      tape.watch([y0, c])
+      out = layer(y0, c, step_loss=per_example)
+      assert set(out) == {"step_loss", "energy", "grad_norm"}
+      loss = (tf.reduce_sum(weights[:, None] * out["step_loss"])
+              + 0.3 * tf.reduce_sum(out["energy"]))
+    return out["step_loss"], tape.gradient(
+        loss, [y0, c] + layer.trainable_variables)
+
+  if mode == "function":
+    reference, folded = tf.function(reference), tf.function(folded)
+  want_losses, want = reference()
+  got_losses, got = folded()
+  assert got_losses.shape == (4, 3)
+  np.testing.assert_allclose(got_losses, want_losses, rtol=1e-12)
+  names = ["initial", "context"] + [v.path for v in layer.trainable_variables]
+  assert len(names) >= 6
+  for name, g, w in zip(names, got, want):
+    assert g is not None and w is not None, name
+    np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_folded_step_loss_without_steps():
+  layer = UnrolledSGD(DiagonalQuadratic([2.0]), 0, recompute_steps=True)
+  y0 = tf.constant([[1.0], [3.0]])
+  out = layer(y0, None, step_loss=lambda t, y: tf.reduce_sum(y, axis=-1))
+  np.testing.assert_allclose(out["step_loss"], [[1.0, 3.0]])
+
+
+def test_clipped_descent_equals_the_plain_ops():
+  """The fused step `y - lr clip(g)`: values and gradients of autodiff of
+  `tf.clip_by_value`, entries at, inside and outside the bounds included."""
+  from ige_tf.core.unrolled import clipped_descent  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2)
+  y = tf.constant(rng.normal(size=(3, 4, 5)))
+  grad = tf.constant(np.concatenate(
+      [rng.normal(scale=2.0, size=(3, 4, 4)), np.full((3, 4, 1), 0.7)], -1))
+  lr, clip = tf.constant(0.3, tf.float64), tf.constant(0.7, tf.float64)
+  upstream = tf.constant(rng.normal(size=(3, 4, 5)))
+
+  def run(fn):
+    with tf.GradientTape() as tape:
+      tape.watch([y, grad, lr, clip])
+      out = fn(y, grad, lr, clip)
+    return [out] + tape.gradient(out, [y, grad, lr, clip],
+                                 output_gradients=upstream)
+
+  got = run(clipped_descent)
+  want = run(lambda y, g, lr, c: y - lr * tf.clip_by_value(g, -c, c))
+  assert np.any(np.abs(grad.numpy()) > 0.7)  # Some entries are clipped.
+  for name, g, w in zip(["value", "y", "grad", "lr", "clip"], got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14, err_msg=name)
