@@ -32,7 +32,7 @@ HEIGHTS_PX = (40, 60, 100, 200, 400, 800)
 def trained_ige_run(records_gt, build_once):
   """b128-1 (200 steps) then IGE-4 from it (100 steps) on `records_gt`: a
   lifter whose energy has learned to move poses (the conftest's 3-step
-  IGE has not). About 11 CPU-s, mostly tracing the second-order graph;
+  IGE has not). About 11-14 CPU s, mostly tracing the second-order graph;
   built once per test run (`build_once`: the xdist workers share it; tests
   must not write into it)."""
   def build(root):
