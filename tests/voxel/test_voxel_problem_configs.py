@@ -17,8 +17,8 @@ one-step run of these models; precise BN, which ends every run, averages
 over one batch (`precise_batch_norm.num_batches = 1`: the step tests check
 the step, and the hook still runs; the recomputed statistics are checked in
 test_voxel_problem_train.py and tests/train/test_precise_bn.py).
-test_voxel_problem_train.py runs traced steps, evaluation and export for
-the MN configs.
+test_voxel_problem_train.py runs the traced IGE-MN step, evaluation and
+export, and the world baseline's evaluation.
 """
 import glob
 import os
