@@ -29,23 +29,25 @@ HEIGHTS_PX = (40, 60, 100, 200, 400, 800)
 
 
 @pytest.fixture(scope="module")
-def trained_ige_run(records_gt, tmp_path_factory):
+def trained_ige_run(records_gt, build_once):
   """b128-1 (200 steps) then IGE-4 from it (100 steps) on `records_gt`: a
   lifter whose energy has learned to move poses (the conftest's 3-step
-  IGE has not). About 25 s, mostly tracing the second-order graph."""
-  root = tmp_path_factory.mktemp("trained")
-  base_dir, ige_dir = str(root / "b128-1"), str(root / "ige4")
-  for gin_file, model_dir, extra in (
-      ("pose/b128-1.gin", base_dir, ["train.max_steps = 200"]),
-      ("pose/ige4.gin", ige_dir, [f"INIT_MODEL_DIR = {base_dir!r}",
-                                  "train.max_steps = 100"])):
+  IGE has not). About 11-14 CPU s, mostly tracing the second-order graph;
+  built once per test run (`build_once`: the xdist workers share it; tests
+  must not write into it)."""
+  def build(root):
+    base_dir = os.path.join(root, "b128-1")
+    for gin_file, model_dir, extra in (
+        ("pose/b128-1.gin", base_dir, ["train.max_steps = 200"]),
+        ("pose/ige4.gin", os.path.join(root, "ige4"),
+         [f"INIT_MODEL_DIR = {base_dir!r}", "train.max_steps = 100"])):
+      gin.clear_config()
+      cli.parse_gin([gin_file], gin_overrides(records_gt, epochs=1000,
+                                              batch_size=32) +
+                    extra)
+      loop.train(cli.make_problem(), model_dir, progress=False)
     gin.clear_config()
-    cli.parse_gin([gin_file], gin_overrides(records_gt, epochs=1000,
-                                            batch_size=32) +
-                  extra)
-    loop.train(cli.make_problem(), model_dir, progress=False)
-  gin.clear_config()
-  return ige_dir
+  return os.path.join(build_once("trained_ige4", build)[0], "ige4")
 
 
 def generated_detections(records_dir, heights_px, per_height=4, seed=0):

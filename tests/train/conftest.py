@@ -7,48 +7,54 @@ frames x 4 cameras) prepared with ground-truth 2D. Voxel: one category
 frustum grids at 32^3.
 """
 import json
+import os
 
 import pytest
 
 
-def _pose_records(tmp_path_factory):
+def _pose_records(root):
+  """Fills `root` (str) with h36m/ and records/ (see the module docstring)."""
   from ige_tf.pose.data import prepare  # pylint: disable=import-outside-toplevel
   from ige_tf.pose.data import synthetic  # pylint: disable=import-outside-toplevel
-  root = tmp_path_factory.mktemp("pose_train")
   subjects = ("S1", "S9")
-  synthetic.make_synthetic_h36m(str(root / "h36m"), frames_per_sequence=4,
-                                takes=1, subjects=subjects, seed=0,
-                                progress=False)
-  prepare.prepare_h36m(str(root / "records"), "gt", h36m_dir=str(root / "h36m"),
-                       subjects=subjects, progress=False)
-  return str(root / "records")
+  synthetic.make_synthetic_h36m(os.path.join(root, "h36m"),
+                                frames_per_sequence=4, takes=1,
+                                subjects=subjects, seed=0, progress=False)
+  prepare.prepare_h36m(os.path.join(root, "records"), "gt",
+                       h36m_dir=os.path.join(root, "h36m"), subjects=subjects,
+                       progress=False)
 
 
-def _voxel_records(tmp_path_factory, image_size):
+def _voxel_records(root, image_size=128):
+  """Fills `root` (str) with shapes/, split.json and records/ (see the
+  module docstring)."""
   # pylint: disable=import-outside-toplevel
   from ige_tf.voxel.data.prepare import prepare_shapenet
   from ige_tf.voxel.synthetic import make_synthetic_shapenet
-  root = tmp_path_factory.mktemp(f"voxel_train_{image_size}")
   synsets = ("02691156",)
-  shapes = make_synthetic_shapenet(str(root / "shapes"), models_per_synset=2,
-                                   seed=0, synsets=synsets)
+  shapes_dir = os.path.join(root, "shapes")
+  shapes = make_synthetic_shapenet(shapes_dir, models_per_synset=2, seed=0,
+                                   synsets=synsets)
   ids = sorted(m["model_id"] for m in shapes)
-  (root / "split.json").write_text(json.dumps(
-      [{"taxonomy_id": synsets[0], "train": ids[:1], "test": ids[1:]}]))
-  prepare_shapenet(str(root / "shapes"), str(root / "records"),
-                   synsets=synsets, split_file=str(root / "split.json"),
-                   resolutions=(32,), views=2, image_size=image_size,
-                   workers=1, progress=False)
-  return str(root / "records")
+  split_file = os.path.join(root, "split.json")
+  with open(split_file, "w") as f:
+    json.dump([{"taxonomy_id": synsets[0], "train": ids[:1],
+                "test": ids[1:]}], f)
+  prepare_shapenet(shapes_dir, os.path.join(root, "records"),
+                   synsets=synsets, split_file=split_file, resolutions=(32,),
+                   views=2, image_size=image_size, workers=1, progress=False)
 
 
 @pytest.fixture(scope="session")
-def pose_records(tmp_path_factory):
-  return _pose_records(tmp_path_factory)
+def pose_records(build_once):
+  """Records directory (str) of the pose data set in the module docstring
+  (built once per test run, shared by the xdist workers)."""
+  return os.path.join(build_once("train_pose", _pose_records)[0], "records")
 
 
 @pytest.fixture(scope="session")
-def voxel_records(tmp_path_factory):
-  return _voxel_records(tmp_path_factory, 128)
-
-
+def voxel_records(build_once):
+  """Records directory (str) of the voxel data set in the module docstring
+  (built once per test run, shared by the xdist workers)."""
+  return os.path.join(build_once("train_voxel_128", _voxel_records)[0],
+                      "records")

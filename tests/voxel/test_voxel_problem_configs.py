@@ -9,11 +9,16 @@ the path of bin/train.py (`cli.parse_gin`, `cli.make_problem`,
 `loop.train`) on tiny records, while every other config is shown to take
 that same step (equal step bindings, see tests/config_steps.py; for the
 Inception-ResNet-v2 configs, equal up to the encoder, which steps once).
-The steps run eagerly (`train.run_eagerly = True`), which gives the traced
-step's update (tests/train/test_train_loop.py) without its tracing cost,
-which dominates a one-step run of these models.
-test_voxel_problem_train.py runs traced steps, evaluation and export for
-the MN configs.
+The steps run eagerly (`train.run_eagerly = True`, and every `tf.function`
+of the run, precise BN's forward pass included, under
+`tf.config.run_functions_eagerly`), which gives the traced step's update
+(tests/train/test_train_loop.py) without its tracing cost, which dominates a
+one-step run of these models; precise BN, which ends every run, averages
+over one batch (`precise_batch_norm.num_batches = 1`: the step tests check
+the step, and the hook still runs; the recomputed statistics are checked in
+test_voxel_problem_train.py and tests/train/test_precise_bn.py).
+test_voxel_problem_train.py runs the traced IGE-MN step, evaluation and
+export, and the world baseline's evaluation.
 """
 import glob
 import os
@@ -250,7 +255,8 @@ def _step_plan(config):
                       if records_name.startswith("shapenet_") else None)
   params = ["BATCH_SIZE = 2", f"RESOLUTION = {plan['resolution']}",
             "train.max_steps = 1", "train.run_eagerly = True",
-            "train.progress = False", OFFLINE]
+            "train.progress = False", "precise_batch_norm.num_batches = 1",
+            OFFLINE]
   eval_resolution = plan["EVAL_RESOLUTION"]
   if isinstance(eval_resolution, int) and eval_resolution not in stored:
     params.append("EVAL_RESOLUTION = None")
@@ -313,7 +319,8 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
   BATCH_SIZE = 2, RESOLUTION capped to the largest grid in the records
   (frustum 128^3 and 256^3 configs train at 64^3), EVAL_RESOLUTION = None
   where the records lack the config's evaluation grid (evaluation only), one
-  step, eager, no progress bar. Everything else is the config's own.
+  step, eager, precise BN over one batch, no progress bar. Everything else
+  is the config's own.
 
   One config per step class steps (see the comment above CLASSES); the
   others are checked by test_config_shares_the_step_of_a_stepped_config.
@@ -354,8 +361,10 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
 
     monkeypatch.setattr(tf.train.CheckpointManager, "save", record_save)
   model_dir = str(tmp_path / "run")
+  tf.config.run_functions_eagerly(True)
   try:
     assert loop.train(problem, model_dir) == 1
+    tf.config.run_functions_eagerly(False)
     model = seen["model"]
     r = plan["resolution"]
     assert seen["steps_shape"] == (plan["num_steps"] + 1, 2, r, r, r)
@@ -399,6 +408,7 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
       assert line in text.splitlines(), line
     assert type(problem.loss_fn).__name__ == loss_name
   finally:
+    tf.config.run_functions_eagerly(False)
     shutil.rmtree(model_dir, ignore_errors=True)
 
 
