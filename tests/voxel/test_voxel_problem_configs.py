@@ -180,9 +180,9 @@ def test_loss_is_the_paper_multistep_loss():
 
 
 def test_bad_settings_are_clear_errors(voxel_records):
-  with pytest.raises(ValueError, match="use grid='frustum' with ige_voxel_model"):
+  with pytest.raises(ValueError, match="IGE-Net's energy pools frustum grids"):
     VoxelProblem(records_dir=voxel_records, model_fn=models.ige_voxel_model,
-                 grid="world")
+                 grid="world").build_model()
   with pytest.raises(ValueError, match="grid must be one of"):
     VoxelProblem(records_dir=voxel_records, model_fn=models.ige_voxel_model,
                  grid="camera")
@@ -332,7 +332,7 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
 
   # Spies (the real methods run): the model train builds, what the loss sees.
   seen = {}
-  build_model, loss = problem.build_model, problem.loss
+  build_model, training_loss = problem.build_model, problem.training_loss
 
   def spy_build_model():
     seen["model"] = model = build_model()
@@ -344,14 +344,20 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
                        if w.path.endswith("kernel")]
     return model
 
-  def spy_loss(labels, outputs):
-    value = loss(labels, outputs)
-    seen.update(steps_shape=tuple(outputs["steps"].shape),
+  def spy_training_loss(model, features, labels):
+    value, outputs = training_loss(model, features, labels)
+    # Recomputing IGE models fold the loss into the unroll (no "steps",
+    # one loss per step and example instead).
+    per_step = outputs["steps"] if "steps" in outputs else outputs["step_loss"]
+    seen.update(steps_shape=tuple(per_step.shape[:2]),
+                step_grid=tuple(per_step.shape[2:]),
+                label_grid=tuple(labels[problem.grid].shape[1:]),
                 synsets=set(np.asarray(labels["synset"]).tolist()),
                 loss=float(value))
-    return value
+    return value, outputs
 
-  problem.build_model, problem.loss = spy_build_model, spy_loss
+  problem.build_model = spy_build_model
+  problem.training_loss = spy_training_loss
   saves = []
   if plan["encoder"] == "i4":
 
@@ -367,7 +373,9 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
     tf.config.run_functions_eagerly(False)
     model = seen["model"]
     r = plan["resolution"]
-    assert seen["steps_shape"] == (plan["num_steps"] + 1, 2, r, r, r)
+    assert seen["steps_shape"] == (plan["num_steps"] + 1, 2)
+    assert seen["label_grid"] == (r, r, r)
+    assert seen["step_grid"] in ((r, r, r), ()), seen["step_grid"]
     assert np.isfinite(seen["loss"]) and seen["loss"] > 0
     if plan["category"]:
       assert seen["synsets"] == {CATEGORY_SYNSETS[plan["category"]].encode()}
