@@ -39,8 +39,9 @@ def _batch(problem, batch_size):
   return next(iter(problem.dataset("train", batch_size, shuffle=False)))
 
 
-def _build(config, params, mixed):
-  """(problem, model) for `config`, under `mixed_float16` if `mixed`."""
+def _build(config, params, mixed, seed=0):
+  """(problem, model) for `config`, under `mixed_float16` if `mixed`, its
+  weights drawn from `seed`."""
   gin.clear_config()
   cli.parse_gin([config], list(params))
   problem = cli.make_problem()
@@ -48,7 +49,7 @@ def _build(config, params, mixed):
   if mixed:
     keras.mixed_precision.set_global_policy("mixed_float16")
   try:
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     model = problem.build_model()
   finally:
     keras.mixed_precision.set_global_policy(previous)
