@@ -26,7 +26,7 @@ from ige_tf.train import strategies
 TIMEOUT = 240  # seconds per process
 # The chief must stop within this time of a worker's death: TensorFlow's
 # coordination service declares a task dead after 10 s without heartbeats.
-CHIEF_EXIT_SECONDS = 60
+CHIEF_EXIT_SECONDS = 90
 DENOISE = ["--gin_file=core/denoise.gin",
            "--gin_param=DenoisingProblem.split_sizes = {'train': 256}",
            "--gin_param=train.batch_size = 32",
