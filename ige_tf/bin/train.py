@@ -9,6 +9,7 @@ from absl import flags
 
 from ige_tf.bin import run_app
 from ige_tf.train import cli
+from ige_tf.train import distributed
 from ige_tf.train import loop
 
 cli.define_flags()
@@ -22,7 +23,8 @@ def main(argv):
   if not gin_files and os.path.isfile(recorded):
     gin_files = [recorded]
   cli.parse_gin(gin_files, FLAGS.gin_param)
-  loop.train(cli.make_problem(), FLAGS.model_dir)
+  with distributed.peer_failure_explained(FLAGS.model_dir):
+    loop.train(cli.make_problem(), FLAGS.model_dir)
 
 
 def run():

@@ -98,11 +98,15 @@ class PoseProblem(Problem):
     shuffle_buffer: examples in the training shuffle buffer.
     require_statistics: fail when `records_dir/statistics.json` is missing
       (set False to rebuild a trained model for restoring without data).
+    in_memory: `pipeline.pose_dataset`'s: "auto" (in memory up to 2M
+      examples, all of Human3.6M), True, or False (stream the shards; a
+      multi-worker run then shards them by file where they allow).
   """
 
   def __init__(self, records_dir=gin.REQUIRED, model_fn=gin.REQUIRED,
                loss_type="scaled_l2", step_decay=0.9, flip_augment=False,
-               shuffle_buffer=16384, require_statistics=True):
+               shuffle_buffer=16384, require_statistics=True,
+               in_memory="auto"):
     if loss_type not in LOSS_TYPES:
       raise ValueError(f"PoseProblem.loss_type must be one of {LOSS_TYPES}, "
                        f"got {loss_type!r}")
@@ -113,6 +117,7 @@ class PoseProblem(Problem):
     self.flip_augment = bool(flip_augment)
     self.shuffle_buffer = int(shuffle_buffer)
     self.require_statistics = bool(require_statistics)
+    self.in_memory = in_memory
     self._multi_step = (None if loss_type == "standardized_mse" else
                         MultiStepLoss(LOSS_FUNCTIONS[loss_type],
                                       decay=self.step_decay))
@@ -164,7 +169,7 @@ class PoseProblem(Problem):
         self.records_dir, split, batch_size, shuffle=shuffle,
         flip_augment=self.flip_augment and split == "train",
         seed=seed if seed is not None else 0,
-        shuffle_buffer=self.shuffle_buffer)
+        shuffle_buffer=self.shuffle_buffer, in_memory=self.in_memory)
 
     def select(features, labels):
       return ({"pose_2d": features["pose_2d"],

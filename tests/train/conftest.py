@@ -4,7 +4,9 @@ tests that run pose and voxel experiments (precision/XLA, distributed).
 Pose: a synthetic Human3.6M (S1 train, S9 test; 6 actions x 1 take x 4
 frames x 4 cameras) prepared with ground-truth 2D. Voxel: one category
 (plane), 2 generated models (1 train, 1 test) x 2 views, 128^2 images,
-frustum grids at 32^3.
+frustum grids at 32^3; `voxel_records_small` the same at the smallest size
+the IGE models accept (96^2 images: a 3^2 encoder output, the smallest a
+3x3 energy convolution takes; 6^3 grids, twice that).
 """
 import json
 import os
@@ -25,7 +27,7 @@ def _pose_records(root):
                        progress=False)
 
 
-def _voxel_records(root, image_size=128):
+def _voxel_records(root, image_size=128, resolution=32):
   """Fills `root` (str) with shapes/, split.json and records/ (see the
   module docstring)."""
   # pylint: disable=import-outside-toplevel
@@ -41,8 +43,9 @@ def _voxel_records(root, image_size=128):
     json.dump([{"taxonomy_id": synsets[0], "train": ids[:1],
                 "test": ids[1:]}], f)
   prepare_shapenet(shapes_dir, os.path.join(root, "records"),
-                   synsets=synsets, split_file=split_file, resolutions=(32,),
-                   views=2, image_size=image_size, workers=1, progress=False)
+                   synsets=synsets, split_file=split_file,
+                   resolutions=(resolution,), views=2, image_size=image_size,
+                   workers=1, progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +61,11 @@ def voxel_records(build_once):
   (built once per test run, shared by the xdist workers)."""
   return os.path.join(build_once("train_voxel_128", _voxel_records)[0],
                       "records")
+
+
+@pytest.fixture(scope="session")
+def voxel_records_small(build_once):
+  """The same at 96^2 images and 6^3 grids (see the module docstring)."""
+  return os.path.join(
+      build_once("train_voxel_96_6",
+                 lambda root: _voxel_records(root, 96, 6))[0], "records")

@@ -1,10 +1,11 @@
 """Multi-worker training with real processes: two `bin/train.py` workers on
 127.0.0.1, each with its own TF_CONFIG, as on a cluster.
 
-Checks: both exit 0; only the chief writes the run directory (one set of
-checkpoints and logs, no worker leftovers); the weights equal a
-single-process run with the same global batch; a cluster killed mid-run
-and restarted resumes from the chief's checkpoint to the same weights.
+Checks: a worker killed mid-run stops the chief with a clear error in
+bounded time; the restarted workers resume from the chief's checkpoint and
+exit 0 with the weights of a single-process run with the same global batch;
+only the chief writes the run directory (one set of checkpoints and logs,
+no worker leftovers); a tiny pose run trains on two workers.
 """
 import glob
 import json
@@ -23,6 +24,9 @@ from ige_tf.train import distributed
 from ige_tf.train import strategies
 
 TIMEOUT = 240  # seconds per process
+# The chief must stop within this time of a worker's death: TensorFlow's
+# coordination service declares a task dead after 10 s without heartbeats.
+CHIEF_EXIT_SECONDS = 90
 DENOISE = ["--gin_file=core/denoise.gin",
            "--gin_param=DenoisingProblem.split_sizes = {'train': 256}",
            "--gin_param=train.batch_size = 32",
@@ -109,30 +113,110 @@ def test_chief_and_write_dir_without_a_cluster(tmp_path):
     distributed.input_sharding()
 
 
+def test_file_sharding_needs_a_file_and_equal_steps_per_worker():
+  assert distributed.file_sharding([16] * 6, 16, workers=2) == (
+      True, "6 record files, 2 workers, 6 steps per epoch each")
+  assert distributed.file_sharding([16] * 6, 16, workers=1) == (
+      False, "one worker")
+  assert distributed.file_sharding([32], 8, workers=2) == (
+      False, "1 record file(s) for 2 workers")
+  assert distributed.file_sharding([16] * 6, 15, workers=2) == (
+      False, "global batch 15 is not divisible by 2 workers")
+  # Worker 0 reads files 0 and 2 (32 examples), worker 1 file 1 (10).
+  assert distributed.file_sharding([16, 10, 16], 8, workers=2) == (
+      False, "by file the workers would take [8, 3] steps per epoch, not 6 "
+      "each")
+  assert distributed.file_sharding([16, 10, 16], 8, drop_remainder=True,
+                                   workers=2)[0] is False
+
+
+def _two_worker_env(monkeypatch):
+  monkeypatch.setenv("TF_CONFIG", json.dumps(
+      {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+       "task": {"type": "worker", "index": 1}}))
+
+
+def test_the_pipelines_choose_file_or_data_sharding(
+    monkeypatch, pose_records, voxel_records):
+  # pylint: disable=import-outside-toplevel
+  from ige_tf.pose.data import pipeline as pose_pipeline
+  from ige_tf.voxel.data import pipeline as voxel_pipeline
+  policy = lambda d: d.options().experimental_distribute.auto_shard_policy  # noqa: E731
+  auto_shard = tf.data.experimental.AutoShardPolicy
+  # Outside a cluster nothing is chosen.
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  assert policy(pose_pipeline.pose_dataset(
+      pose_records, "train", 16, in_memory=False)) == auto_shard.AUTO
+  _two_worker_env(monkeypatch)
+  assert distributed.num_workers() == 2
+  # 6 train shards of 16 examples (one per sequence): 3 per worker.
+  streamed = pose_pipeline.pose_dataset(pose_records, "train", 16, seed=0,
+                                        in_memory=False)
+  assert policy(streamed) == auto_shard.FILE
+  # Flip augmentation numbers the batches (a `range` source): by data.
+  assert policy(pose_pipeline.pose_dataset(
+      pose_records, "train", 16, flip_augment=True,
+      in_memory=False)) == auto_shard.DATA
+  # The one train shard of the voxel records cannot serve two workers.
+  voxel = voxel_pipeline.voxel_dataset(voxel_records, "train", 32, 2)
+  assert policy(voxel) == auto_shard.DATA
+  # In memory there are no files: distribute_dataset shards by data.
+  assert policy(pose_pipeline.pose_dataset(
+      pose_records, "train", 16, in_memory=True)) == auto_shard.AUTO
+  # Deterministic for resume: the same files give the same choice and the
+  # same batches.
+  again = pose_pipeline.pose_dataset(pose_records, "train", 16, seed=0,
+                                     in_memory=False)
+  assert policy(again) == auto_shard.FILE
+  np.testing.assert_array_equal(next(iter(again))[0]["pose_2d"],
+                                next(iter(streamed))[0]["pose_2d"])
+
+
+def test_peer_failure_names_the_dead_task_and_the_checkpoint(
+    tmp_path, monkeypatch):
+  tf_error = tf.errors.UnavailableError(None, None, (
+      "{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/"
+      "replica:0/task:0/device:CPU:0}} Collective ops is aborted by: The "
+      "following tasks are unhealthy (stopped sending heartbeats):\n"
+      "/job:worker/replica:0/task:1\nThe tasks have crashed."))
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  with pytest.raises(tf.errors.UnavailableError):  # no cluster: unchanged
+    with distributed.peer_failure_explained(str(tmp_path)):
+      raise tf_error
+  monkeypatch.setenv("TF_CONFIG", json.dumps(
+      {"cluster": {"worker": ["a:1", "b:2"]},
+       "task": {"type": "worker", "index": 0}}))
+  with pytest.raises(distributed.PeerFailureError) as raised:
+    with distributed.peer_failure_explained(str(tmp_path)):
+      raise tf_error
+  assert str(raised.value).startswith(
+      "multi-worker training stopped on /job:worker/replica:0/task:0: "
+      "/job:worker/replica:0/task:1 stopped responding")
+  assert f"no checkpoint in {tmp_path} yet" in str(raised.value)
+  tf.train.Checkpoint(v=tf.Variable(1.0)).save(str(tmp_path / "ckpt"))
+  with pytest.raises(distributed.PeerFailureError,
+                     match=f"resume from the chief's last checkpoint "
+                     f"{tmp_path}/ckpt-1. TensorFlow's error: Collective ops "
+                     "is aborted by: The following tasks are unhealthy"):
+    with distributed.peer_failure_explained(str(tmp_path)):
+      raise tf_error
+  with pytest.raises(ValueError, match="other"):  # other errors pass
+    with distributed.peer_failure_explained(str(tmp_path)):
+      raise ValueError("other")
+
+
 @pytest.mark.slow
-def test_two_workers_equal_one_process_and_only_the_chief_writes(
+def test_a_killed_worker_stops_the_chief_and_the_cluster_resumes(
     tmp_path, repo_dir):
-  args = DENOISE + ["--gin_param=train.epochs = 2"]
-  single_dir, multi_dir = str(tmp_path / "single"), str(tmp_path / "multi")
-  worker_tmp = tmp_path / "worker_tmp"
-  worker_tmp.mkdir()
-  single = _train(repo_dir, single_dir, args)
-  _wait([single])
-  _wait(_cluster(repo_dir, multi_dir, args, str(worker_tmp)))
-  assert tf.train.latest_checkpoint(multi_dir).endswith("ckpt-16")
-  _assert_same_weights(_weights(multi_dir), _weights(single_dir))
-  files = _run_files(multi_dir)
-  # One set: the files of the single-process run, nothing per worker.
-  assert [f for f in files if not f.startswith("logs/train/events")] == [
-      f for f in _run_files(single_dir)
-      if not f.startswith("logs/train/events")]
-  assert len(glob.glob(os.path.join(multi_dir, "logs", "train", "events*"))) == 1
-  assert os.listdir(worker_tmp) == []  # worker 1's saves were removed
-
-
-@pytest.mark.slow
-def test_killed_cluster_resumes_from_the_chiefs_checkpoint(tmp_path, repo_dir):
-  args = DENOISE + ["--gin_param=train.epochs = 20",
+  """One cluster run covers what a user relies on: worker 1 is killed
+  mid-run; the chief, left alone, exits non-zero with an error naming the
+  dead task and the checkpoint to resume from, in bounded time (TF's
+  heartbeat timeout, ~10 s), not hanging; both restarted workers resume
+  from that checkpoint and exit 0; the final weights and optimizer state
+  equal a one-process run with the same global batch; the run directory
+  holds one set of checkpoints and logs (the one-process run's files, one
+  event file per session) and the restarted worker removed its saves."""
+  args = DENOISE + ["--gin_param=train.epochs = 8",
                     "--gin_param=train.checkpoint_every_steps = 8"]
   single_dir, multi_dir = str(tmp_path / "single"), str(tmp_path / "multi")
   worker_tmp = tmp_path / "worker_tmp"
@@ -142,37 +226,64 @@ def test_killed_cluster_resumes_from_the_chiefs_checkpoint(tmp_path, repo_dir):
   deadline = time.time() + TIMEOUT
   while time.time() < deadline and not glob.glob(
       os.path.join(multi_dir, "ckpt-16.index")):
-    time.sleep(0.1)
-  procs[1].send_signal(signal.SIGKILL)  # a worker dies...
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGKILL)  # worker 1 dies, the chief lives
   procs[1].wait()
-  procs[0].send_signal(signal.SIGKILL)  # ...the job restarts the cluster
-  procs[0].wait()
+  killed = time.time()
+  try:
+    chief_out = procs[0].communicate(timeout=CHIEF_EXIT_SECONDS)[0]
+  finally:
+    if procs[0].poll() is None:  # hung: fail, but leave no process behind
+      procs[0].kill()
+      procs[0].wait()
+  waited = time.time() - killed
   killed_at = tf.train.latest_checkpoint(multi_dir)
-  assert killed_at is not None and int(killed_at.split("-")[-1]) < 160
+  assert killed_at is not None and int(killed_at.split("-")[-1]) < 64
+  assert procs[0].returncode not in (0, None), chief_out[-2000:]
+  assert "PeerFailureError: multi-worker training stopped on " \
+      "/job:worker/replica:0/task:0: /job:worker/replica:0/task:1 stopped " \
+      "responding" in chief_out, chief_out[-2000:]
+  assert f"resume from the chief's last checkpoint {killed_at}" in chief_out
+  print(f"chief exited {waited:.1f} s after worker 1 was killed")
+
   outs = _wait(_cluster(repo_dir, multi_dir, args, str(worker_tmp)))
   assert all(f"Resumed from {killed_at}" in out for out in outs), outs[1][-2000:]
   _wait([single])
-  assert tf.train.latest_checkpoint(multi_dir).endswith("ckpt-160")
+  assert tf.train.latest_checkpoint(multi_dir).endswith("ckpt-64")
   _assert_same_weights(_weights(multi_dir), _weights(single_dir))
+  strip = lambda files: [f for f in files if not f.startswith("logs/train/ev")]  # noqa: E731
+  assert strip(_run_files(multi_dir)) == strip(_run_files(single_dir))
+  assert len(glob.glob(os.path.join(multi_dir, "logs", "train", "events*"))) == 2
+  # The SIGKILLed worker could not remove its saves; the restarted one did.
+  assert len(glob.glob(str(worker_tmp / "ige_worker_1_*"))) == 1
 
 
 @pytest.mark.slow
-def test_two_workers_train_a_tiny_pose_run(tmp_path, repo_dir, pose_records):
+def test_two_workers_train_a_tiny_pose_run_sharded_by_file(
+    tmp_path, repo_dir, pose_records):
+  """Streamed from its 6 train shards, the pose run is sharded by file
+  (3 shards per worker, logged), and the run directory equals a one-process
+  run's."""
   args = ["--gin_file=pose/b128-1.gin", f"--gin_param=RECORDS_DIR = {pose_records!r}",
           "--gin_param=EPOCHS = 1", "--gin_param=BATCH_SIZE = 16",
           "--gin_param=PoseProblem.shuffle_buffer = 64",
-          "--gin_param=input_sharding.policy = 'data'",
+          "--gin_param=PoseProblem.in_memory = False",
           "--gin_param=train.progress = False"]
   single_dir, multi_dir = str(tmp_path / "single"), str(tmp_path / "multi")
   worker_tmp = tmp_path / "worker_tmp"
   worker_tmp.mkdir()
   single = _train(repo_dir, single_dir, args)
-  _wait(_cluster(repo_dir, multi_dir, args, str(worker_tmp)))
-  _wait([single])
+  outs = _wait(_cluster(repo_dir, multi_dir, args, str(worker_tmp)))
+  single_out = _wait([single])[0]
+  chosen = "input sharded by file: 6 record files, 2 workers, 6 steps per epoch each"
+  assert all(chosen in out for out in outs), outs[0][-2000:]
+  assert "input sharded by" not in single_out
   assert (tf.train.latest_checkpoint(multi_dir) ==
           tf.train.latest_checkpoint(single_dir).replace(single_dir, multi_dir))
-  # Batch normalization is per replica and dropout draws per replica, so the
-  # weights differ from the single process; the run directory does not.
+  assert tf.train.latest_checkpoint(multi_dir).endswith("ckpt-6")
+  # Batch normalization is per replica, dropout draws per replica and each
+  # worker reads its own shards, so the weights differ from the single
+  # process; the run directory does not.
   strip = lambda files: [f for f in files if not f.startswith("logs/train/ev")]  # noqa: E731
   assert strip(_run_files(multi_dir)) == strip(_run_files(single_dir))
-  assert os.listdir(worker_tmp) == []
+  assert not glob.glob(str(worker_tmp / "ige_worker_*"))

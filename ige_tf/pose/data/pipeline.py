@@ -44,6 +44,7 @@ from ige_tf.pose import skeleton
 from ige_tf.pose.data import h36m
 from ige_tf.pose.data import prepare
 from ige_tf.pose.data import records
+from ige_tf.train import distributed
 
 STATISTIC_KEYS = ("pose_2d", "pose_3d", "pose_3d_camera", "root_3d")
 
@@ -285,6 +286,9 @@ def pose_dataset(records_dir, split, batch_size, shuffle=True,
       process, see `load_split`) and gather batches from it, which is several
       times faster; False to stream from the files; "auto" (default) holds
       splits of at most `IN_MEMORY_MAX_EXAMPLES` examples in memory.
+      In a multi-worker cluster a streamed split is sharded across workers
+      by file where its shards allow (`distributed.shard_input`), an
+      in-memory one by data.
 
   Returns:
     `tf.data.Dataset` of `(features, labels)`; see the module docstring.
@@ -308,21 +312,31 @@ def pose_dataset(records_dir, split, batch_size, shuffle=True,
   if repeat:
     dataset = dataset.repeat()
   dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+  dataset = distributed.shard_input(
+      dataset, counts, batch_size, drop_remainder,
+      unshardable="flip augmentation numbers the batches" if flip_augment
+      else None)
   if not repeat:
     count = num_examples(records_dir, split)
     batches = (count // batch_size if drop_remainder else
                math.ceil(count / batch_size))
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
-  def transform(counter, serialized):
+  def transform(serialized, counter=None):
     parsed = records.parse_batch(serialized)
     flip = (_flip_draw(seed, counter, tf.shape(serialized)[0])
             if flip_augment else None)
     return to_features_labels(parsed, flip)
 
-  dataset = dataset.enumerate().map(transform,
-                                    num_parallel_calls=tf.data.AUTOTUNE,
-                                    deterministic=True)
+  if flip_augment:
+    # Flips are drawn per batch number: `enumerate` zips in a `range`
+    # dataset, which tf.data cannot shard by file.
+    dataset = dataset.enumerate().map(lambda n, batch: transform(batch, n),
+                                      num_parallel_calls=tf.data.AUTOTUNE,
+                                      deterministic=True)
+  else:
+    dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 

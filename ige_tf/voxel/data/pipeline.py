@@ -28,6 +28,7 @@ import tensorflow as tf
 from ige_tf.data import record_writer
 from ige_tf.data import records_check
 from ige_tf.voxel.data import records
+from ige_tf.train import distributed
 
 GRIDS = ("frustum", "world")
 
@@ -207,7 +208,9 @@ def voxel_dataset(records_dir, split, resolution, batch_size, shuffle=False, see
     prefetch: batches to prefetch (None: no prefetch).
 
   Returns:
-    `tf.data.Dataset` of `(features, labels)`.
+    `tf.data.Dataset` of `(features, labels)`. In a multi-worker cluster it
+    is sharded across workers by file where the shards allow, else by data
+    (`distributed.shard_input`).
 
   Raises:
     ValueError: unknown split, missing resolution or grid (naming the dir).
@@ -271,6 +274,7 @@ def voxel_dataset(records_dir, split, resolution, batch_size, shuffle=False, see
   dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls,
                         deterministic=deterministic)
   dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+  dataset = distributed.shard_input(dataset, counts, batch_size, drop_remainder)
   if prefetch is not None:
     dataset = dataset.prefetch(prefetch)
   return dataset
