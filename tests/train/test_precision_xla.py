@@ -221,6 +221,16 @@ def test_pose_ige_from_random_initialization(pose_records):
   assert "float16" in set(dense.values()), dense  # the initial estimate
 
 
+def SMALL_VOXEL(records):  # pylint: disable=invalid-name
+  """Bindings of a voxel experiment at the smallest size its models take
+  (96^2 images, 6^3 grids: `voxel_records_small`), random encoder. On so
+  few voxels the first scaled gradients overflow float16: loss scaling
+  skips a step (measured) before the compared one."""
+  return [f"RECORDS_DIR = {records!r}", "ENCODER_WEIGHTS = None",
+          "RESOLUTION = 6", "VoxelProblem.image_size = 96",
+          "EVAL_RESOLUTION = None"]
+
+
 # Voxel steps: the gradient of the randomly initialised MobileNetV2 encoder
 # (batch normalization in training mode, renders on a uniform background)
 # is ill-conditioned in any precision: float32 differs from float64 by ~10%
@@ -236,9 +246,11 @@ VOXEL_BOUNDS = dict(xla_update_rtol=0.1, mixed_cosine_min=0.7,
 
 
 @pytest.mark.slow
-def test_voxel_baseline(voxel_records):
-  check_family("voxel/base-mn.gin", [f"RECORDS_DIR = {voxel_records!r}",
-                                     "ENCODER_WEIGHTS = None"], 2,
+def test_voxel_baseline(voxel_records_small):
+  # Measured at 96^2 / 6^3: one step skipped, cosine 0.79, float32-encoder
+  # update 0.008.
+  check_family("voxel/base-mn.gin", SMALL_VOXEL(voxel_records_small), 2,
+               max_skipped=2,
                float32_encoder_params=[
                    "baseline_voxel_model.encoder_dtype = 'float32'"],
                **VOXEL_BOUNDS)
@@ -246,6 +258,8 @@ def test_voxel_baseline(voxel_records):
 
 @pytest.mark.slow
 def test_voxel_ige_mn(voxel_records):
+  # At the full test size (128^2, 32^3): at 96^2 / 6^3 the default mixed
+  # step's cosine is 0.72, too close to its 0.7 bound to be a stable check.
   check_family("voxel/ige-mn.gin", [f"RECORDS_DIR = {voxel_records!r}",
                                     "NUM_STEPS = 1", "ENCODER_WEIGHTS = None"],
                2, float32_encoder_params=[
