@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ige_tf.core import dtype_policy
 from ige_tf.train import cli
 
 FLAGS = flags.FLAGS
@@ -77,14 +78,9 @@ def _build(config, params, policy, seed):
   gin.clear_config()
   cli.parse_gin([config], list(params))
   problem = cli.make_problem()
-  previous = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy(
-      "mixed_float16" if policy.startswith("mixed") else policy)
-  try:
+  with dtype_policy("mixed_float16" if policy.startswith("mixed") else policy):
     keras.utils.set_random_seed(seed)
     model = problem.build_model()
-  finally:
-    keras.mixed_precision.set_global_policy(previous)
   return problem, model
 
 

@@ -37,7 +37,6 @@ A run's `model_dir` holds:
 Under a multi-worker strategy only the chief writes `model_dir`
 (`ige_tf.train.distributed`).
 """
-import contextlib
 import dataclasses
 import json
 import math
@@ -52,6 +51,7 @@ import tensorflow as tf
 import tqdm
 
 from ige_tf.atomic import write_text as atomic_write
+from ige_tf.core.precision import dtype_policy
 from ige_tf.core.unrolled import find_inner_optimizers
 from ige_tf.train import checkpoints
 from ige_tf.train import precise_bn
@@ -187,17 +187,11 @@ class TrainConfig:
     return total
 
 
-@contextlib.contextmanager
 def precision_policy(mixed_precision):
-  """Sets Keras' global dtype policy to "mixed_float16" if `mixed_precision`
-  (else leaves it), and puts the previous policy back on exit."""
-  previous = keras.mixed_precision.global_policy()
-  if mixed_precision:
-    keras.mixed_precision.set_global_policy("mixed_float16")
-  try:
-    yield
-  finally:
-    keras.mixed_precision.set_global_policy(previous)
+  """Context manager: Keras' global dtype policy "mixed_float16" if
+  `mixed_precision` (else left as it is), the previous policy put back on
+  exit (`ige_tf.core.dtype_policy`)."""
+  return dtype_policy("mixed_float16" if mixed_precision else None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,6 +46,8 @@ import os
 
 import keras
 
+from ige_tf.core.precision import dtype_policy
+
 ENCODER_NAMES = ("mn", "mn_full", "i4", "inception_v4")
 
 IMAGENET = "imagenet"
@@ -442,12 +444,9 @@ def build_image_encoder(name="mn", image_size=128, weights=None,
   if weights is not None and os.fspath(weights) == IMAGENET:
     # Before building: an unavailable file fails fast (I4 takes seconds).
     weights_path = fetch_imagenet_weights(name, image_size)
-  previous = keras.mixed_precision.global_policy()
-  if dtype is not None:
-    # keras.applications trunks take no dtype: their layers follow the
-    # global policy while they are built.
-    keras.mixed_precision.set_global_policy(dtype)
-  try:
+  # keras.applications trunks take no dtype: their layers follow the
+  # global policy while they are built.
+  with dtype_policy(dtype):
     trunk, skip_names = _trunk_and_skips(name, image_size)
     if weights_path is not None:
       _load_weights(trunk, weights_path, name)
@@ -459,5 +458,3 @@ def build_image_encoder(name="mn", image_size=128, weights=None,
     scaled = keras.layers.Rescaling(2.0, offset=-1.0,
                                     name="to_minus_one_one")(image)
     return keras.Model(image, features(scaled), name="image_encoder")
-  finally:
-    keras.mixed_precision.set_global_policy(previous)

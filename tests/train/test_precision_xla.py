@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ige_tf.core import dtype_policy
 from ige_tf.train import cli
 from ige_tf.train import loop
 
@@ -45,14 +46,9 @@ def _build(config, params, mixed, seed=0):
   gin.clear_config()
   cli.parse_gin([config], list(params))
   problem = cli.make_problem()
-  previous = keras.mixed_precision.global_policy()
-  if mixed:
-    keras.mixed_precision.set_global_policy("mixed_float16")
-  try:
+  with dtype_policy("mixed_float16" if mixed else None):
     keras.utils.set_random_seed(seed)
     model = problem.build_model()
-  finally:
-    keras.mixed_precision.set_global_policy(previous)
   return problem, model
 
 

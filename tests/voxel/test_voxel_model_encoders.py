@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 
+from ige_tf.core import dtype_policy
 from ige_tf.voxel import encoders
 
 
@@ -150,14 +151,10 @@ def test_scaled_residual_config_round_trip():
 
 
 def test_dtype_keeps_the_encoder_in_float32_under_mixed_precision():
-  previous = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy("mixed_float16")
-  try:
+  with dtype_policy("mixed_float16"):
     mixed = encoders.build_image_encoder("mn", 32)
     kept = encoders.build_image_encoder("mn", 32, dtype="float32")
     assert keras.mixed_precision.global_policy().name == "mixed_float16"
-  finally:
-    keras.mixed_precision.set_global_policy(previous)
   image = np.random.default_rng(0).uniform(size=(1, 32, 32, 3))
   assert [o.dtype for o in mixed(image)] == ["float16"] * 5
   assert [o.dtype for o in kept(image)] == ["float32"] * 5

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ige_tf.core import MultiStepLoss, UnrolledSGD
+from ige_tf.core import MultiStepLoss, UnrolledSGD, dtype_policy
 from ige_tf.voxel import losses
 from ige_tf.voxel import models
 from ige_tf.voxel.energy import FrustumEnergy
@@ -164,14 +164,10 @@ def test_baseline_and_storing_models_take_the_default_path():
 def test_folded_loss_under_mixed_precision():
   """Under `mixed_float16` the folded path gives the model-then-loss value
   and gradients (eager), to float16 tolerance."""
-  previous = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy("mixed_float16")
-  try:
+  with dtype_policy("mixed_float16"):
     keras.utils.set_random_seed(3)
     model = models.ige_voxel_model("mn", resolution=RESOLUTION, num_steps=2,
                                    recompute_steps=True)
-  finally:
-    keras.mixed_precision.set_global_policy(previous)
   problem, (features, labels) = _problem("continuous_iou"), _batch()
   variables = model.trainable_variables
 
