@@ -60,10 +60,13 @@ def isolated_gin():
   the block parsed, and also when it raised."""
   # gin keeps one global config and has no public way to set it aside and
   # put it back: `gin.config_str()` leaves out every value it cannot write
-  # as text (a Path, an array, an object bound in Python) and the operative
-  # config cannot be parsed back. So this copies the globals
-  # `gin.clear_config` resets; it is the only use of gin internals in ige_tf
-  # (docs/decisions.md, "gin: public API, one set-aside").
+  # as text (a Path, an array, an object bound in Python), and although the
+  # bindings themselves can be copied through `gin.get_bindings`, nothing
+  # public reads back or sets the operative config (loop.train records it
+  # in operative_config.gin, which open_run's mismatch check reads). So this
+  # copies the globals `gin.clear_config` resets; it is the only use of gin
+  # internals in ige_tf (docs/decisions.md, "gin: public API, one
+  # set-aside", with each public candidate and the test it fails).
   config = gin.config
   names = ("_CONFIG", "_SINGLETONS", "_IMPORTS", "_OPERATIVE_CONFIG")
   saved = {name: getattr(config, name).copy() for name in names}

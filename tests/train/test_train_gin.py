@@ -2,6 +2,7 @@
 resolved from any directory, in order, past namespace packages and without
 gin's error log; errors name file and line; configs read as data without
 touching the global config; gin internals used in one function only."""
+import contextlib
 import inspect
 import logging
 import os
@@ -88,6 +89,40 @@ def test_reading_a_config_as_data_leaves_the_global_config_alone():
   cli.parse_gin(["pose/ige4.gin"])
   assert cli.referenced_macros() == data.referenced_macros
   assert run.current_bindings()["ige_lifter.num_steps"] == 4
+
+
+def test_isolated_gin_restores_what_gins_public_api_cannot():
+  """What `run.isolated_gin` must keep, and why it copies gin's globals
+  (docs/decisions.md, "gin: public API, one set-aside"): after a block that
+  parsed and called configurables, also after one that raised, the caller's
+  bindings (one gin cannot write as text among them), its operative config
+  and its lock are as before, and nothing of the block's is left. gin 0.5
+  has no public way to read back or set the operative config: a set-aside
+  through `gin.config_str()` / `gin.get_bindings` loses it."""
+  marker = object()
+  gin.parse_config(["adam_optimizer.learning_rate = 0.5", "EPOCHS = 3",
+                    "train.epochs = %EPOCHS"])
+  gin.bind_parameter("experiment.problem", marker)
+  cli.make_problem()  # gin hands it a copy
+  loop.adam_optimizer()  # the caller's operative config: both calls
+  gin.finalize()
+  before = gin.config_str(), gin.operative_config_str()
+  assert "adam_optimizer.learning_rate = 0.5" in before[1]
+  for fails in (False, True):
+    with pytest.raises(KeyError) if fails else contextlib.nullcontext():
+      with run.isolated_gin():
+        assert not gin.config_is_locked()
+        assert gin.config_str() == gin.operative_config_str() == ""
+        gin.parse_config(["adam_optimizer.learning_rate = 0.25",
+                          "experiment.problem = 1", "import ige_tf.pose"])
+        assert cli.make_problem() == 1
+        loop.adam_optimizer()
+        if fails:
+          raise KeyError("in the block")
+    assert (gin.config_str(), gin.operative_config_str()) == before
+    assert gin.config_is_locked()
+    assert gin.query_parameter("experiment.problem") is marker
+    assert gin.query_parameter("%EPOCHS") == 3
 
 
 # Every use of gin's private names (gin.config._X, or a gin global such as
