@@ -44,8 +44,7 @@ def make_records(root):
   # pylint: disable=import-outside-toplevel
   from ige_tf.pose.data import prepare
   from ige_tf.pose.data import synthetic
-  from ige_tf.voxel.data.prepare import prepare_shapenet
-  from ige_tf.voxel.synthetic import make_synthetic_shapenet
+  from ige_tf.voxel.synthetic import make_synthetic_records
   subjects = ("S1", "S9")
   synthetic.make_synthetic_h36m(os.path.join(root, "h36m"),
                                 frames_per_sequence=20, takes=1,
@@ -53,12 +52,9 @@ def make_records(root):
   pose = os.path.join(root, "pose_records")
   prepare.prepare_h36m(pose, "gt", h36m_dir=os.path.join(root, "h36m"),
                        subjects=subjects, progress=False)
-  make_synthetic_shapenet(os.path.join(root, "shapes"), models_per_synset=4,
-                          seed=0, synsets=("02691156",))
-  voxel = os.path.join(root, "voxel_records")
-  prepare_shapenet(os.path.join(root, "shapes"), voxel,
-                   synsets=("02691156",), resolutions=(32,), views=4,
-                   workers=1, progress=False)
+  voxel = make_synthetic_records(os.path.join(root, "voxel"),
+                                 models_per_synset=4, num_train=None,
+                                 resolutions=(32,), views=4)
   return pose, voxel
 
 

@@ -45,26 +45,12 @@ CONFIG = "voxel/ige-i4.gin"
 
 
 def _records(work_dir, image_size, resolution):
-  # pylint: disable=import-outside-toplevel
-  from ige_tf.voxel.data.prepare import prepare_shapenet
-  from ige_tf.voxel.synthetic import make_synthetic_shapenet
-  root = os.path.join(work_dir, f"data_{image_size}_{resolution}")
-  records = os.path.join(root, "records")
-  if os.path.isfile(os.path.join(records, "manifest.json")):
-    return records
-  synsets = ("02691156",)
-  shapes = make_synthetic_shapenet(os.path.join(root, "shapes"),
-                                   models_per_synset=2, seed=0,
-                                   synsets=synsets)
-  ids = sorted(m["model_id"] for m in shapes)
-  split = os.path.join(root, "split.json")
-  with open(split, "w") as f:
-    json.dump([{"taxonomy_id": synsets[0], "train": ids[:1],
-                "test": ids[1:]}], f)
-  prepare_shapenet(os.path.join(root, "shapes"), records, synsets=synsets,
-                   split_file=split, resolutions=(resolution,), views=2,
-                   image_size=image_size, workers=1, progress=False)
-  return records
+  """The records of tests/train/conftest.py at this size (resumed if there)."""
+  from ige_tf.voxel.synthetic import make_synthetic_records  # pylint: disable=import-outside-toplevel
+  return make_synthetic_records(
+      os.path.join(work_dir, f"data_{image_size}_{resolution}"),
+      models_per_synset=2, num_train=1, resolutions=(resolution,), views=2,
+      image_size=image_size)
 
 
 def _one_seed(params, seed):

@@ -106,15 +106,10 @@ def _voxel_runs(work_dir, seeds):
   # pylint: disable=import-outside-toplevel
   from ige_tf.voxel import demo
   from ige_tf.voxel import synthetic
-  from ige_tf.voxel.data import prepare
-  synsets = demo.DEMO_SYNSETS[:FLAGS.synsets]
-  shapes = os.path.join(work_dir, "shapes")
-  records = os.path.join(work_dir, "records")
-  synthetic.make_synthetic_shapenet(shapes, models_per_synset=FLAGS.models,
-                                    seed=0, synsets=synsets, progress=False)
-  prepare.prepare_shapenet(shapes, records, synsets=synsets,
-                           resolutions=(32,), world_resolutions=(),
-                           views=FLAGS.views, seed=0, progress=False)
+  records = synthetic.make_synthetic_records(
+      work_dir, synsets=demo.DEMO_SYNSETS[:FLAGS.synsets],
+      models_per_synset=FLAGS.models, num_train=None, resolutions=(32,),
+      world_resolutions=(), views=FLAGS.views, workers=None)
   for seed in range(seeds):
     for precision, flag in PRECISIONS.items():
       metrics = _train_and_evaluate(

@@ -4,7 +4,7 @@
 
 Generates tiny synthetic ShapeNet records (one category, `--models` models,
 the last one the test split, 2 views, 128^2 images, 32^3 frustum grids) in
-`--work_dir` (reused if present), then for `voxel/base-mn.gin` and
+`--work_dir` (resumed if present), then for `voxel/base-mn.gin` and
 `voxel/ige-mn.gin` (1 inner step, random encoder weights) and every seed
 computes the gradient of the training loss on the first `--batch_size`
 training views (batch normalization in training mode, as `train` runs it)
@@ -52,26 +52,12 @@ LOSS_SCALE = 2.0 ** 15
 
 
 def _records(work_dir, models):
-  # pylint: disable=import-outside-toplevel
-  from ige_tf.voxel.data.prepare import prepare_shapenet
-  from ige_tf.voxel.synthetic import make_synthetic_shapenet
-  root = os.path.join(work_dir, f"data_{models}")
-  records = os.path.join(root, "records")
-  if os.path.isdir(records):
-    return records
-  synsets = ("02691156",)
-  shapes = make_synthetic_shapenet(os.path.join(root, "shapes"),
-                                   models_per_synset=models, seed=0,
-                                   synsets=synsets)
-  ids = sorted(m["model_id"] for m in shapes)
-  split = os.path.join(root, "split.json")
-  with open(split, "w") as f:
-    json.dump([{"taxonomy_id": synsets[0], "train": ids[:-1],
-                "test": ids[-1:]}], f)
-  prepare_shapenet(os.path.join(root, "shapes"), records, synsets=synsets,
-                   split_file=split, resolutions=(32,), views=2,
-                   image_size=128, workers=1, progress=False)
-  return records
+  """Records of `models` generated planes, the last one the test split
+  (resumed if there)."""
+  from ige_tf.voxel.synthetic import make_synthetic_records  # pylint: disable=import-outside-toplevel
+  return make_synthetic_records(
+      os.path.join(work_dir, f"data_{models}"), models_per_synset=models,
+      num_train=models - 1, resolutions=(32,), views=2, image_size=128)
 
 
 def _build(config, params, policy, seed):

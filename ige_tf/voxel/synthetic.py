@@ -7,6 +7,9 @@ textures and UVs) in the ShapeNetCore v1 layout
 
 under the real synset ids of the 13 3D-R2N2 categories, so that the data
 preparation takes exactly the path it takes on real ShapeNet.
+`make_synthetic_records` adds a split file and prepares them
+(`prepare_shapenet`): the tiny records directory the benchmarks and tests
+train on.
 
 Every model is a union of closed, overlapping primitives (boxes, cylinders,
 truncated cones, ellipsoids, convex hulls) with category-specific random
@@ -20,6 +23,7 @@ seed writes byte-identical files.
 """
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -29,6 +33,7 @@ import PIL.Image
 import trimesh
 from trimesh.visual.material import SimpleMaterial
 
+from ige_tf import atomic
 from ige_tf.voxel.mesh import SYNSETS
 
 # Synset id -> category name: the 13 categories of 3D-R2N2, defined once in mesh.py.
@@ -764,3 +769,66 @@ def make_synthetic_shapenet(out_dir, models_per_synset=4, seed=0, synsets=None,
     written.append(entry)
   written.sort(key=lambda e: (e["synset"], e["model_id"]))
   return written
+
+
+def write_split_file(path, shapes, num_train):
+  """Writes a Pix2Vox-style split (`ShapeNet.json`) of generated models.
+
+  Args:
+    path: the JSON file to write (atomically).
+    shapes: `make_synthetic_shapenet`'s list of `{"synset", "model_id", ...}`.
+    num_train: int; in each synset the first `num_train` models (by model
+      id) train, the others test.
+
+  Returns:
+    `path`.
+  """
+  split = []
+  for synset in sorted({m["synset"] for m in shapes}):
+    ids = sorted(m["model_id"] for m in shapes if m["synset"] == synset)
+    split.append({"taxonomy_id": synset, "train": ids[:num_train],
+                  "test": ids[num_train:]})
+  # The bytes of `json.dump(split, f)`: what earlier work directories hold,
+  # so that their records (whose settings hash the file) still resume.
+  atomic.write_text(path, json.dumps(split))
+  return path
+
+
+def make_synthetic_records(root, synsets=("02691156",), models_per_synset=2,
+                           num_train=1, seed=0, **prepare_kwargs):
+  """Generated models prepared as records, in the real on-disk layouts.
+
+  Writes `<root>/shapes/` (`make_synthetic_shapenet`), `<root>/split.json`
+  (`write_split_file`; none when `num_train` is None: `prepare_shapenet`'s
+  hash split) and `<root>/records/` (`prepare_shapenet`). A rerun with the
+  same arguments completes an interrupted directory and otherwise keeps
+  what is there (both steps resume; the split file is rewritten with the
+  same content).
+
+  Args:
+    root: output folder (str).
+    synsets: synset ids.
+    models_per_synset: int >= 1.
+    num_train: int or None; models per synset in the train split (the rest
+      test).
+    seed: seeds the generated models.
+    **prepare_kwargs: passed to `ige_tf.voxel.data.prepare.prepare_shapenet`
+      (`resolutions`, `views`, `image_size`, ...); `workers` defaults to 1
+      and `progress` to False.
+
+  Returns:
+    the records directory `<root>/records` (str).
+  """
+  from ige_tf.voxel.data import prepare  # pylint: disable=g-import-not-at-top
+  shapes_dir = os.path.join(root, "shapes")
+  shapes = make_synthetic_shapenet(shapes_dir, models_per_synset, seed=seed,
+                                   synsets=synsets)
+  if num_train is not None:
+    prepare_kwargs["split_file"] = write_split_file(
+        os.path.join(root, "split.json"), shapes, num_train)
+  prepare_kwargs.setdefault("workers", 1)
+  prepare_kwargs.setdefault("progress", False)
+  records = os.path.join(root, "records")
+  prepare.prepare_shapenet(shapes_dir, records, synsets=synsets,
+                           **prepare_kwargs)
+  return records

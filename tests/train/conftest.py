@@ -8,7 +8,6 @@ frustum grids at 32^3; `voxel_records_small` the same at the smallest size
 the IGE models accept (96^2 images: a 3^2 encoder output, the smallest a
 3x3 energy convolution takes; 6^3 grids, twice that).
 """
-import json
 import os
 
 import pytest
@@ -30,22 +29,10 @@ def _pose_records(root):
 def _voxel_records(root, image_size=128, resolution=32):
   """Fills `root` (str) with shapes/, split.json and records/ (see the
   module docstring)."""
-  # pylint: disable=import-outside-toplevel
-  from ige_tf.voxel.data.prepare import prepare_shapenet
-  from ige_tf.voxel.synthetic import make_synthetic_shapenet
-  synsets = ("02691156",)
-  shapes_dir = os.path.join(root, "shapes")
-  shapes = make_synthetic_shapenet(shapes_dir, models_per_synset=2, seed=0,
-                                   synsets=synsets)
-  ids = sorted(m["model_id"] for m in shapes)
-  split_file = os.path.join(root, "split.json")
-  with open(split_file, "w") as f:
-    json.dump([{"taxonomy_id": synsets[0], "train": ids[:1],
-                "test": ids[1:]}], f)
-  prepare_shapenet(shapes_dir, os.path.join(root, "records"),
-                   synsets=synsets, split_file=split_file,
-                   resolutions=(resolution,), views=2, image_size=image_size,
-                   workers=1, progress=False)
+  from ige_tf.voxel.synthetic import make_synthetic_records  # pylint: disable=import-outside-toplevel
+  make_synthetic_records(root, models_per_synset=2, num_train=1,
+                         resolutions=(resolution,), views=2,
+                         image_size=image_size)
 
 
 @pytest.fixture(scope="session")
