@@ -32,23 +32,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ige_tf.pose import models
 from ige_tf.pose import problem as problem_lib
 from ige_tf.pose import tflite
+from lifters import b128_1, ige  # bench/lifters.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def b128_1(statistics=None):
-  return models.baseline_lifter(units=128, num_blocks=1, statistics=statistics)
-
-
-def ige(num_steps):
-  def build(statistics=None):
-    return models.ige_lifter(num_steps=num_steps, initial_estimate_fn=b128_1,
-                             statistics=statistics)
-  return build
-
 
 MODELS = {"b128-1": b128_1, "IGE-4": ige(4), "IGE-8": ige(8)}
 

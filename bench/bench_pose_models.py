@@ -29,27 +29,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ige_tf.pose import models
 from ige_tf.pose import problem as problem_lib
+from lifters import b1024_2, b128_1, ige  # bench/lifters.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def b1024_2(statistics=None):
-  return models.baseline_lifter(units=1024, num_blocks=2, max_norm=1.0,
-                                statistics=statistics)
-
-
-def b128_1(statistics=None):
-  return models.baseline_lifter(units=128, num_blocks=1, statistics=statistics)
-
-
-def ige(num_steps):
-  def build(statistics=None):
-    return models.ige_lifter(num_steps=num_steps, initial_estimate_fn=b128_1,
-                             statistics=statistics)
-  return build
-
 
 MODELS = {
     "b1024-2": (b1024_2, "standardized_mse"),
