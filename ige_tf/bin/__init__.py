@@ -28,6 +28,9 @@ command line, or `TF_CPP_MIN_LOG_LEVEL=0` in the environment, turns all of
 this off: TensorFlow then imports with stderr intact, `TF_CPP_MIN_LOG_LEVEL`
 defaults to 0 and its Python logger follows absl's verbosity.
 
+`define_voxel_records_flags` defines the flags both voxel record writers
+(`prepare_shapenet`, `import_r2n2`) take.
+
 `run_app(main)` runs absl's `app.run(main)` so that `--help`, `--helpshort`,
 `--helpfull` and `--helpxml` exit 0 (absl exits 1) and list the program's
 own flags and `--verbosity` (absl lists only flags defined by the `__main__`
@@ -237,6 +240,28 @@ def _prepare_help(main):
   if "verbosity" in flags.FLAGS:
     flags.FLAGS.register_key_flag_for_module(sys.argv[0],
                                              flags.FLAGS["verbosity"])
+
+
+def define_voxel_records_flags(default_resolutions):
+  """Defines the flags of the programs writing voxel records
+  (`prepare_shapenet`, `import_r2n2`), as their library functions take them:
+  --out_dir, --synsets, --split_file, --resolutions (a list of str, default
+  `default_resolutions`), --workers, --models_per_shard and
+  --train_fraction."""
+  from ige_tf.voxel.data import prepare  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("out_dir", None, "Output records directory.")
+  flags.DEFINE_list("synsets", None,
+                    "Synset ids (default: the 13 3D-R2N2 categories).")
+  flags.DEFINE_string("split_file", None, "Pix2Vox-style ShapeNet.json "
+                      "(default: 80/20 hash split).")
+  flags.DEFINE_list("resolutions", list(default_resolutions),
+                    "Frustum grid resolutions R.")
+  flags.DEFINE_integer("workers", None,
+                       "Worker processes (default: all cores).")
+  flags.DEFINE_integer("models_per_shard", prepare.DEFAULT_MODELS_PER_SHARD,
+                       "Models per shard (the unit of resumption).")
+  flags.DEFINE_float("train_fraction", prepare.DEFAULT_TRAIN_FRACTION,
+                     "Train share of the hash split.")
 
 
 def run_app(main):

@@ -7,23 +7,16 @@ See docs/data_voxel.md.
 """
 from absl import flags
 
+from ige_tf.bin import define_voxel_records_flags
 from ige_tf.bin import run_app
-from ige_tf.voxel.data import prepare
 from ige_tf.voxel.data import r2n2
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("rendering_dir", None, "ShapeNetRendering root.")
 flags.DEFINE_string("voxel_dir", None, "ShapeNetVox32 root.")
-flags.DEFINE_string("out_dir", None, "Output records directory.")
-flags.DEFINE_list("synsets", None, "Synset ids (default: the 13 3D-R2N2 categories).")
-flags.DEFINE_string("split_file", None, "Pix2Vox-style ShapeNet.json (default: 80/20 hash split).")
-flags.DEFINE_list("resolutions", ["32"], "Frustum grid resolutions R.")
+define_voxel_records_flags(default_resolutions=["32"])
 flags.DEFINE_integer("image_size", 128, "Stored image size S (R2N2 renders 137).")
 flags.DEFINE_integer("views", r2n2.R2N2_VIEWS, "At most this many views per model.")
-flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
-flags.DEFINE_integer("models_per_shard", prepare.DEFAULT_MODELS_PER_SHARD, "Models per shard.")
-flags.DEFINE_float("train_fraction", prepare.DEFAULT_TRAIN_FRACTION,
-                   "Train share of the hash split.")
 flags.mark_flags_as_required(["rendering_dir", "voxel_dir", "out_dir"])
 
 

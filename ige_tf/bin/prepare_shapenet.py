@@ -10,28 +10,21 @@ are kept. See docs/data_voxel.md.
 """
 from absl import flags
 
+from ige_tf.bin import define_voxel_records_flags
 from ige_tf.bin import run_app
 from ige_tf.voxel.data import prepare
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shapenet_dir", None, "ShapeNetCore v1 or v2 root (holds the synset dirs).")
-flags.DEFINE_string("out_dir", None, "Output records directory.")
-flags.DEFINE_list("synsets", None, "Synset ids (default: the 13 3D-R2N2 categories).")
-flags.DEFINE_string("split_file", None, "Pix2Vox-style ShapeNet.json (default: 80/20 hash split).")
-flags.DEFINE_list("resolutions", ["32", "64", "128"], "Frustum grid resolutions R.")
+define_voxel_records_flags(default_resolutions=["32", "64", "128"])
 flags.DEFINE_list("world_resolutions", None,
                   "World grid resolutions (default: --resolutions; 'none' for no world grids).")
 flags.DEFINE_integer("views", 24, "Views per model.")
 flags.DEFINE_integer("image_size", 128, "Rendered image size S.")
-flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
 flags.DEFINE_integer("seed", 0, "Seed of view sampling and anti-aliasing.")
-flags.DEFINE_integer("models_per_shard", prepare.DEFAULT_MODELS_PER_SHARD,
-                     "Models per shard (the unit of resumption).")
 flags.DEFINE_integer("max_faces", None, "Skip models with more faces (default 1,000,000).")
 flags.DEFINE_integer("supersample", None, "Anti-aliasing rays per pixel per axis (default 2).")
 flags.DEFINE_bool("store_depth", False, "Also store the rendered depth maps.")
-flags.DEFINE_float("train_fraction", prepare.DEFAULT_TRAIN_FRACTION,
-                   "Train share of the hash split.")
 flags.DEFINE_integer("task_index", 0, "This machine's index when several share --out_dir.")
 flags.DEFINE_integer("num_tasks", 1, "Number of machines sharing --out_dir.")
 flags.mark_flags_as_required(["shapenet_dir", "out_dir"])
