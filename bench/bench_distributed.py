@@ -28,6 +28,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from ige_tf import atomic  # noqa: E402  (after the path)
+
 flags.DEFINE_string("out", os.path.join(REPO, "bench", "results",
                                         "distributed.json"), "JSON output.")
 flags.DEFINE_integer("pose_steps", 40, "Training steps of the pose run.")
@@ -157,10 +159,7 @@ def main(argv):
           np.median(entry["ratio_2_over_1_per_round"]))
       results["runs"][name] = entry
   os.makedirs(os.path.dirname(FLAGS.out), exist_ok=True)
-  tmp = FLAGS.out + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(results, f, indent=2)
-  os.replace(tmp, FLAGS.out)
+  atomic.write_json(FLAGS.out, results, indent=2)
   print(json.dumps(results, indent=2))
 
 

@@ -34,6 +34,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests", "train"))
 
+from ige_tf import atomic  # noqa: E402  (after the path)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("work_dir", "/tmp/bench_i4_precision",
                     "Where the generated records and results.json go.")
@@ -103,9 +105,7 @@ def main(argv):
                         f"{FLAGS.image_size} --resolution={FLAGS.resolution}",
              "runs": runs, "mean_std": summary}
   path = os.path.join(FLAGS.work_dir, "results.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(results, f, indent=2)
-  os.replace(path + ".tmp", path)
+  atomic.write_json(path, results, indent=2)
   for policy, values in summary.items():
     print(policy, ", ".join(f"{k} {m:.4g} ± {s:.2g}"
                             for k, (m, s) in values.items()))

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ige_tf import atomic
 from ige_tf.pose import problem as problem_lib
 from ige_tf.pose import tflite
 from lifters import b128_1, ige  # bench/lifters.py
@@ -149,9 +150,7 @@ def main():
                         "cpus": os.cpu_count(), "tensorflow": tf.__version__},
             "models": results}
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out + ".tmp", "w") as f:
-    json.dump(record, f, indent=1)
-  os.replace(args.out + ".tmp", args.out)
+  atomic.write_json(args.out, record, indent=1)
   print("| model | SavedModel ms | TFLite ms | speed-up | SavedModel size | "
         "TFLite size | Select TF ops |")
   print("|---|---|---|---|---|---|---|")

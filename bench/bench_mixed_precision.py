@@ -35,6 +35,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from ige_tf import atomic  # noqa: E402  (after the path)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("family", "pose", ["pose", "voxel"], "Which model.")
 flags.DEFINE_string("work_dir", "/tmp/bench_mixed_precision",
@@ -68,9 +70,7 @@ def _train_and_evaluate(gin_file, params, model_dir):
   metrics = {k: v for k, v in metrics.items()
              if isinstance(v, list) and v and isinstance(v[0], float)}
   metrics.update(train_steps=steps, train_seconds=seconds)
-  with open(cached + ".tmp", "w") as f:
-    json.dump(metrics, f)
-  os.replace(cached + ".tmp", cached)
+  atomic.write_json(cached, metrics, indent=None)
   return metrics
 
 
@@ -153,9 +153,7 @@ def main(argv):
                            if FLAGS.family == "voxel" else ""),
              "per_seed": per_seed, "mean_std": summary}
   path = os.path.join(FLAGS.work_dir, f"results_{FLAGS.family}.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(results, f, indent=2)
-  os.replace(path + ".tmp", path)
+  atomic.write_json(path, results, indent=2)
   print(json.dumps(summary, indent=2))
 
 

@@ -25,7 +25,6 @@ resumes at its last step). Prints mean ± std over seeds of the final step and w
 <out_dir>/results.json. Any --gin_param is applied to every run (e.g.
 `VoxelProblem.batch_norm_momentum = 0.9`).
 """
-import json
 import os
 
 from absl import app
@@ -34,6 +33,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from ige_tf import atomic
 from ige_tf.train import cli
 from ige_tf.train import loop
 from ige_tf.train import precise_bn
@@ -148,10 +148,8 @@ def main(argv):
         float(final.mean()), float(std))
     print(f"  {how:8s}{final.mean():5.1f} ± {std:.1f}  (seeds: "
           + ", ".join(f"{v:.1f}" for v in final) + ")")
-  tmp = os.path.join(FLAGS.out_dir, "results.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(results, f, indent=2)
-  os.replace(tmp, os.path.join(FLAGS.out_dir, "results.json"))
+  atomic.write_json(os.path.join(FLAGS.out_dir, "results.json"), results,
+                    indent=2)
 
 
 if __name__ == "__main__":

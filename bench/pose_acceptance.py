@@ -34,6 +34,7 @@ import time
 import gin
 import numpy as np
 
+from ige_tf import atomic
 from ige_tf.pose.data import prepare
 from ige_tf.pose.data import synthetic
 from ige_tf.train import cli
@@ -148,9 +149,7 @@ def main():
     results["sources"][source] = out
   os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
   path = os.path.join(HERE, "results", "pose_acceptance.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(results, f, indent=1)
-  os.replace(path + ".tmp", path)
+  atomic.write_json(path, results, indent=1)
   spread = (f"mean ± sample std over {args.seeds} seeds"
             if args.seeds > 1 else "one seed")
   lines = [f"Metrics in mm, {spread}.", "",
