@@ -838,7 +838,7 @@ def run_profile_worker(resolution, batch_size, num_steps, timed_steps,
                      "step_seconds": float(np.median(times)),
                      "step_cpu_seconds": float(np.median(cpu_times))}
   return {"resolution": resolution, "batch_size": batch_size,
-          "num_steps": num_steps, "parts": results}
+          "num_steps": num_steps, "parts_filter": parts, "parts": results}
 
 
 def run_profile():
@@ -897,8 +897,10 @@ def _write_profile(runs):
     lines.append(f"| {name} | {per_example:.1f} | "
                  f"{per_example / grid_mb:.1f} | {part['step_seconds']:.3f} | "
                  f"{'-' if cpu is None else f'{cpu:.3f}'} |")
-  _write(f"voxel_profile_{resolution}", {"runs": runs, "summary": summary},
-         "\n".join(lines))
+  # A run of some parts (--parts) does not replace the whole profile.
+  parts = high.get("parts_filter") or ""
+  _write(f"voxel_profile_{resolution}" + ("_parts" if parts else ""),
+         {"runs": runs, "summary": summary}, "\n".join(lines))
 
 
 def trace_allocations(fn, logdir):
@@ -1024,6 +1026,7 @@ def memory_breakdown(events):
     dict: "allocator", "before_mb" (in use when the step started: weights,
     optimizer slots, inputs), "peak_mb" (highest in use, absolute),
     "peak_ms" (time of the peak from the first event), "duration_ms",
+    "traced_live_mb" (the recorded buffers live at the peak),
     "peak_live" (list of the buffers allocated in the step and live at the
     peak, largest first: "op", "shape", "mb", "phase", "allocated_ms"),
     "peak_by_phase" (phase -> MB of those buffers), and "phases" (list in
@@ -1086,9 +1089,32 @@ def memory_breakdown(events):
           "peak_mb": mb(peak["in_use"]), "peak_ms": ms(peak["time_ps"]),
           "duration_ms": ms(events[-1]["time_ps"]),
           "peak_live": peak["live"],
+          "traced_live_mb": sum(b["mb"] for b in peak["live"]),
           "peak_by_phase": dict(sorted(by_phase.items(),
                                        key=lambda kv: -kv[1])),
           "phases": list(phases.values())}
+
+
+def _called_functions(graph):
+  """dict function-call node name -> the `tf.function` it calls, over a
+  traced graph and its function library, e.g. "PartitionedCall_6" ->
+  "_clipped_descent_backward" (the names XLA clusters have in a trace).
+  A name that calls different functions in different places is left out."""
+  graph_def = graph.as_graph_def()
+  found = {}
+
+  def visit(nodes):
+    for node in nodes:
+      if node.op in ("PartitionedCall", "StatefulPartitionedCall"):
+        function = re.sub(r"^__inference_|_\d+$", "",
+                          node.attr["f"].func.name)
+        found.setdefault(node.name, set()).add(function)
+
+  visit(graph_def.node)
+  for function in graph_def.library.function:
+    visit(function.node_def)
+  return {name: functions.pop() for name, functions in found.items()
+          if len(functions) == 1}
 
 
 def run_memory_trace():
@@ -1114,6 +1140,13 @@ def run_memory_trace():
     shutil.rmtree(logdir, ignore_errors=True)
   allocator_peak_mb = tf.config.experimental.get_memory_info(
       "CPU:0")["peak"] / 2 ** 20
+  called = _called_functions(
+      train_step.get_concrete_function(images, labels).graph)
+  for event in events:  # "PartitionedCall_6 (XLA: ...)" -> its function.
+    name, _, rest = event["op"].partition(" (")
+    if name in called:
+      event["op"] = f"{name} = {called[name]}" + (f" ({rest}" if rest
+                                                   else "")
   result = memory_breakdown(events)
   result.update(model=model_name, resolution=resolution,
                 batch_size=batch_size, num_steps=FLAGS.num_steps,
@@ -1144,7 +1177,10 @@ def _memory_trace_markdown(result):
       f"{(result['peak_mb'] - before) / grid:.1f} grids at "
       f"{result['peak_ms']:.0f} ms of {result['duration_ms']:.0f} ms "
       f"(allocator's own peak over the traced step: "
-      f"{result['allocator_peak_mb'] - before:.1f} MB above the start).", "",
+      f"{result['allocator_peak_mb'] - before:.1f} MB above the start; "
+      f"the recorded buffers live at the peak: "
+      f"{result['traced_live_mb']:.1f} MB, the rest are allocations too "
+      "small for the profiler to record).", "",
       "Phases (part of the model by op scope; forward / backward; an op "
       "without a model scope counts in the phase of the last scoped "
       "allocation before it; `d/` marks a gradient op, `d/d/` a "
