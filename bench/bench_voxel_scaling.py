@@ -1001,6 +1001,29 @@ _COMPONENTS = (("image_encoder", "image encoder"),
                ("adam", "Adam update"))
 
 
+def _phase_of(op):
+  """The phase of the step an op's allocation belongs to, or None (an op
+  without a model scope: a custom gradient's body, the loss).
+
+  Forward: the model's parts called by the model, and within the inner
+  loop's forward also the energy gradient of each inner step
+  (`gradient_tape/inner_optimizer.../`). Backward: the outer gradient
+  (`gradient_tape/...` otherwise) and the inner steps recomputed by the
+  unroll's custom gradient (`inner_cnn_<k>/...` at the top level)."""
+  for key, component in _COMPONENTS:
+    if key in op:
+      break
+  else:
+    return None
+  if component == "Adam update":
+    return component
+  inner_forward = op.startswith(("inner_optimizer", "gradient_tape/"
+                                 "inner_optimizer"))
+  backward = not inner_forward and op.startswith(("gradient_tape/",
+                                                  "inner_cnn"))
+  return f"{component}, {'backward' if backward else 'forward'}"
+
+
 def _short_op(op):
   """An op name without its model scope; "d/" per gradient_tape level."""
   depth = 0
@@ -1017,9 +1040,8 @@ def memory_breakdown(events):
 
   The allocator is the one with the highest peak. A phase is a part of the
   model (by the op's name scope: image encoder, initial estimate / 3D
-  decoder, image decoder, inner loop, Adam update) and a direction (forward
-  before the first op of the backward pass, `gradient_tape/...`, backward
-  after it). An op without a model scope (a custom gradient's body, the
+  decoder, image decoder, inner loop, Adam update) and a direction
+  (`_phase_of`). An op without a model scope (a custom gradient's body, the
   loss) is counted in the phase of the last scoped allocation before it.
 
   Returns:
@@ -1043,11 +1065,9 @@ def memory_breakdown(events):
   before = first["in_use"] + (first["bytes"] if first["kind"] == "free"
                               else -first["bytes"])
   start_ps = first["time_ps"]
-  backward_ps = min([e["time_ps"] for e in events
-                     if e["op"].startswith("gradient_tape/")] or [None])
   mb = lambda n: n / 2 ** 20  # pylint: disable=unnecessary-lambda-assignment
   ms = lambda t: (t - start_ps) / 1e9  # pylint: disable=unnecessary-lambda-assignment
-  component = "(before any scoped op)"
+  phase = "(before any scoped op)"
   live, phases, peak = {}, {}, None
 
   def snapshot(k=12):
@@ -1058,16 +1078,7 @@ def memory_breakdown(events):
 
   for event in events:
     if event["kind"] == "alloc":
-      op = event["op"]
-      for key, label in _COMPONENTS:
-        if key in op:
-          component = label
-          break
-      if component == "Adam update":
-        phase = component
-      else:
-        backward = backward_ps is not None and event["time_ps"] >= backward_ps
-        phase = f"{component}, {'backward' if backward else 'forward'}"
+      phase = _phase_of(event["op"]) or phase
       event["phase"] = phase
       live[event["addr"]] = event
       entry = phases.setdefault(phase, {
@@ -1179,8 +1190,10 @@ def _memory_trace_markdown(result):
       f"(allocator's own peak over the traced step: "
       f"{result['allocator_peak_mb'] - before:.1f} MB above the start; "
       f"the recorded buffers live at the peak: "
-      f"{result['traced_live_mb']:.1f} MB, the rest are allocations too "
-      "small for the profiler to record).", "",
+      f"{result['traced_live_mb']:.1f} MB"
+      + ("" if abs(result["traced_live_mb"] + before - result["peak_mb"])
+         < 0.05 else ", the rest are allocations too small for the profiler "
+         "to record") + ").", "",
       "Phases (part of the model by op scope; forward / backward; an op "
       "without a model scope counts in the phase of the last scoped "
       "allocation before it; `d/` marks a gradient op, `d/d/` a "
