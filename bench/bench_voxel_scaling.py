@@ -917,7 +917,9 @@ def trace_allocations(fn, logdir):
 
   Returns:
     list of dicts in time order: "time_ps" (int), "kind" ("alloc"/"free"),
-    "allocator" (str), "addr" (int), "bytes" (the allocation's size),
+    "allocator" (str), "addr" (int), "bytes" (the allocation's size, what
+    counts in the bytes in use), "requested" (the bytes the op asked for;
+    TensorFlow's BFC allocator may hand out a larger free chunk unsplit),
     "in_use" (the allocator's bytes in use after the event), "op", "shape",
     "dtype", "region" (str; deallocations carry their allocation's).
   """
@@ -978,6 +980,7 @@ def trace_allocations(fn, logdir):
             "allocator": stats.get("allocator_name"),
             "addr": stats.get("addr"),
             "bytes": int(stats.get("allocation_bytes") or 0),
+            "requested": int(stats.get("requested_bytes") or 0),
             "in_use": int(stats.get("bytes_allocated") or 0),
             "op": op, "shape": stats.get("shape") or "",
             "dtype": str(stats.get("data_type") or ""),
@@ -1003,13 +1006,18 @@ _COMPONENTS = (("image_encoder", "image encoder"),
 
 def _phase_of(op):
   """The phase of the step an op's allocation belongs to, or None (an op
-  without a model scope: a custom gradient's body, the loss).
+  without a model scope: a custom gradient's body, the loss's plain ops).
+
+  The continuous-IoU loss's kernels (named by `_called_functions`) are the
+  phase "loss" (forward; backward for their gradients), wherever they run.
 
   Forward: the model's parts called by the model, and within the inner
   loop's forward also the energy gradient of each inner step
   (`gradient_tape/inner_optimizer.../`). Backward: the outer gradient
   (`gradient_tape/...` otherwise) and the inner steps recomputed by the
   unroll's custom gradient (`inner_cnn_<k>/...` at the top level)."""
+  if "= _sigmoid_sums_" in op:  # The IoU loss's kernels (`losses.py`).
+    return "loss, " + ("backward" if "_grad" in op else "forward")
   for key, component in _COMPONENTS:
     if key in op:
       break
@@ -1040,7 +1048,7 @@ def memory_breakdown(events):
 
   The allocator is the one with the highest peak. A phase is a part of the
   model (by the op's name scope: image encoder, initial estimate / 3D
-  decoder, image decoder, inner loop, Adam update) and a direction
+  decoder, image decoder, inner loop, loss, Adam update) and a direction
   (`_phase_of`). An op without a model scope (a custom gradient's body, the
   loss) is counted in the phase of the last scoped allocation before it.
 
@@ -1050,7 +1058,8 @@ def memory_breakdown(events):
     "peak_ms" (time of the peak from the first event), "duration_ms",
     "traced_live_mb" (the recorded buffers live at the peak),
     "peak_live" (list of the buffers allocated in the step and live at the
-    peak, largest first: "op", "shape", "mb", "phase", "allocated_ms"),
+    peak, largest first: "op", "shape", "mb", "requested_mb", "phase",
+    "allocated_ms"),
     "peak_by_phase" (phase -> MB of those buffers), and "phases" (list in
     order of first allocation: "phase", "first_ms", "last_ms", "peak_mb"
     (highest in use while the phase allocates, absolute), "live" (largest
@@ -1072,7 +1081,8 @@ def memory_breakdown(events):
 
   def snapshot(k=12):
     return [{"op": _short_op(e["op"]), "shape": e["shape"],
-             "mb": mb(e["bytes"]), "phase": e["phase"],
+             "mb": mb(e["bytes"]), "requested_mb": mb(e["requested"]),
+             "phase": e["phase"],
              "allocated_ms": ms(e["time_ps"])}
             for e in sorted(live.values(), key=lambda e: -e["bytes"])[:k]]
 
@@ -1194,10 +1204,11 @@ def _memory_trace_markdown(result):
       + ("" if abs(result["traced_live_mb"] + before - result["peak_mb"])
          < 0.05 else ", the rest are allocations too small for the profiler "
          "to record") + ").", "",
-      "Phases (part of the model by op scope; forward / backward; an op "
-      "without a model scope counts in the phase of the last scoped "
-      "allocation before it; `d/` marks a gradient op, `d/d/` a "
-      "second-order one):", "",
+      "Phases (part of the model by op scope, forward / backward; the "
+      "loss: the continuous-IoU kernels wherever they run, e.g. inside the "
+      "unroll when folded; an op without a model scope counts in the phase "
+      "of the last scoped allocation before it; `d/` marks a gradient op, "
+      "`d/d/` a second-order one):", "",
       "| phase | ms (first - last allocation) | MB live at its highest | "
       "grids | largest live buffers then (op, shape, MB) |",
       "|---|---|---|---|---|"]
@@ -1211,12 +1222,15 @@ def _memory_trace_markdown(result):
             "them:", "", "| allocated in | MB | grids |", "|---|---|---|"]
   for phase, size in result["peak_by_phase"].items():
     lines.append(f"| {phase} | {size:.1f} | {size / grid:.2f} |")
-  lines += ["", "The largest buffers live at the peak:", "",
-            "| op | shape | MB | allocated in | at ms |",
-            "|---|---|---|---|---|"]
+  lines += ["", "The largest buffers live at the peak (MB: as the "
+            "allocator counts them; requested: what the op asked for, less "
+            "when the allocator handed out a larger free chunk unsplit):", "",
+            "| op | shape | MB | requested MB | allocated in | at ms |",
+            "|---|---|---|---|---|---|"]
   for b in result["peak_live"][:15]:
     lines.append(f"| {b['op']} | {b['shape'] or '-'} | {b['mb']:.1f} | "
-                 f"{b['phase']} | {b['allocated_ms']:.0f} |")
+                 f"{b['requested_mb']:.1f} | {b['phase']} | "
+                 f"{b['allocated_ms']:.0f} |")
   return "\n".join(lines)
 
 

@@ -47,6 +47,7 @@ def test_memory_trace_names_the_buffers_live_at_the_peak(bench, tmp_path):
            and e["op"] == "image_encoder/Sin"]
   assert len(sines) == 1
   assert sines[0]["shape"] == "[1024,256]" and sines[0]["bytes"] == 2 ** 20
+  assert sines[0]["requested"] == 2 ** 20
   # Every allocation of the step is traced, so what is live at the peak
   # accounts for the whole peak above the start, and it is the allocator's.
   live = sum(b["mb"] for b in result["peak_live"])
