@@ -51,6 +51,18 @@ alone as a compiled forward + backward pass at the two batch sizes, in one
 fresh process; per part it reports the allocator peak per example (slope)
 and the median time at the larger batch.
 
+`--parts=REGEX` runs only the matching parts (writes
+voxel_profile_<R>_parts.{json,md}); some parts measure a tried variant beside
+the library's (e.g. the initial estimate's upsampling as XLA kernels,
+`upsample_trilinear_xla`).
+
+`--mode=memory_trace` traces one training step of `--model` at
+`--resolution`, `--batch_size` allocation by allocation (TensorFlow's
+profiler): per phase (part of the model, forward / backward) the memory in
+use at its highest and the largest live buffers, and every buffer live at
+the allocator's peak (op or XLA function, shape, MB, the phase that
+allocated it).
+
 Usage (writes bench/results/voxel_scaling.{json,md,png}):
   python bench/bench_voxel_scaling.py
   python bench/bench_voxel_scaling.py --mode=params   # voxel_params.{json,md}
@@ -62,6 +74,11 @@ Usage (writes bench/results/voxel_scaling.{json,md,png}):
       --batch_size=2   # voxel_inner_memory.{json,md}
   python bench/bench_voxel_scaling.py --mode=profile --resolution=128
       # voxel_profile_128.{json,md}
+  python bench/bench_voxel_scaling.py --mode=profile --resolution=128 \
+      --parts="upsampling|initial"   # voxel_profile_128_parts.{json,md}
+  python bench/bench_voxel_scaling.py --mode=memory_trace --model=ige_fold \
+      --resolution=128 --batch_size=4
+      # voxel_memory_trace_ige_fold_128.{json,md}
 """
 import contextlib
 import json
