@@ -104,7 +104,9 @@ flags.DEFINE_enum("mode", "scaling",
                   "memory_trace: one step's allocations by phase; "
                   "worker, inner_worker: one configuration (internal).")
 flags.DEFINE_list("inputs", [],
-                  "--mode=merge: voxel_scaling.json files of earlier runs.")
+                  "--mode=merge: voxel_scaling.json files of earlier runs; "
+                  "--mode=profile / memory_trace: rewrite the tables (and "
+                  "plot) of these earlier results.")
 flags.DEFINE_list("resolutions", ["32", "64", "128", "256"],
                   "Resolutions R to measure.")
 flags.DEFINE_list("batch_sizes", ["2", "4"],
@@ -1080,7 +1082,8 @@ def memory_breakdown(events):
     "peak_by_phase" (phase -> MB of those buffers), and "phases" (list in
     order of first allocation: "phase", "first_ms", "last_ms", "peak_mb"
     (highest in use while the phase allocates, absolute), "live" (largest
-    buffers live then, as in "peak_live")).
+    buffers live then, as in "peak_live")), and "timeline" (list of
+    `[ms, MB in use]` after each event).
   """
   by_allocator = {}
   for event in events:
@@ -1130,7 +1133,8 @@ def memory_breakdown(events):
           "traced_live_mb": sum(b["mb"] for b in peak["live"]),
           "peak_by_phase": dict(sorted(by_phase.items(),
                                        key=lambda kv: -kv[1])),
-          "phases": list(phases.values())}
+          "phases": list(phases.values()),
+          "timeline": [[ms(e["time_ps"]), mb(e["in_use"])] for e in events]}
 
 
 def _called_functions(graph):
@@ -1157,12 +1161,23 @@ def _called_functions(graph):
 
 def run_memory_trace():
   """One training step of `--model` at `--resolution`, `--batch_size`,
-  traced allocation by allocation: voxel_memory_trace_<model>_<R>.{json,md}."""
+  traced allocation by allocation: voxel_memory_trace_<model>_<R>.{json,md,
+  png}. With `--inputs=<those .json files>`, rewrites their tables and
+  plots instead."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import shutil  # pylint: disable=g-import-not-at-top
   import tempfile  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+  if FLAGS.inputs:  # Rewrite the tables and plot of an earlier trace.
+    for path in FLAGS.inputs:
+      with open(path) as f:
+        result = json.load(f)
+      name = os.path.splitext(os.path.basename(path))[0]
+      _write(name, result, _memory_trace_markdown(result))
+      _plot_memory_trace(result, os.path.join(FLAGS.output_dir,
+                                              name + ".png"))
+    return
   model_name, resolution = FLAGS.model, FLAGS.resolution
   batch_size = FLAGS.batch_size
   train_step, images, labels, _ = _train_step(
@@ -1190,8 +1205,62 @@ def run_memory_trace():
                 batch_size=batch_size, num_steps=FLAGS.num_steps,
                 allocator_peak_mb=allocator_peak_mb,
                 grid_mb=batch_size * resolution ** 3 * 4 / 2 ** 20)
-  _write(f"voxel_memory_trace_{model_name}_{resolution}", result,
-         _memory_trace_markdown(result))
+  name = f"voxel_memory_trace_{model_name}_{resolution}"
+  _write(name, result, _memory_trace_markdown(result))
+  _plot_memory_trace(result, os.path.join(FLAGS.output_dir, name + ".png"))
+
+
+def _plot_memory_trace(result, path):
+  """Memory in use over the traced step, the phases below it, the peak's
+  largest buffers named."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  before, grid = result["before_mb"], result["grid_mb"]
+  phases = result["phases"]
+  figure, (top, bottom) = plt.subplots(
+      2, 1, figsize=(11, 6.5), sharex=True,
+      gridspec_kw={"height_ratios": [3, 0.35 * len(phases) + 0.6]})
+  times = [t for t, _ in result["timeline"]]
+  in_use = [(m - before) / grid for _, m in result["timeline"]]
+  top.step(times, in_use, where="post", color="black", linewidth=1)
+  peak = (result["peak_mb"] - before) / grid
+  top.plot([result["peak_ms"]], [peak], "o", color="crimson")
+  def label(buffer):
+    op = buffer["op"].split(" (XLA")[0]
+    if " = " not in op:  # The last scopes of a plain op's name.
+      op = "/".join(op.split("/")[-2:]) + (" " + buffer["shape"]
+                                           if buffer["shape"] else "")
+    return f"{op}: {buffer['mb'] / grid:.2f} ({buffer['phase']})"
+
+  names = "\n".join(label(b) for b in result["peak_live"][:6])
+  top.text(0.02, 0.97, f"peak (red dot) {peak:.1f} grids; its largest "
+           f"live buffers (grids, allocated in):\n{names}",
+           transform=top.transAxes, va="top", fontsize=7.5)
+  top.set_ylim(0, peak * 1.9)
+  top.set_ylabel(f"in use above the step's start\n(float32 [B, R, R, R] "
+                 f"grids of {grid:.3g} MB)")
+  top.grid(True, alpha=0.3)
+  top.set_title(
+      f"One training step of {result['model']} (R = {result['resolution']}, "
+      f"B = {result['batch_size']}, T = {result['num_steps']}), CPU "
+      "allocator, traced allocation by allocation", fontsize=10)
+  for row, phase in enumerate(phases):
+    bottom.barh(row, max(phase["last_ms"] - phase["first_ms"],
+                         result["duration_ms"] / 200),
+                left=phase["first_ms"], height=0.6, color=f"C{row % 10}")
+  bottom.set_yticks(range(len(phases)))
+  bottom.set_yticklabels([p["phase"] for p in phases], fontsize=8)
+  bottom.invert_yaxis()
+  bottom.set_xlabel("time in the step (ms); bars: first to last "
+                    "allocation of each phase")
+  bottom.grid(True, axis="x", alpha=0.3)
+  figure.tight_layout()
+  figure.savefig(path + ".tmp.png", dpi=110)
+  plt.close(figure)
+  os.replace(path + ".tmp.png", path)
+  print("wrote", path)
 
 
 def _memory_trace_markdown(result):
