@@ -61,8 +61,13 @@ def test_memory_trace_names_the_buffers_live_at_the_peak(bench, tmp_path):
   assert phases[0] == "image encoder, forward"
   assert "image encoder, backward" in phases
   assert all(p["first_ms"] <= p["last_ms"] for p in result["phases"])
-  markdown = bench._memory_trace_markdown(dict(  # pylint: disable=protected-access
-      result, model="toy", resolution=8, batch_size=1, num_steps=0,
-      allocator_peak_mb=allocator_peak / 2 ** 20, grid_mb=mb))
+  result.update(model="toy", resolution=8, batch_size=1, num_steps=0,
+                allocator_peak_mb=allocator_peak / 2 ** 20, grid_mb=mb)
+  markdown = bench._memory_trace_markdown(result)  # pylint: disable=protected-access
   assert "| image encoder, forward |" in markdown
   assert "image_encoder/Sin [1024,256] 1.0" in markdown
+  assert result["timeline"][-1][1] == pytest.approx(
+      events[-1]["in_use"] / 2 ** 20)
+  plot = tmp_path / "trace.png"
+  bench._plot_memory_trace(result, str(plot))  # pylint: disable=protected-access
+  assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
