@@ -46,14 +46,18 @@ def test_memory_trace_names_the_buffers_live_at_the_peak(bench, tmp_path):
   sines = [e for e in events if e["kind"] == "alloc"
            and e["op"] == "image_encoder/Sin"]
   assert len(sines) == 1
-  assert sines[0]["shape"] == "[1024,256]" and sines[0]["bytes"] == 2 ** 20
+  assert sines[0]["shape"] == "[1024,256]"
   assert sines[0]["requested"] == 2 ** 20
+  # What the allocator counts: the request, or a larger free chunk unsplit.
+  assert sines[0]["bytes"] >= 2 ** 20
   # Every allocation of the step is traced, so what is live at the peak
   # accounts for the whole peak above the start, and it is the allocator's.
   live = sum(b["mb"] for b in result["peak_live"])
+  # (to 10 KB: allocations much smaller than 1 MB are not recorded.)
   np.testing.assert_allclose(result["peak_mb"] - result["before_mb"], live,
-                             atol=1e-6)
-  assert result["peak_mb"] == pytest.approx(allocator_peak / 2 ** 20)
+                             atol=0.01)
+  np.testing.assert_allclose(result["peak_mb"], allocator_peak / 2 ** 20,
+                             atol=0.01)
   # sin(x) and cos(sin(x)) are kept for the backward pass: at least the
   # forward's buffers are live at the peak, in the forward's phase.
   assert result["peak_by_phase"]["image encoder, forward"] >= 2 * mb - 1e-9
@@ -65,7 +69,7 @@ def test_memory_trace_names_the_buffers_live_at_the_peak(bench, tmp_path):
                 allocator_peak_mb=allocator_peak / 2 ** 20, grid_mb=mb)
   markdown = bench._memory_trace_markdown(result)  # pylint: disable=protected-access
   assert "| image encoder, forward |" in markdown
-  assert "image_encoder/Sin [1024,256] 1.0" in markdown
+  assert "image_encoder/Sin [1024,256] " in markdown
   assert result["timeline"][-1][1] == pytest.approx(
       events[-1]["in_use"] / 2 ** 20)
   plot = tmp_path / "trace.png"
