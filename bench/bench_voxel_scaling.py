@@ -51,6 +51,18 @@ alone as a compiled forward + backward pass at the two batch sizes, in one
 fresh process; per part it reports the allocator peak per example (slope)
 and the median time at the larger batch.
 
+`--parts=REGEX` runs only the matching parts (writes
+voxel_profile_<R>_parts.{json,md}); some parts measure a tried variant beside
+the library's (e.g. the initial estimate's upsampling as XLA kernels,
+`upsample_trilinear_xla`).
+
+`--mode=memory_trace` traces one training step of `--model` at
+`--resolution`, `--batch_size` allocation by allocation (TensorFlow's
+profiler): per phase (part of the model, forward / backward) the memory in
+use at its highest and the largest live buffers, and every buffer live at
+the allocator's peak (op or XLA function, shape, MB, the phase that
+allocated it).
+
 Usage (writes bench/results/voxel_scaling.{json,md,png}):
   python bench/bench_voxel_scaling.py
   python bench/bench_voxel_scaling.py --mode=params   # voxel_params.{json,md}
@@ -62,9 +74,16 @@ Usage (writes bench/results/voxel_scaling.{json,md,png}):
       --batch_size=2   # voxel_inner_memory.{json,md}
   python bench/bench_voxel_scaling.py --mode=profile --resolution=128
       # voxel_profile_128.{json,md}
+  python bench/bench_voxel_scaling.py --mode=profile --resolution=128 \
+      --parts="upsampling|initial"   # voxel_profile_128_parts.{json,md}
+  python bench/bench_voxel_scaling.py --mode=memory_trace --model=ige_fold \
+      --resolution=128 --batch_size=4
+      # voxel_memory_trace_ige_fold_128.{json,md}
 """
+import contextlib
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -76,14 +95,18 @@ from absl import flags
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "scaling",
                   ["scaling", "merge", "params", "macs", "inner", "profile",
-                   "worker", "inner_worker", "profile_worker"],
+                   "memory_trace", "worker", "inner_worker",
+                   "profile_worker"],
                   "scaling: the time/memory sweep; params: Table 2 counts; "
                   "merge: one table and plot from --inputs; "
                   "macs: multiply-adds per R; "
                   "inner: the inner loop alone; profile: one step's parts; "
+                  "memory_trace: one step's allocations by phase; "
                   "worker, inner_worker: one configuration (internal).")
 flags.DEFINE_list("inputs", [],
-                  "--mode=merge: voxel_scaling.json files of earlier runs.")
+                  "--mode=merge: voxel_scaling.json files of earlier runs; "
+                  "--mode=profile / memory_trace: rewrite the tables (and "
+                  "plot) of these earlier results.")
 flags.DEFINE_list("resolutions", ["32", "64", "128", "256"],
                   "Resolutions R to measure.")
 flags.DEFINE_list("batch_sizes", ["2", "4"],
@@ -104,12 +127,15 @@ flags.DEFINE_integer("max_rss_gb", 14,
                      "Skip larger batches/resolutions after a run above this "
                      "peak (the machine is shared).")
 # Worker flags.
-flags.DEFINE_enum("model", "ige", MODELS, "Worker: the model.")
-flags.DEFINE_integer("resolution", 32, "Worker (and --mode=inner): R.")
-flags.DEFINE_integer("batch_size", 2, "Worker (and --mode=inner): B.")
+flags.DEFINE_enum("model", "ige", MODELS,
+                  "Worker and --mode=memory_trace: the model.")
+flags.DEFINE_integer("resolution", 32, "Worker (and --mode=inner, memory_trace): R.")
+flags.DEFINE_integer("batch_size", 2, "Worker (and --mode=inner, memory_trace): B.")
 flags.DEFINE_bool("recompute", False, "Inner worker: recompute_steps.")
 flags.DEFINE_bool("fold", False, "Inner worker: the loss folded into the "
                   "recomputed unroll (`UnrolledSGD(step_loss=...)`).")
+flags.DEFINE_string("parts", "", "--mode=profile: only the parts whose "
+                    "name matches this regular expression (all if empty).")
 flags.DEFINE_bool("jit_compile", False,
                   "XLA (jit_compile) on the whole training step of every "
                   "model (scaling) or on the inner loop (inner worker).")
@@ -146,10 +172,16 @@ def _cpu_seconds():
   return usage.ru_utime + usage.ru_stime
 
 
-def run_worker(model_name, resolution, batch_size, num_steps, timed_steps,
-               jit_compile=False):
-  """One configuration in this process; returns a dict of measurements."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _train_step(model_name, resolution, batch_size, num_steps,
+                jit_compile=False):
+  """One training step of a model of the sweep, and its random inputs.
+
+  Returns:
+    `(train_step, images, labels, model)`: `train_step(images, labels)`
+    (a `tf.function`) runs forward, backward and the Adam update and returns
+    the loss; images float32 `[B, 128, 128, 3]`, labels float32
+    `[B, R, R, R]` in {0, 1}.
+  """
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -157,7 +189,6 @@ def run_worker(model_name, resolution, batch_size, num_steps, timed_steps,
   from ige_tf.core import MultiStepLoss  # pylint: disable=g-import-not-at-top
   from ige_tf.voxel import losses  # pylint: disable=g-import-not-at-top
   from ige_tf.voxel import models  # pylint: disable=g-import-not-at-top
-
   from ige_tf.voxel.problem import VoxelProblem  # pylint: disable=g-import-not-at-top
 
   keras.utils.set_random_seed(0)
@@ -193,6 +224,19 @@ def run_worker(model_name, resolution, batch_size, num_steps, timed_steps,
     optimizer.apply_gradients(zip(gradients, model.trainable_variables))
     return value
 
+  return train_step, images, labels, model
+
+
+def run_worker(model_name, resolution, batch_size, num_steps, timed_steps,
+               jit_compile=False):
+  """One configuration in this process; returns a dict of measurements."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from ige_tf.voxel import models  # pylint: disable=g-import-not-at-top
+
+  train_step, images, labels, model = _train_step(
+      model_name, resolution, batch_size, num_steps, jit_compile)
   rss_built = _peak_rss_mb()
   start = time.perf_counter()
   train_step(images, labels).numpy()
@@ -511,6 +555,76 @@ def run_inner():
   _write("voxel_inner_memory", {"runs": runs}, "\n".join(lines))
 
 
+def upsample_trilinear_xla(grid, factor):
+  """A tried variant of `decoders.upsample_trilinear`, kept to measure it
+  beside the library's: the same three per-axis matrix products, forward
+  and backward (transposed products, depth first) each one XLA cluster
+  behind a `tf.custom_gradient`. Same values; measured leaner in neither
+  memory nor time (docs/benchmarks.md, issue 11), so not in the library.
+
+  Args:
+    grid: float `[B, R0, R1, R2]`.
+    factor: int f >= 2.
+
+  Returns:
+    float `[B, f R0, f R1, f R2]`.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import decoders  # pylint: disable=g-import-not-at-top
+
+  def matrix(size, dtype):
+    return tf.constant(decoders.linear_upsampling_matrix(size, factor), dtype)
+
+  if factor not in _XLA_UPSAMPLING:
+
+    @tf.function(jit_compile=True, autograph=False)
+    def forward(grid):
+      _, rows, cols, bins = grid.shape
+      x = tf.matmul(matrix(rows, grid.dtype),
+                    tf.reshape(grid, [-1, rows, cols * bins]))
+      x = tf.matmul(matrix(cols, grid.dtype), tf.reshape(x, [-1, cols, bins]))
+      x = tf.matmul(tf.reshape(x, [-1, bins]), matrix(bins, grid.dtype),
+                    transpose_b=True)
+      return tf.reshape(x, [-1, factor * rows, factor * cols, factor * bins])
+
+    @tf.function(jit_compile=True, autograph=False)
+    def backward(upstream):
+      _, rows, cols, bins = (s // factor for s in upstream.shape)
+      x = tf.matmul(tf.reshape(upstream, [-1, factor * bins]),
+                    matrix(bins, upstream.dtype))
+      x = tf.matmul(matrix(cols, upstream.dtype),
+                    tf.reshape(x, [-1, factor * cols, bins]), transpose_a=True)
+      x = tf.matmul(matrix(rows, upstream.dtype),
+                    tf.reshape(x, [-1, factor * rows, cols * bins]),
+                    transpose_a=True)
+      return tf.reshape(x, [-1, rows, cols, bins])
+
+    _XLA_UPSAMPLING[factor] = (forward, backward)
+  forward, backward = _XLA_UPSAMPLING[factor]
+
+  @tf.custom_gradient
+  def upsample(grid):
+    return forward(grid), backward
+
+  return upsample(grid)
+
+
+_XLA_UPSAMPLING = {}
+
+
+@contextlib.contextmanager
+def _upsampling_swapped(upsample):
+  """Within the block, `decoders.upsample_trilinear` (what the layer
+  `TrilinearUpsampling3D` calls) is `upsample` (None: unchanged)."""
+  from ige_tf.voxel import decoders  # pylint: disable=g-import-not-at-top
+  saved = decoders.upsample_trilinear
+  decoders.upsample_trilinear = upsample or saved
+  try:
+    yield
+  finally:
+    decoders.upsample_trilinear = saved
+
+
 def _profile_parts(resolution, batch_size, num_steps):
   """dict part name -> `step()` running that part's forward + backward."""
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -562,18 +676,30 @@ def _profile_parts(resolution, batch_size, num_steps):
           image, training=True)])
     return tape.gradient(value, encoder.trainable_variables)
 
-  def initial_part():
-    with tf.GradientTape() as tape:
-      value = tf.reduce_mean(iou(labels, generator(by_size[4],
-                                                   training=True)))
-    return tape.gradient(value, generator.trainable_variables)
+  def initial(tried=False):
+    def part():
+      # Traced once: the swap (if any) holds while the graph is built.
+      with _upsampling_swapped(upsample_trilinear_xla if tried else None):
+        with tf.GradientTape() as tape:
+          value = tf.reduce_mean(iou(labels, generator(by_size[4],
+                                                       training=True)))
+        return tape.gradient(value, generator.trainable_variables)
+    return part
 
-  def upsampling_part():
-    with tf.GradientTape() as tape:
-      tape.watch(coarse)
-      value = tf.reduce_mean(iou(labels, decoders.upsample_trilinear(
-          coarse, resolution // 32)))
-    return tape.gradient(value, coarse)
+  def upsampling(upsample, with_loss):
+    def part():
+      with tf.GradientTape() as tape:
+        tape.watch(coarse)
+        fine = upsample(coarse, resolution // 32)
+        if with_loss:  # What the step does with y_0 at T = 0.
+          value = tf.reduce_mean(iou(labels, fine))
+      if with_loss:
+        return tape.gradient(value, coarse)
+      # The op alone: its output (summed, so that it is computed) and its
+      # gradient for a given upstream gradient (an input, as in the model).
+      return tf.reduce_sum(fine), tape.gradient(fine, coarse,
+                                                output_gradients=upstream)
+    return part
 
   def image_decoder_part():
     with tf.GradientTape() as tape:
@@ -669,9 +795,21 @@ def _profile_parts(resolution, batch_size, num_steps):
 
   return {
       "image encoder (MN), fwd + bwd": encoder_part,
-      "initial estimate (3D decoder to 32^3 + trilinear to R), fwd + bwd":
-          initial_part,
-      "trilinear upsampling 32^3 -> R alone, fwd + bwd": upsampling_part,
+      "initial estimate (3D decoder to 32^3 + trilinear to R) + IoU loss, "
+      "fwd + bwd": initial(),
+      "initial estimate (3D decoder to 32^3 + trilinear to R) + IoU loss, "
+      "fwd + bwd (tried: upsampling as XLA kernels + custom gradient)":
+          initial(tried=True),
+      "trilinear upsampling 32^3 -> R + IoU loss, fwd + bwd (tried: XLA kernels + custom gradient)":
+          upsampling(upsample_trilinear_xla, True),
+      "trilinear upsampling 32^3 -> R + IoU loss, fwd + bwd (the "
+      "library's: plain matmuls, autodiff)":
+          upsampling(decoders.upsample_trilinear, True),
+      "trilinear upsampling 32^3 -> R alone, fwd + bwd (tried: XLA kernels + custom gradient)":
+          upsampling(upsample_trilinear_xla, False),
+      "trilinear upsampling 32^3 -> R alone, fwd + bwd (the library's: "
+      "plain matmuls, autodiff)":
+          upsampling(decoders.upsample_trilinear, False),
       "image decoder, fwd + bwd": image_decoder_part,
       "occupancy + pyramid pooling, 1st order (autodiff, before)":
           pooling(autodiff_pool, False),
@@ -696,7 +834,8 @@ def _profile_parts(resolution, batch_size, num_steps):
   }
 
 
-def run_profile_worker(resolution, batch_size, num_steps, timed_steps):
+def run_profile_worker(resolution, batch_size, num_steps, timed_steps,
+                       parts=""):
   """Every part of `_profile_parts` in this process: peak MB and seconds."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import keras  # pylint: disable=g-import-not-at-top
@@ -707,6 +846,8 @@ def run_profile_worker(resolution, batch_size, num_steps, timed_steps):
   results = {}
   for name, part in _profile_parts(resolution, batch_size,
                                    num_steps).items():
+    if parts and not re.search(parts, name):
+      continue
     compiled = tf.function(part)
     tf.nest.map_structure(lambda t: t.numpy(), compiled())
     times, cpu_times, peak_mb = _timed_peak(
@@ -716,7 +857,7 @@ def run_profile_worker(resolution, batch_size, num_steps, timed_steps):
                      "step_seconds": float(np.median(times)),
                      "step_cpu_seconds": float(np.median(cpu_times))}
   return {"resolution": resolution, "batch_size": batch_size,
-          "num_steps": num_steps, "parts": results}
+          "num_steps": num_steps, "parts_filter": parts, "parts": results}
 
 
 def run_profile():
@@ -735,7 +876,7 @@ def run_profile():
     command = [sys.executable, os.path.abspath(__file__),
                "--mode=profile_worker", f"--resolution={resolution}",
                f"--batch_size={batch_size}", f"--num_steps={FLAGS.num_steps}",
-               f"--timed_steps={FLAGS.timed_steps}"]
+               f"--timed_steps={FLAGS.timed_steps}", f"--parts={FLAGS.parts}"]
     result = subprocess.run(command, capture_output=True, text=True,
                             check=False)
     lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
@@ -775,8 +916,408 @@ def _write_profile(runs):
     lines.append(f"| {name} | {per_example:.1f} | "
                  f"{per_example / grid_mb:.1f} | {part['step_seconds']:.3f} | "
                  f"{'-' if cpu is None else f'{cpu:.3f}'} |")
-  _write(f"voxel_profile_{resolution}", {"runs": runs, "summary": summary},
-         "\n".join(lines))
+  # A run of some parts (--parts) does not replace the whole profile.
+  parts = high.get("parts_filter") or ""
+  _write(f"voxel_profile_{resolution}" + ("_parts" if parts else ""),
+         {"runs": runs, "summary": summary}, "\n".join(lines))
+
+
+def trace_allocations(fn, logdir):
+  """Runs `fn()` once under TensorFlow's profiler; its allocator events.
+
+  Reads the trace's XPlane file (`tf.profiler.experimental`, default
+  options), which records the allocations and deallocations of the TF
+  allocators with the op that asked, its shape and dtype (and the
+  allocator's bytes in use after each). Small allocations (below about
+  1 MB in our runs) are not recorded; the bytes in use still count them. An allocation
+  without an op name (an XLA cluster's buffers, or an op's scratch space) is
+  named after the op event that encloses it on the same thread, with the
+  names of the XLA fusions run inside it.
+
+  Returns:
+    list of dicts in time order: "time_ps" (int), "kind" ("alloc"/"free"),
+    "allocator" (str), "addr" (int), "bytes" (the allocation's size, what
+    counts in the bytes in use), "requested" (the bytes the op asked for;
+    TensorFlow's BFC allocator may hand out a larger free chunk unsplit),
+    "in_use" (the allocator's bytes in use after the event), "op", "shape",
+    "dtype", "region" (str; deallocations carry their allocation's).
+  """
+  import glob  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
+  tf.profiler.experimental.start(logdir)
+  try:
+    fn()
+  finally:
+    tf.profiler.experimental.stop()
+  paths = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"),
+                           recursive=True), key=os.path.getmtime)
+  if not paths:
+    raise RuntimeError(f"the profiler wrote no *.xplane.pb under {logdir}")
+  space = xplane_pb2.XSpace()
+  with open(paths[-1], "rb") as f:
+    space.ParseFromString(f.read())
+  events = []
+  for plane in space.planes:
+    names, stat_names = plane.event_metadata, plane.stat_metadata
+    for line in plane.lines:
+      base = line.timestamp_ns * 1000
+      spans = []  # (start, end, label, fusions) of op events on this thread.
+      memory = []
+      for event in line.events:
+        kind = names[event.metadata_id].name
+        stats = {}
+        for stat in event.stats:
+          which = stat.WhichOneof("value")
+          value = getattr(stat, which) if which else None
+          if which == "ref_value":
+            value = stat_names[value].name
+          stats[stat_names[stat.metadata_id].name] = value
+        start = base + event.offset_ps
+        if kind in ("MemoryAllocation", "MemoryDeallocation"):
+          memory.append((start, kind, stats))
+        elif "name" in stats or (":" in kind and "::" not in kind
+                                 and not kind.startswith("end:")):
+          spans.append([start, start + event.duration_ps,
+                        stats.get("name") or kind.split(":")[0], []])
+        elif (kind.endswith("fusion") or kind.startswith("wrapped_")) and (
+            not kind.startswith("end:")):
+          for span in spans:
+            if span[0] <= start <= span[1] and kind not in span[3]:
+              span[3].append(kind)
+      for start, kind, stats in memory:
+        op = stats.get("tf_op") or ""
+        if not op and kind == "MemoryAllocation":
+          enclosing = [s for s in spans if s[0] <= start <= s[1]]
+          if enclosing:
+            span = max(enclosing, key=lambda s: s[0])  # the innermost
+            op = span[2] + (f" (XLA: {', '.join(span[3][:3])})"
+                            if span[3] else "")
+        events.append({
+            "time_ps": start,
+            "kind": "alloc" if kind == "MemoryAllocation" else "free",
+            "allocator": stats.get("allocator_name"),
+            "addr": stats.get("addr"),
+            "bytes": int(stats.get("allocation_bytes") or 0),
+            "requested": int(stats.get("requested_bytes") or 0),
+            "in_use": int(stats.get("bytes_allocated") or 0),
+            "op": op, "shape": stats.get("shape") or "",
+            "dtype": str(stats.get("data_type") or ""),
+            "region": stats.get("region_type") or ""})
+  events.sort(key=lambda e: e["time_ps"])
+  live = {}
+  for event in events:  # Deallocations take their allocation's details.
+    if event["kind"] == "alloc":
+      live[event["addr"]] = event
+    elif event["addr"] in live:
+      allocation = live.pop(event["addr"])
+      for key in ("op", "shape", "dtype", "region"):
+        event[key] = allocation[key]
+  return events
+
+
+_COMPONENTS = (("image_encoder", "image encoder"),
+               ("3d_decoder", "initial estimate / 3D decoder"),
+               ("image_decoder", "image decoder"),
+               ("inner_optimizer", "inner loop"), ("inner_cnn", "inner loop"),
+               ("adam", "Adam update"))
+
+
+def _phase_of(op):
+  """The phase of the step an op's allocation belongs to, or None (an op
+  without a model scope: a custom gradient's body, the loss's plain ops).
+
+  The continuous-IoU loss's kernels (named by `_called_functions`) are the
+  phase "loss" (forward; backward for their gradients), wherever they run.
+
+  Forward: the model's parts called by the model, and within the inner
+  loop's forward also the energy gradient of each inner step
+  (`gradient_tape/inner_optimizer.../`). Backward: the outer gradient
+  (`gradient_tape/...` otherwise) and the inner steps recomputed by the
+  unroll's custom gradient (`inner_cnn_<k>/...` at the top level)."""
+  if "= _sigmoid_sums_" in op:  # The IoU loss's kernels (`losses.py`).
+    return "loss, " + ("backward" if "_grad" in op else "forward")
+  for key, component in _COMPONENTS:
+    if key in op:
+      break
+  else:
+    return None
+  if component == "Adam update":
+    return component
+  inner_forward = op.startswith(("inner_optimizer", "gradient_tape/"
+                                 "inner_optimizer"))
+  backward = not inner_forward and op.startswith(("gradient_tape/",
+                                                  "inner_cnn"))
+  return f"{component}, {'backward' if backward else 'forward'}"
+
+
+def _short_op(op):
+  """An op name without its model scope; "d/" per gradient_tape level."""
+  depth = 0
+  while op.startswith("gradient_tape/"):
+    op, depth = op[len("gradient_tape/"):], depth + 1
+  head, _, tail = op.partition("/")
+  if tail and head.startswith(("ige_", "base_")):
+    op = tail
+  return "d/" * depth + op
+
+
+def memory_breakdown(events):
+  """Per-phase memory of one traced step (`trace_allocations`' events).
+
+  The allocator is the one with the highest peak. A phase is a part of the
+  model (by the op's name scope: image encoder, initial estimate / 3D
+  decoder, image decoder, inner loop, loss, Adam update) and a direction
+  (`_phase_of`). An op without a model scope (a custom gradient's body, the
+  loss) is counted in the phase of the last scoped allocation before it.
+
+  Returns:
+    dict: "allocator", "before_mb" (in use when the step started: weights,
+    optimizer slots, inputs), "peak_mb" (highest in use, absolute),
+    "peak_ms" (time of the peak from the first event), "duration_ms",
+    "traced_live_mb" (the recorded buffers live at the peak),
+    "peak_live" (list of the buffers allocated in the step and live at the
+    peak, largest first: "op", "shape", "mb", "requested_mb", "phase",
+    "allocated_ms"),
+    "peak_by_phase" (phase -> MB of those buffers), and "phases" (list in
+    order of first allocation: "phase", "first_ms", "last_ms", "peak_mb"
+    (highest in use while the phase allocates, absolute), "live" (largest
+    buffers live then, as in "peak_live")), and "timeline" (list of
+    `[ms, MB in use]` after each event).
+  """
+  by_allocator = {}
+  for event in events:
+    by_allocator.setdefault(event["allocator"], []).append(event)
+  name, events = max(by_allocator.items(),
+                     key=lambda kv: max(e["in_use"] for e in kv[1]))
+  first = events[0]
+  before = first["in_use"] + (first["bytes"] if first["kind"] == "free"
+                              else -first["bytes"])
+  start_ps = first["time_ps"]
+  mb = lambda n: n / 2 ** 20  # pylint: disable=unnecessary-lambda-assignment
+  ms = lambda t: (t - start_ps) / 1e9  # pylint: disable=unnecessary-lambda-assignment
+  phase = "(before any scoped op)"
+  live, phases, peak = {}, {}, None
+
+  def snapshot(k=12):
+    return [{"op": _short_op(e["op"]), "shape": e["shape"],
+             "mb": mb(e["bytes"]), "requested_mb": mb(e["requested"]),
+             "phase": e["phase"],
+             "allocated_ms": ms(e["time_ps"])}
+            for e in sorted(live.values(), key=lambda e: -e["bytes"])[:k]]
+
+  for event in events:
+    if event["kind"] == "alloc":
+      phase = _phase_of(event["op"]) or phase
+      event["phase"] = phase
+      live[event["addr"]] = event
+      entry = phases.setdefault(phase, {
+          "phase": phase, "first_ms": ms(event["time_ps"]), "peak_mb": -1})
+      entry["last_ms"] = ms(event["time_ps"])
+      if event["in_use"] > entry["peak_mb"] * 2 ** 20:
+        entry["peak_mb"] = mb(event["in_use"])
+        entry["live"] = snapshot(5)
+    else:
+      live.pop(event["addr"], None)
+    if peak is None or event["in_use"] > peak["in_use"]:
+      peak = {"in_use": event["in_use"], "time_ps": event["time_ps"],
+              "live": snapshot(len(live))}
+  by_phase = {}
+  for buffer in peak["live"]:
+    by_phase[buffer["phase"]] = by_phase.get(buffer["phase"], 0.0) + buffer[
+        "mb"]
+  return {"allocator": name, "before_mb": mb(before),
+          "peak_mb": mb(peak["in_use"]), "peak_ms": ms(peak["time_ps"]),
+          "duration_ms": ms(events[-1]["time_ps"]),
+          "peak_live": peak["live"],
+          "traced_live_mb": sum(b["mb"] for b in peak["live"]),
+          "peak_by_phase": dict(sorted(by_phase.items(),
+                                       key=lambda kv: -kv[1])),
+          "phases": list(phases.values()),
+          "timeline": [[ms(e["time_ps"]), mb(e["in_use"])] for e in events]}
+
+
+def _called_functions(graph):
+  """dict function-call node name -> the `tf.function` it calls, over a
+  traced graph and its function library, e.g. "PartitionedCall_6" ->
+  "_clipped_descent_backward" (the names XLA clusters have in a trace).
+  A name that calls different functions in different places is left out."""
+  graph_def = graph.as_graph_def()
+  found = {}
+
+  def visit(nodes):
+    for node in nodes:
+      if node.op in ("PartitionedCall", "StatefulPartitionedCall"):
+        function = re.sub(r"^__inference_|_\d+$", "",
+                          node.attr["f"].func.name)
+        found.setdefault(node.name, set()).add(function)
+
+  visit(graph_def.node)
+  for function in graph_def.library.function:
+    visit(function.node_def)
+  return {name: functions.pop() for name, functions in found.items()
+          if len(functions) == 1}
+
+
+def run_memory_trace():
+  """One training step of `--model` at `--resolution`, `--batch_size`,
+  traced allocation by allocation: voxel_memory_trace_<model>_<R>.{json,md,
+  png}. With `--inputs=<those .json files>`, rewrites their tables and
+  plots instead."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  if FLAGS.inputs:  # Rewrite the tables and plot of an earlier trace.
+    for path in FLAGS.inputs:
+      with open(path) as f:
+        result = json.load(f)
+      name = os.path.splitext(os.path.basename(path))[0]
+      _write(name, result, _memory_trace_markdown(result))
+      _plot_memory_trace(result, os.path.join(FLAGS.output_dir,
+                                              name + ".png"))
+    return
+  model_name, resolution = FLAGS.model, FLAGS.resolution
+  batch_size = FLAGS.batch_size
+  train_step, images, labels, _ = _train_step(
+      model_name, resolution, batch_size, FLAGS.num_steps, FLAGS.jit_compile)
+  train_step(images, labels).numpy()  # Traces and builds everything.
+  train_step(images, labels).numpy()
+  tf.config.experimental.reset_memory_stats("CPU:0")
+  logdir = tempfile.mkdtemp(prefix="voxel_memory_trace_")
+  try:
+    events = trace_allocations(lambda: train_step(images, labels).numpy(),
+                               logdir)
+  finally:
+    shutil.rmtree(logdir, ignore_errors=True)
+  allocator_peak_mb = tf.config.experimental.get_memory_info(
+      "CPU:0")["peak"] / 2 ** 20
+  called = _called_functions(
+      train_step.get_concrete_function(images, labels).graph)
+  for event in events:  # "PartitionedCall_6 (XLA: ...)" -> its function.
+    name, _, rest = event["op"].partition(" (")
+    if name in called:
+      event["op"] = f"{name} = {called[name]}" + (f" ({rest}" if rest
+                                                   else "")
+  result = memory_breakdown(events)
+  result.update(model=model_name, resolution=resolution,
+                batch_size=batch_size, num_steps=FLAGS.num_steps,
+                allocator_peak_mb=allocator_peak_mb,
+                grid_mb=batch_size * resolution ** 3 * 4 / 2 ** 20)
+  name = f"voxel_memory_trace_{model_name}_{resolution}"
+  _write(name, result, _memory_trace_markdown(result))
+  _plot_memory_trace(result, os.path.join(FLAGS.output_dir, name + ".png"))
+
+
+def _plot_memory_trace(result, path):
+  """Memory in use over the traced step, the phases below it, the peak's
+  largest buffers named."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  before, grid = result["before_mb"], result["grid_mb"]
+  phases = result["phases"]
+  figure, (top, bottom) = plt.subplots(
+      2, 1, figsize=(11, 6.5), sharex=True,
+      gridspec_kw={"height_ratios": [3, 0.35 * len(phases) + 0.6]})
+  times = [t for t, _ in result["timeline"]]
+  in_use = [(m - before) / grid for _, m in result["timeline"]]
+  top.step(times, in_use, where="post", color="black", linewidth=1)
+  peak = (result["peak_mb"] - before) / grid
+  top.plot([result["peak_ms"]], [peak], "o", color="crimson")
+  def label(buffer):
+    op = buffer["op"].split(" (XLA")[0]
+    if " = " not in op:  # The last scopes of a plain op's name.
+      op = "/".join(op.split("/")[-2:]) + (" " + buffer["shape"]
+                                           if buffer["shape"] else "")
+    return f"{op}: {buffer['mb'] / grid:.2f} ({buffer['phase']})"
+
+  names = "\n".join(label(b) for b in result["peak_live"][:6])
+  top.text(0.02, 0.97, f"peak (red dot) {peak:.1f} grids; its largest "
+           f"live buffers (grids, allocated in):\n{names}",
+           transform=top.transAxes, va="top", fontsize=7.5)
+  top.set_ylim(0, peak * 1.9)
+  top.set_ylabel(f"in use above the step's start\n(float32 [B, R, R, R] "
+                 f"grids of {grid:.3g} MB)")
+  top.grid(True, alpha=0.3)
+  top.set_title(
+      f"One training step of {result['model']} (R = {result['resolution']}, "
+      f"B = {result['batch_size']}, T = {result['num_steps']}), CPU "
+      "allocator, traced allocation by allocation", fontsize=10)
+  for row, phase in enumerate(phases):
+    bottom.barh(row, max(phase["last_ms"] - phase["first_ms"],
+                         result["duration_ms"] / 200),
+                left=phase["first_ms"], height=0.6, color=f"C{row % 10}")
+  bottom.set_yticks(range(len(phases)))
+  bottom.set_yticklabels([p["phase"] for p in phases], fontsize=8)
+  bottom.invert_yaxis()
+  bottom.set_xlabel("time in the step (ms); bars: first to last "
+                    "allocation of each phase")
+  bottom.grid(True, axis="x", alpha=0.3)
+  figure.tight_layout()
+  figure.savefig(path + ".tmp.png", dpi=110)
+  plt.close(figure)
+  os.replace(path + ".tmp.png", path)
+  print("wrote", path)
+
+
+def _memory_trace_markdown(result):
+  """The markdown tables of `run_memory_trace`."""
+  grid = result["grid_mb"]
+  before = result["before_mb"]
+
+  def buffers(rows, k):
+    return "; ".join(
+        " ".join(x for x in (b["op"], b["shape"], f"{b['mb']:.1f}") if x)
+        for b in rows[:k])
+
+  lines = [
+      f"One training step of `{result['model']}` (R = "
+      f"{result['resolution']}, B = {result['batch_size']}, T = "
+      f"{result['num_steps']}), CPU allocator `{result['allocator']}`, "
+      f"traced allocation by allocation (TensorFlow profiler). MB above what "
+      f"was in use when the step started ({before:.1f} MB: weights, "
+      f"optimizer slots, inputs); one float32 `[B, R, R, R]` grid = "
+      f"{grid:.1f} MB. Peak {result['peak_mb'] - before:.1f} MB = "
+      f"{(result['peak_mb'] - before) / grid:.1f} grids at "
+      f"{result['peak_ms']:.0f} ms of {result['duration_ms']:.0f} ms "
+      f"(allocator's own peak over the traced step: "
+      f"{result['allocator_peak_mb'] - before:.1f} MB above the start; "
+      f"the recorded buffers live at the peak: "
+      f"{result['traced_live_mb']:.1f} MB"
+      + ("" if abs(result["traced_live_mb"] + before - result["peak_mb"])
+         < 0.05 else ", the rest are allocations too small for the profiler "
+         "to record") + ").", "",
+      "Phases (part of the model by op scope, forward / backward; the "
+      "loss: the continuous-IoU kernels wherever they run, e.g. inside the "
+      "unroll when folded; an op without a model scope counts in the phase "
+      "of the last scoped allocation before it; `d/` marks a gradient op, "
+      "`d/d/` a second-order one):", "",
+      "| phase | ms (first - last allocation) | MB live at its highest | "
+      "grids | largest live buffers then (op, shape, MB) |",
+      "|---|---|---|---|---|"]
+  for phase in result["phases"]:
+    lines.append(
+        f"| {phase['phase']} | {phase['first_ms']:.0f} - "
+        f"{phase['last_ms']:.0f} | {phase['peak_mb'] - before:.1f} | "
+        f"{(phase['peak_mb'] - before) / grid:.1f} | "
+        f"{buffers(phase['live'], 4)} |")
+  lines += ["", "Buffers live at the peak, by the phase that allocated "
+            "them:", "", "| allocated in | MB | grids |", "|---|---|---|"]
+  for phase, size in result["peak_by_phase"].items():
+    lines.append(f"| {phase} | {size:.1f} | {size / grid:.2f} |")
+  lines += ["", "The largest buffers live at the peak (MB: as the "
+            "allocator counts them; requested: what the op asked for, less "
+            "when the allocator handed out a larger free chunk unsplit):", "",
+            "| op | shape | MB | requested MB | allocated in | at ms |",
+            "|---|---|---|---|---|---|"]
+  for b in result["peak_live"][:15]:
+    lines.append(f"| {b['op']} | {b['shape'] or '-'} | {b['mb']:.1f} | "
+                 f"{b['requested_mb']:.1f} | {b['phase']} | "
+                 f"{b['allocated_ms']:.0f} |")
+  return "\n".join(lines)
 
 
 def run_macs():
@@ -864,9 +1405,11 @@ def main(argv):
   elif FLAGS.mode == "profile_worker":
     print(json.dumps(run_profile_worker(
         FLAGS.resolution, FLAGS.batch_size, FLAGS.num_steps,
-        FLAGS.timed_steps)))
+        FLAGS.timed_steps, FLAGS.parts)))
   elif FLAGS.mode == "profile":
     run_profile()
+  elif FLAGS.mode == "memory_trace":
+    run_memory_trace()
   elif FLAGS.mode == "inner":
     run_inner()
   elif FLAGS.mode == "params":

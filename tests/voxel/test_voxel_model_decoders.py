@@ -112,3 +112,61 @@ def test_occupancy_decoder_mn_counts_shapes_and_upsampling():
   with pytest.raises(ValueError, match="not a multiple of the 3D decoder"):
     decoders.build_occupancy_decoder(320, 4, resolution=32,
                                      output_resolution=48)
+
+
+def _dense_upsampling(grid, factor):
+  """Reference: the separable map applied as one einsum (numpy float64)."""
+  matrices = [decoders.linear_upsampling_matrix(s, factor)
+              for s in grid.shape[1:]]
+  return np.einsum("ai,bj,ck,nijk->nabc", *matrices, grid)
+
+
+@pytest.mark.parametrize("factor,shape", [
+    (1, (2, 3, 5, 2)), (2, (2, 4, 4, 4)), (4, (1, 3, 5, 2)),
+    (8, (2, 4, 4, 4))])
+def test_upsample_trilinear_values_and_gradient_in_float64(factor, shape):
+  rng = np.random.default_rng(factor)
+  grid = tf.constant(rng.normal(size=shape))
+  upstream = rng.normal(size=(shape[0],) + tuple(factor * s
+                                                 for s in shape[1:]))
+  with tf.GradientTape() as tape:
+    tape.watch(grid)
+    fine = decoders.upsample_trilinear(grid, factor)
+  gradient = tape.gradient(fine, grid, output_gradients=tf.constant(upstream))
+  assert fine.dtype == tf.float64
+  np.testing.assert_allclose(fine.numpy(), _dense_upsampling(grid.numpy(),
+                                                             factor),
+                             rtol=0, atol=1e-13)
+  # The gradient is the transposed map: <U x, u> = <x, U^T u>.
+  matrices = [decoders.linear_upsampling_matrix(s, factor)
+              for s in shape[1:]]
+  expected = np.einsum("ai,bj,ck,nabc->nijk", *matrices, upstream)
+  np.testing.assert_allclose(gradient.numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_upsample_trilinear_writes_no_other_full_size_tensor():
+  # What its memory at high resolution relies on (docs/benchmarks.md, issue
+  # 11): forward and backward each produce, besides their result, only
+  # tensors of at most 1/f of the upsampled grid (reshapes are views).
+  factor, shape = 4, (2, 8, 8, 8)
+  full = np.prod(shape) * factor ** 3
+
+  @tf.function
+  def forward_and_backward(grid, upstream):
+    with tf.GradientTape() as tape:
+      tape.watch(grid)
+      fine = decoders.upsample_trilinear(grid, factor)
+    return fine, tape.gradient(fine, grid, output_gradients=upstream)
+
+  graph = forward_and_backward.get_concrete_function(
+      tf.TensorSpec(shape), tf.TensorSpec((2, 32, 32, 32))).graph
+  sizes = {}
+  for op in graph.get_operations():
+    if op.type in ("Reshape", "Placeholder", "Identity", "Const"):
+      continue
+    for output in op.outputs:
+      if output.dtype.is_floating:  # Not the shape/index vectors.
+        sizes[op.name] = int(np.prod(output.shape.as_list()))
+  full_size = [name for name, size in sizes.items() if size == full]
+  assert len(full_size) == 1, full_size  # The forward's last product.
+  assert sorted(sizes.values())[-2] <= full // factor
