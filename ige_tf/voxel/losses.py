@@ -7,9 +7,10 @@ predictions `[B, R, R, R]` to a per-example loss `[B]`, so they plug into
 occupancy probabilities in [0, 1].
 
 Sums form: both losses are a small function of a few per-example sums of
-elementwise terms, `loss = loss_from_statistics([sum_v term_k(y_v, p_v)]_k)`.
+elementwise terms, `loss = loss_from_statistics([sum_v term_k(y_v, p_v)]_k,
+label_statistics(y))`, the second argument holding sums of the labels alone.
 The loss classes expose that form (`elementwise_statistics`,
-`loss_from_statistics`), so that a fused kernel over the grid
+`label_statistics`, `loss_from_statistics`), so that a fused kernel over the grid
 (`ige_tf.voxel.unroll`) can take the sums and the loss gradient with
 respect to the predictions without building any grid-sized intermediate.
 """
@@ -206,8 +207,15 @@ class FocalCrossEntropy:
     return (_focal_terms(labels, predictions, self.alpha, self.gamma,
                          self.from_logits),)
 
-  def loss_from_statistics(self, sums):
-    """`[B]` loss from the per-example sums of `elementwise_statistics`."""
+  def label_statistics(self, labels):
+    """Sums form: per-example sums of the labels alone (none)."""
+    del labels
+    return ()
+
+  def loss_from_statistics(self, sums, label_sums):
+    """`[B]` loss from the per-example sums of `elementwise_statistics` and
+    `label_statistics`."""
+    del label_sums
     return sums[0]
 
   def get_config(self):
@@ -239,20 +247,29 @@ class ContinuousIoU:
                                self.epsilon)
 
   def elementwise_statistics(self, labels, predictions):
-    """Sums form (module docstring): `(p y, p, y)` per voxel.
+    """Sums form (module docstring): `(p y, p)` per voxel.
 
     Args:
       labels, predictions: float `[B, ...]`, same dtype.
 
     Returns:
-      Tuple of three float `[B, ...]` tensors.
+      Tuple of two float `[B, ...]` tensors.
     """
     p = tf.sigmoid(predictions) if self.from_logits else predictions
-    return p * labels, p, labels
+    return p * labels, p
 
-  def loss_from_statistics(self, sums):
-    """`[B]` loss from the per-example sums of `elementwise_statistics`."""
-    intersection, total, label_total = sums
+  def label_statistics(self, labels):
+    """Sums form: `(sum y,)`, float `[B]` (labels' dtype if floating,
+    else float32: exact for 0/1 counts up to 2^24 voxels)."""
+    labels = tf.convert_to_tensor(labels)
+    dtype = labels.dtype if labels.dtype.is_floating else tf.float32
+    return (_sum_per_example(tf.cast(labels, dtype)),)
+
+  def loss_from_statistics(self, sums, label_sums):
+    """`[B]` loss from the per-example sums of `elementwise_statistics` and
+    `label_statistics`."""
+    intersection, total = sums
+    label_total = tf.cast(label_sums[0], intersection.dtype)
     return _iou_from_sums(intersection, total, label_total, self.epsilon)
 
   def get_config(self):

@@ -271,5 +271,6 @@ def test_sums_form_equals_the_loss(loss_name):
   labels = tf.constant(rng.random((3, 4, 4, 4)) > 0.5, tf.float64)
   sums = [tf.reduce_sum(term, axis=[1, 2, 3])
           for term in loss_fn.elementwise_statistics(labels, logits)]
-  np.testing.assert_allclose(loss_fn.loss_from_statistics(sums),
+  label_sums = loss_fn.label_statistics(labels)
+  np.testing.assert_allclose(loss_fn.loss_from_statistics(sums, label_sums),
                              loss_fn(labels, logits), rtol=1e-13)
