@@ -119,7 +119,8 @@ class _Kernels:
     self.statistics = loss_fn.elementwise_statistics
     jit = lambda fn: tf.function(fn, jit_compile=True, autograph=False)  # pylint: disable=unnecessary-lambda-assignment
     self.initial = jit(self._initial)
-    self.forward_step = jit(self._forward_step)
+    self.descent = jit(self._descent)
+    self.statistics_at = jit(self._statistics_at)
     self.recompute = jit(self._recompute_after)
     self.loss_gradient = jit(self._loss_gradient_at)
     self.adjoint_levels = jit(self._adjoint_levels)
@@ -191,15 +192,17 @@ class _Kernels:
     pooled = self._pool(self._occupancy(y)[0])
     return pooled, self._sums(labels, y, pooled[0])
 
-  def _forward_step(self, y, levels, labels, lr, clip):
-    """`(y_{t+1}, P(s(y_{t+1})), loss sums at y_{t+1}, ||g_t||^2 [B])`."""
+  def _descent(self, y, levels, lr, clip):
+    """`y_{t+1}` from `y_t` and the level gradients `G_t`."""
+    return y - lr * self._clip(self._gradient(y, levels)[0], clip)
+
+  def _statistics_at(self, y, levels, y_next, labels):
+    """`(||g_t||^2 [B], P(s(y_{t+1})), loss sums at y_{t+1})`, one
+    reduction after the other (small outputs only)."""
     g = self._gradient(y, levels)[0]
-    y_next = y - lr * self._clip(g, clip)
-    g = self._gradient(_after(y, y_next), levels)[0]
     squared = _sum_per_example(g * g)
     pooled = self._pool(self._occupancy(_after(y_next, squared))[0])
-    return (y_next, pooled, self._sums(labels, y_next, squared, pooled[0]),
-            squared)
+    return squared, pooled, self._sums(labels, y_next, squared, pooled[0])
 
   def _loss_gradient_at(self, y, history, labels, d_sums, lr, clip):
     """`d L / d y_t`, `y_t` recomputed from `y` and `history`."""
@@ -320,8 +323,10 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn, training=None,
     y = y0
     for _ in range(num_steps):
       value, levels = energy_and_levels_gradient(pooled, step_context)
-      y, pooled, sums, squared = kernels.forward_step(
-          y, levels, labels, step_lr, clip_arg(step_clip))
+      y_next = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
+      squared, pooled, sums = kernels.statistics_at(y, levels, y_next,
+                                                    labels)
+      y = y_next
       history.append(levels)
       all_pooled.append(pooled)
       all_sums.append(sums)
