@@ -24,6 +24,7 @@ y_t, sums of the labels)` is folded in. The backward pass walks t = T-1 .. 0 wit
     pass 1 (kernel `adjoint_levels`, small outputs): d G_t,i = P_i(s'(y_t) b),
         d lr += -sum a clip(g_t),  d c += sum_{g_t > c} (-lr a)
                                           - sum_{g_t < -c} (-lr a)
+        (the unclipped part of d lr from the small d G_t and G_t)
     small: second order of the CNNs at p_t (nested tapes on the pooled
         levels): d p_t, d x, d weights from d G_t and d E_t
     pass 2 (kernel `adjoint_grid`, writes the new adjoint):
@@ -227,22 +228,32 @@ class _Kernels:
     return b, g, total, first, second
 
   def _adjoint_levels(self, y, history, levels, adjoint, lr, clip):
-    """Pass 1: `(d G_t [levels], d lr, d c)`; only small outputs."""
+    """Pass 1: `(d G_t [levels], d lr, d c)`; only small outputs.
+
+    With `q_i = P_i(s'(y_t) 1[inside] a)`: `d G_t,i = -lr q_i`, and the
+    unclipped part of `d lr = -sum a clip(g_t)`, `-sum_inside a s' S_t`, is
+    `-sum_i <q_i, G_t,i>` (`U_i = P_i^T`), so only the clipped part needs a
+    second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
+    `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`.
+    """
     y = self._recompute(y, history, lr, clip)
-    b, _, _, first, _ = self._step_adjoint(y, levels, adjoint, lr, clip)
-    d_levels = self._pool(first * b)
-    # The two sums one after the other, after the pooling (`_after`).
-    y = _after(y, d_levels[0])
-    g = self._gradient(y, levels)[0]
-    d_lr = -tf.reduce_sum(adjoint * self._clip(g, clip))
+    g, _, first, _ = self._gradient(y, levels)
+    weighted = first * adjoint
     if self.clipped:
-      g = self._gradient(_after(y, d_lr), levels)[0]
+      inside = tf.logical_and(g >= -clip, g <= clip)
+      weighted = tf.where(inside, weighted, tf.zeros_like(weighted))
+    pooled = self._pool(weighted)
+    d_lr = -tf.add_n([tf.reduce_sum(q * level)
+                      for q, level in zip(pooled, levels)])
+    d_clip = tf.zeros_like(d_lr)
+    if self.clipped:  # After the pooling (`_after`): one temporary.
+      g = self._gradient(_after(y, pooled[0]), levels)[0]
       # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
       outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
-      d_clip = -lr * tf.reduce_sum(adjoint * outside)
-    else:
-      d_clip = tf.zeros_like(d_lr)
-    return d_levels, d_lr, d_clip
+      clipped_part = tf.reduce_sum(adjoint * outside)
+      d_lr -= clip * clipped_part
+      d_clip = -lr * clipped_part
+    return [-lr * q for q in pooled], d_lr, d_clip
 
   def _adjoint_grid(self, y, history, levels, adjoint, d_levels, labels,
                     d_sums, lr, clip):
