@@ -48,6 +48,10 @@ GPU), compiled once per configuration and shape (`_KERNELS`). Values and
 every gradient equal `UnrolledSGD` + the loss of the returned steps (tested
 in float64). Anything else (momentum, another energy, a loss without a sums
 form) is refused by `unsupported_reason`, and the caller falls back.
+
+The memory saving is realized inside `tf.function`, as in training: an
+eager outer `GradientTape` also records the kernels of the forward pass
+(as for `UnrolledSGD`'s recomputed steps).
 """
 import tensorflow as tf
 
