@@ -37,7 +37,8 @@ measured trainable parameters per component and multiply-adds per example.
 and per energy level) and of the MN baseline at every R.
 
 `--mode=inner` (and `--mode=inner_worker`, one configuration; `--fold`
-folds the loss into the unroll) measures the inner loop alone (the frustum energy of IGE-MN,
+folds the loss into the unroll, `--fused` runs the fused unroll of
+`ige_tf.voxel.unroll`, `--store_iterates` its stored-iterates variant) measures the inner loop alone (the frustum energy of IGE-MN,
 `UnrolledSGD` with T steps and the continuous-IoU loss over all steps, no
 encoder or decoders; random features and labels) at one R and B: the
 allocator peak of a compiled forward + backward pass, storing vs
@@ -136,6 +137,10 @@ flags.DEFINE_bool("fold", False, "Inner worker: the loss folded into the "
                   "recomputed unroll (`UnrolledSGD(step_loss=...)`).")
 flags.DEFINE_string("parts", "", "--mode=profile: only the parts whose "
                     "name matches this regular expression (all if empty).")
+flags.DEFINE_bool("fused", False, "Inner worker: the fused unroll "
+                  "(`ige_tf.voxel.unroll.fused_unroll`, loss folded in).")
+flags.DEFINE_bool("store_iterates", False, "Inner worker with --fused: keep "
+                  "the iterates instead of recomputing them from y_0.")
 flags.DEFINE_bool("jit_compile", False,
                   "XLA (jit_compile) on the whole training step of every "
                   "model (scaling) or on the inner loop (inner worker).")
@@ -473,14 +478,15 @@ def _plot_scaling(summary, path):
 
 
 def run_inner_worker(resolution, batch_size, num_steps, recompute,
-                     jit_compile, timed_steps, fold=False):
+                     jit_compile, timed_steps, fold=False, fused=False,
+                     store_iterates=False):
   """The inner loop alone in this process; returns a dict of measurements."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   from ige_tf.core import MultiStepLoss, UnrolledSGD, step_weights  # pylint: disable=g-import-not-at-top
-  from ige_tf.voxel import decoders, losses  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import decoders, losses, unroll  # pylint: disable=g-import-not-at-top
   from ige_tf.voxel.energy import FrustumEnergy  # pylint: disable=g-import-not-at-top
 
   sizes = decoders.level_sizes(4, resolution)
@@ -505,7 +511,12 @@ def run_inner_worker(resolution, batch_size, num_steps, recompute,
   def step(initial, context, labels):
     with tf.GradientTape() as tape:
       tape.watch([initial] + context)
-      if fold:  # The loss folded into the recomputed unroll.
+      if fused:  # The hand-written adjoint of the whole loop.
+        per_example = unroll.fused_unroll(inner, initial, context, labels,
+                                          iou, store_iterates=store_iterates)
+        value = tf.reduce_sum(weights * tf.reduce_mean(
+            per_example["step_loss"], axis=1))
+      elif fold:  # The loss folded into the recomputed unroll.
         per_example = inner(initial, context, training=True,
                             step_loss=lambda t, y: iou(labels, y))
         value = tf.reduce_sum(weights * tf.reduce_mean(
@@ -520,7 +531,8 @@ def run_inner_worker(resolution, batch_size, num_steps, recompute,
       lambda: float(step(initial, context, labels)[0]), timed_steps)
   return {"resolution": resolution, "batch_size": batch_size,
           "num_steps": num_steps, "recompute": recompute,
-          "jit_compile": jit_compile, "fold": fold, "peak_mb": peak_mb,
+          "jit_compile": jit_compile, "fold": fold, "fused": fused,
+          "store_iterates": store_iterates, "peak_mb": peak_mb,
           "step_seconds": float(np.median(times)),
           "step_cpu_seconds": float(np.median(cpu_times))}
 
@@ -631,7 +643,7 @@ def _profile_parts(resolution, batch_size, num_steps):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   from ige_tf.core import MultiStepLoss, step_weights  # pylint: disable=g-import-not-at-top
-  from ige_tf.voxel import decoders, energy, losses, models  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import decoders, energy, losses, models, unroll  # pylint: disable=g-import-not-at-top
   from ige_tf.voxel.problem import VoxelProblem  # pylint: disable=g-import-not-at-top
 
   model = models.ige_voxel_model("mn", resolution=resolution,
@@ -784,6 +796,17 @@ def _profile_parts(resolution, batch_size, num_steps):
       value = tf.reduce_sum(weights * tf.reduce_mean(out["step_loss"], 1))
     return tape.gradient(value, watched + inner.trainable_variables)
 
+  def fused_inner_loop(store_iterates):
+    def part():
+      watched = [initial] + list(features)
+      with tf.GradientTape() as tape:
+        tape.watch(watched)
+        out = unroll.fused_unroll(inner, initial, features, labels, iou,
+                                  store_iterates=store_iterates)
+        value = tf.reduce_sum(weights * tf.reduce_mean(out["step_loss"], 1))
+      return tape.gradient(value, watched + inner.trainable_variables)
+    return part
+
   problem = VoxelProblem(records_dir=None, model_fn=models.ige_voxel_model,
                          resolution=resolution, loss_fn=iou)
 
@@ -829,6 +852,10 @@ def _profile_parts(resolution, batch_size, num_steps):
       "full training step (no optimizer update)": full_step,
       f"inner loop (T = {num_steps}, recomputed), loss folded in, fwd + bwd":
           folded_inner_loop_part,
+      f"inner loop (T = {num_steps}), fused unroll (recomputed from y_0), "
+      "fwd + bwd": fused_inner_loop(False),
+      f"inner loop (T = {num_steps}), fused unroll (iterates stored), "
+      "fwd + bwd": fused_inner_loop(True),
       "full training step, loss folded in (VoxelProblem.training_loss)":
           folded_full_step,
   }
@@ -1401,7 +1428,8 @@ def main(argv):
   elif FLAGS.mode == "inner_worker":
     print(json.dumps(run_inner_worker(
         FLAGS.resolution, FLAGS.batch_size, FLAGS.num_steps, FLAGS.recompute,
-        FLAGS.jit_compile, FLAGS.timed_steps, FLAGS.fold)))
+        FLAGS.jit_compile, FLAGS.timed_steps, FLAGS.fold, FLAGS.fused,
+        FLAGS.store_iterates)))
   elif FLAGS.mode == "profile_worker":
     print(json.dumps(run_profile_worker(
         FLAGS.resolution, FLAGS.batch_size, FLAGS.num_steps,

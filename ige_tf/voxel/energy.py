@@ -458,14 +458,27 @@ class FrustumEnergy(keras.layers.Layer):
 
   def call(self, y, context, training=None):
     del training
+    levels = pooled_occupancy(y, self.level_sizes, self.depth_bins,
+                              self.occupancy)
+    return self.energy_of_levels(levels, context)
+
+  def energy_of_levels(self, levels, context):
+    """`sum_i CNN_i(x_i ⊕ levels_i)`: the energy given the pooled occupancy.
+
+    Args:
+      levels: list of float `[B, h_i, h_i, d_i]`, `pool_i(occupancy(y))`.
+      context: list of float `[B, h_i, h_i, f_i]` (or one tensor for one
+        level).
+
+    Returns:
+      float `[B]` energy (the CNNs' compute dtype under mixed precision).
+    """
     context = list(context) if isinstance(context, (list, tuple)) else [context]
     if len(context) != len(self.level_cnns):
       raise ValueError(
           f"FrustumEnergy expects {len(self.level_cnns)} context feature maps "
           f"(sizes {self.level_sizes}), got {len(context)}")
     energies = []
-    levels = pooled_occupancy(y, self.level_sizes, self.depth_bins,
-                              self.occupancy)
     for cnn, features, pooled in zip(self.level_cnns, context, levels):
       inputs = tf.concat([tf.cast(features, pooled.dtype), pooled], axis=-1)
       energies.append(cnn(inputs))

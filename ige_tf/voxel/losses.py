@@ -5,6 +5,14 @@ predictions `[B, R, R, R]` to a per-example loss `[B]`, so they plug into
 `ige_tf.core.MultiStepLoss`. Predictions are logits by default
 (`from_logits=True`; the IGE and baseline models output logits) or
 occupancy probabilities in [0, 1].
+
+Sums form: both losses are a small function of a few per-example sums of
+elementwise terms, `loss = loss_from_statistics([sum_v term_k(y_v, p_v)]_k,
+label_statistics(y))`, the second argument holding sums of the labels alone.
+The loss classes expose that form (`elementwise_statistics`,
+`label_statistics`, `loss_from_statistics`), so that a fused kernel over the grid
+(`ige_tf.voxel.unroll`) can take the sums and the loss gradient with
+respect to the predictions without building any grid-sized intermediate.
 """
 import gin
 import keras
@@ -42,6 +50,13 @@ def focal_cross_entropy(labels, predictions, alpha=0.0, gamma=0.0,
   """
   predictions = tf.convert_to_tensor(predictions)
   labels = tf.cast(labels, predictions.dtype)
+  return _sum_per_example(_focal_terms(labels, predictions, alpha, gamma,
+                                       from_logits))
+
+
+def _focal_terms(labels, predictions, alpha, gamma, from_logits):
+  """The elementwise terms of `focal_cross_entropy` (float, shape of
+  `predictions`); `labels` of the same dtype."""
   if from_logits:
     neg_log_p = tf.math.softplus(-predictions)
     neg_log_not_p = tf.math.softplus(predictions)
@@ -55,7 +70,7 @@ def focal_cross_entropy(labels, predictions, alpha=0.0, gamma=0.0,
   if gamma:
     positive *= tf.exp(-gamma * neg_log_not_p)   # (1 - p)^γ
     negative *= tf.exp(-gamma * neg_log_p)       # p^γ
-  return _sum_per_example(positive + negative)
+  return positive + negative
 
 
 def _sigmoid_sums(labels, logits):
@@ -145,7 +160,13 @@ def continuous_iou_loss(labels, predictions, from_logits=True, epsilon=1e-6):
   else:
     intersection = _sum_per_example(predictions * labels)
     total = _sum_per_example(predictions)
-  union = total + _sum_per_example(labels) - intersection
+  return _iou_from_sums(intersection, total, _sum_per_example(labels),
+                        epsilon)
+
+
+def _iou_from_sums(intersection, total, label_total, epsilon):
+  """Eq. 12 from the per-example sums `p · y`, `sum p`, `sum y` (`[B]`)."""
+  union = total + label_total - intersection
   return 1.0 - (intersection + epsilon) / (union + epsilon)
 
 
@@ -174,6 +195,29 @@ class FocalCrossEntropy:
     return focal_cross_entropy(labels, predictions, self.alpha, self.gamma,
                                self.from_logits)
 
+  def elementwise_statistics(self, labels, predictions):
+    """Sums form (module docstring): one term, the focal loss per voxel.
+
+    Args:
+      labels, predictions: float `[B, ...]`, same dtype.
+
+    Returns:
+      Tuple of one float `[B, ...]` tensor.
+    """
+    return (_focal_terms(labels, predictions, self.alpha, self.gamma,
+                         self.from_logits),)
+
+  def label_statistics(self, labels):
+    """Sums form: per-example sums of the labels alone (none)."""
+    del labels
+    return ()
+
+  def loss_from_statistics(self, sums, label_sums):
+    """`[B]` loss from the per-example sums of `elementwise_statistics` and
+    `label_statistics`."""
+    del label_sums
+    return sums[0]
+
   def get_config(self):
     return dict(alpha=self.alpha, gamma=self.gamma,
                 from_logits=self.from_logits)
@@ -201,6 +245,32 @@ class ContinuousIoU:
   def __call__(self, labels, predictions):
     return continuous_iou_loss(labels, predictions, self.from_logits,
                                self.epsilon)
+
+  def elementwise_statistics(self, labels, predictions):
+    """Sums form (module docstring): `(p y, p)` per voxel.
+
+    Args:
+      labels, predictions: float `[B, ...]`, same dtype.
+
+    Returns:
+      Tuple of two float `[B, ...]` tensors.
+    """
+    p = tf.sigmoid(predictions) if self.from_logits else predictions
+    return p * labels, p
+
+  def label_statistics(self, labels):
+    """Sums form: `(sum y,)`, float `[B]` (labels' dtype if floating,
+    else float32: exact for 0/1 counts up to 2^24 voxels)."""
+    labels = tf.convert_to_tensor(labels)
+    dtype = labels.dtype if labels.dtype.is_floating else tf.float32
+    return (_sum_per_example(tf.cast(labels, dtype)),)
+
+  def loss_from_statistics(self, sums, label_sums):
+    """`[B]` loss from the per-example sums of `elementwise_statistics` and
+    `label_statistics`."""
+    intersection, total = sums
+    label_total = tf.cast(label_sums[0], intersection.dtype)
+    return _iou_from_sums(intersection, total, label_total, self.epsilon)
 
   def get_config(self):
     return dict(from_logits=self.from_logits, epsilon=self.epsilon)

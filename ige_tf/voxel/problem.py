@@ -30,6 +30,7 @@ PROBABILITIES (the sigmoid of the model's logits).
 """
 import math
 
+from absl import logging
 import gin
 import keras
 import tensorflow as tf
@@ -39,6 +40,7 @@ from ige_tf.train.problem import Problem
 from ige_tf.voxel import losses as voxel_losses
 from ige_tf.voxel import metrics as voxel_metrics
 from ige_tf.voxel import models
+from ige_tf.voxel import unroll
 from ige_tf.voxel.data import pipeline
 from ige_tf.voxel.mesh import SYNSETS
 
@@ -224,14 +226,20 @@ class VoxelProblem(Problem):
     return self._loss(labels[self.grid], outputs["steps"])
 
   def training_loss(self, model, features, labels):
-    """The training forward pass and loss; folded for recomputing IGE models.
+    """The training forward pass and loss; folded into the unroll for IGE.
 
     For an IGE model whose inner optimizer recomputes its steps
-    (`recompute_steps=True`), the per-example loss of every step is taken
-    inside the recomputed unroll (`UnrolledSGD(step_loss=...)`): the
+    (`recompute_steps=True`): if the energy is a `FrustumEnergy`, the
+    optimizer has no momentum and the loss has a sums form (what
+    `ige_voxel_model` and `voxel_loss` build), the whole inner loop runs as
+    the fused unroll (`ige_tf.voxel.unroll`: hand-written adjoint, only the
+    initial estimate kept as a grid); otherwise the per-example loss of
+    every step is taken inside the recomputed unroll
+    (`UnrolledSGD(step_loss=...)`; the reason is logged once). Either way the
     `[T+1, B, R, R, R]` stack of iterates and its gradient are never
-    materialized. Same value and gradients as `loss(labels, model(features,
-    training=True))` (tested); other models take that default path.
+    materialized, and the value and gradients equal those of
+    `loss(labels, model(features, training=True))` (tested). Other models
+    take that default path.
 
     Returns:
       `(loss, outputs)`: float32 scalar and `{"step_loss": [T+1, B],
@@ -243,9 +251,18 @@ class VoxelProblem(Problem):
       return super().training_loss(model, features, labels)
     targets = labels[self.grid]
     initial, context = inputs_fn(features, training=True)
-    outputs = optimizer(initial, context, training=True,
-                        return_diagnostics=True,
-                        step_loss=lambda t, y: self.loss_fn(targets, y))
+    reason = unroll.unsupported_reason(optimizer, self.loss_fn)
+    if reason is None:
+      outputs = unroll.fused_unroll(optimizer, initial, context, targets,
+                                    self.loss_fn, training=True)
+    else:
+      logging.log_first_n(
+          logging.INFO, "VoxelProblem.training_loss: not the fused unroll "
+          "(%s); folding the loss into UnrolledSGD's recomputed steps", 1,
+          reason)
+      outputs = optimizer(initial, context, training=True,
+                          return_diagnostics=True,
+                          step_loss=lambda t, y: self.loss_fn(targets, y))
     per_step = tf.reduce_mean(tf.cast(outputs["step_loss"], tf.float32),
                               axis=1)
     weights = step_weights(optimizer.num_steps, self.step_decay)

@@ -1,0 +1,437 @@
+"""The fused unroll: a hand-written adjoint of IGE's whole voxel inner loop.
+
+For a `FrustumEnergy` under an `UnrolledSGD` without momentum (what
+`models.ige_voxel_model` builds) and a loss with a sums form
+(`ige_tf.voxel.losses`), one inner step is, with `P_i` the level poolings,
+`U_i = P_i^T`, `s = sigmoid` (or the identity) and lr, c the step size and
+clip value:
+
+    p_t = P(s(y_t))                       small: [B, h_i, h_i, d_i] per level
+    G_t = dE/dp (p_t; x)                  small: the 2D CNNs' backward pass
+    S_t = sum_i U_i G_t,i,  g_t = s'(y_t) S_t
+    y_{t+1} = y_t - lr clip(g_t, -c, c)
+
+so every iterate `y_t` is an elementwise function of `y_0` and the small
+`G_0 .. G_{t-1}`: a fused XLA kernel recomputes it per voxel (t elementwise
+iterations, no CNN evaluation), and nothing grid-sized but `y_0` (and the
+labels) is kept between the forward and the backward pass, whatever T.
+
+The per-step loss `L_t = loss_from_statistics(sums of elementwise terms at
+y_t, sums of the labels)` is folded in. The backward pass walks t = T-1 .. 0 with the adjoint
+`a = d Loss / d y_{t+1}` (starting from `d L_T / d y_T`):
+
+    b = -lr 1[-c <= g_t <= c] a                       (adjoint of g_t)
+    pass 1 (kernel `adjoint_levels`, small outputs): d G_t,i = P_i(s'(y_t) b),
+        d lr += -sum a clip(g_t),  d c += sum_{g_t > c} (-lr a)
+                                          - sum_{g_t < -c} (-lr a)
+        (the unclipped part of d lr from the small d G_t and G_t)
+    small: second order of the CNNs at p_t (nested tapes on the pooled
+        levels): d p_t, d x, d weights from d G_t and d E_t
+    pass 2 (kernel `adjoint_grid`, writes the new adjoint):
+        a <- a + b s''(y_t) S_t + s'(y_t) sum_i U_i d p_t,i + d L_t / d y_t
+
+and `d Loss / d y_0 = a` flows on into the initial estimate. Each backward
+step first recomputes `y_t` from `y_0` in its own kernel (once, ordered
+after the incoming adjoint exists), so the grid-sized buffers of the
+backward pass are `y_0`, `y_t`, `a`, the new `a` and the labels. With
+`store_iterates=True` the forward pass keeps `y_1 .. y_T` instead (T more
+grids) and nothing is recomputed; both give the same values (tested).
+
+XLA on CPU materializes the operand of every reduction over the grid (a
+pooling, a per-example sum); the kernels therefore order their reductions
+one after another by data dependencies (`_after`) so that one grid-sized
+temporary serves them in turn: measured at 128^3, each kernel's peak is at
+most 1.7 grids including its output.
+
+Every full-grid pass is one `tf.function(jit_compile=True)` kernel (CPU and
+GPU), compiled once per configuration and shape (`_KERNELS`). Values and
+every gradient equal `UnrolledSGD` + the loss of the returned steps (tested
+in float64). Anything else (momentum, another energy, a loss without a sums
+form) is refused by `unsupported_reason`, and the caller falls back.
+
+The memory saving is realized inside `tf.function`, as in training: an
+eager outer `GradientTape` also records the kernels of the forward pass
+(as for `UnrolledSGD`'s recomputed steps).
+"""
+import tensorflow as tf
+
+from ige_tf.voxel.energy import FrustumEnergy
+from ige_tf.voxel.energy import pool_frustum_levels
+from ige_tf.voxel.energy import unpool_frustum_levels
+
+
+def has_sums_form(loss_fn):
+  """Whether a per-example loss exposes the sums form of
+  `ige_tf.voxel.losses` (`elementwise_statistics`, `label_statistics`,
+  `loss_from_statistics`)."""
+  return all(callable(getattr(loss_fn, name, None)) for name in (
+      "elementwise_statistics", "label_statistics", "loss_from_statistics"))
+
+
+def unsupported_reason(optimizer, loss_fn):
+  """Why `fused_unroll` cannot take this optimizer and loss (str), or None.
+
+  Args:
+    optimizer: an `UnrolledSGD` layer.
+    loss_fn: per-example loss `(labels, logits) -> [B]`.
+  """
+  energy = optimizer.energy
+  if not isinstance(energy, FrustumEnergy):
+    return f"the energy is a {type(energy).__name__}, not a FrustumEnergy"
+  if optimizer.momentum is not None:
+    return "the inner optimizer uses momentum"
+  if optimizer.num_steps < 1:
+    return "the inner optimizer takes no step"
+  if not has_sums_form(loss_fn):
+    return (f"the loss {type(loss_fn).__name__} has no sums form "
+            "(elementwise_statistics, label_statistics, "
+            "loss_from_statistics)")
+  return None
+
+
+def _per_example(values, like):
+  """`values [B]` as `[B, 1, 1, 1]`, broadcast against `like [B, R, R, D]`."""
+  return tf.reshape(values, [-1] + [1] * (len(like.shape) - 1))
+
+
+def _sum_per_example(values):
+  return tf.reduce_sum(values, axis=list(range(1, len(values.shape))))
+
+
+def _after(grid, *values):
+  """`grid`, computed only once `values` exist (a data dependency).
+
+  XLA on CPU materializes the operand of every reduction over the grid;
+  independent reductions of one kernel then hold their operands at the same
+  time (measured: the three sums of continuous IoU, 4.0 grids at 128^3).
+  Adding `min(|v|, 0)` (zero unless v is NaN, which then propagates as it
+  would anyway) orders the next operand after the previous reduction, so
+  one grid-sized buffer serves them in turn. Float `x * 0` is not folded
+  away by XLA (NaN semantics), nor is this.
+  """
+  for value in values:
+    zero = tf.minimum(tf.abs(tf.reduce_sum(value)), 0.0)
+    grid = grid + tf.cast(zero, grid.dtype)
+  return grid
+
+
+class _Kernels:
+  """The full-grid passes of `fused_unroll` for one configuration.
+
+  `history` arguments are lists of the level gradients `G_k` (lists of
+  `[B, h_i, h_i, d_i]`) of the steps between the given grid and `y_t`;
+  every kernel first recomputes `y_t` from them (none when the iterate is
+  stored). Labels enter in their own dtype and are cast in the kernel.
+  """
+
+  def __init__(self, energy, loss_fn, size, depth, clipped):
+    self.level_sizes = energy.level_sizes
+    self.depth_bins = energy.depth_bins
+    self.occupancy = energy.occupancy
+    self.size, self.depth, self.clipped = size, depth, clipped
+    self.statistics = loss_fn.elementwise_statistics
+    jit = lambda fn: tf.function(fn, jit_compile=True, autograph=False)  # pylint: disable=unnecessary-lambda-assignment
+    self.initial = jit(self._initial)
+    self.descent = jit(self._descent)
+    self.statistics_at = jit(self._statistics_at)
+    self.recompute = jit(self._recompute_after)
+    self.loss_gradient = jit(self._loss_gradient_at)
+    self.adjoint_levels = jit(self._adjoint_levels)
+    self.adjoint_grid = jit(self._adjoint_grid)
+
+  # -- elementwise pieces (inside the kernels) ------------------------------
+  def _occupancy(self, y):
+    """`(s(y), s'(y), s''(y))`; scalars for the identity's derivatives."""
+    if self.occupancy != "sigmoid":
+      return y, 1.0, 0.0
+    s = tf.sigmoid(y)
+    first = s * (1.0 - s)
+    return s, first, first * (1.0 - 2.0 * s)
+
+  def _pool(self, grid):
+    return pool_frustum_levels(grid, self.level_sizes, self.depth_bins)
+
+  def _unpool(self, levels):
+    return unpool_frustum_levels(list(levels), self.level_sizes,
+                                 self.depth_bins, self.size, self.depth)
+
+  def _gradient(self, y, levels):
+    """`(g, S, s'(y), s''(y))` of the step at `y` with level gradients G."""
+    _, first, second = self._occupancy(y)
+    total = self._unpool(levels)
+    return first * total, total, first, second
+
+  def _clip(self, g, clip):
+    return tf.clip_by_value(g, -clip, clip) if self.clipped else g
+
+  def _recompute(self, y, history, lr, clip):
+    for levels in history:
+      g = self._gradient(y, levels)[0]
+      y = y - lr * self._clip(g, clip)
+    return y
+
+  def _recompute_after(self, y, history, lr, clip, order):
+    """`y_t` from `y` and `history`, computed only once the tensor `order`
+    exists (one of its entries is read)."""
+    first = tf.reshape(order, [-1])[:1]
+    return self._recompute(_after(y, first), history, lr, clip)
+
+  def _sums(self, labels, y, *after):
+    """Per-example sums of the loss terms at `y`, one reduction at a time
+    (`_after`), each after `after`."""
+    labels = tf.cast(labels, y.dtype)
+    count = len(self.statistics(labels, y))
+    sums = []
+    for index in range(count):
+      ordered = _after(y, *(list(after) + sums[-1:]))
+      sums.append(_sum_per_example(
+          self.statistics(labels, ordered)[index]))
+    return sums
+
+  def _loss_gradient(self, labels, y, d_sums):
+    """`d L / d y` (elementwise) for upstream gradients `d_sums` of the sums."""
+    labels = tf.cast(labels, y.dtype)
+    with tf.GradientTape() as tape:
+      tape.watch(y)
+      terms = self.statistics(labels, y)
+      total = tf.add_n([tf.reduce_sum(_per_example(d, y) * term)
+                        for d, term in zip(d_sums, terms)])
+    return tape.gradient(total, y,
+                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+  # -- the kernels ----------------------------------------------------------
+  def _initial(self, y, labels):
+    """`(P(s(y_0)), loss sums at y_0)`."""
+    pooled = self._pool(self._occupancy(y)[0])
+    return pooled, self._sums(labels, y, pooled[0])
+
+  def _descent(self, y, levels, lr, clip):
+    """`y_{t+1}` from `y_t` and the level gradients `G_t`."""
+    return y - lr * self._clip(self._gradient(y, levels)[0], clip)
+
+  def _statistics_at(self, y, levels, y_next, labels):
+    """`(||g_t||^2 [B], P(s(y_{t+1})), loss sums at y_{t+1})`, one
+    reduction after the other (small outputs only)."""
+    g = self._gradient(y, levels)[0]
+    squared = _sum_per_example(g * g)
+    pooled = self._pool(self._occupancy(_after(y_next, squared))[0])
+    return squared, pooled, self._sums(labels, y_next, squared, pooled[0])
+
+  def _loss_gradient_at(self, y, history, labels, d_sums, lr, clip):
+    """`d L / d y_t`, `y_t` recomputed from `y` and `history`."""
+    return self._loss_gradient(labels, self._recompute(y, history, lr, clip),
+                               d_sums)
+
+  def _step_adjoint(self, y, levels, adjoint, lr, clip):
+    """`(b, g, S, s', s'')` of step t at `y_t` for the adjoint of y_{t+1}."""
+    g, total, first, second = self._gradient(y, levels)
+    b = -lr * adjoint
+    if self.clipped:
+      inside = tf.logical_and(g >= -clip, g <= clip)
+      b = tf.where(inside, b, tf.zeros_like(b))
+    return b, g, total, first, second
+
+  def _adjoint_levels(self, y, history, levels, adjoint, lr, clip):
+    """Pass 1: `(d G_t [levels], d lr, d c)`; only small outputs.
+
+    With `q_i = P_i(s'(y_t) 1[inside] a)`: `d G_t,i = -lr q_i`, and the
+    unclipped part of `d lr = -sum a clip(g_t)`, `-sum_inside a s' S_t`, is
+    `-sum_i <q_i, G_t,i>` (`U_i = P_i^T`), so only the clipped part needs a
+    second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
+    `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`.
+    """
+    y = self._recompute(y, history, lr, clip)
+    g, _, first, _ = self._gradient(y, levels)
+    weighted = first * adjoint
+    if self.clipped:
+      inside = tf.logical_and(g >= -clip, g <= clip)
+      weighted = tf.where(inside, weighted, tf.zeros_like(weighted))
+    pooled = self._pool(weighted)
+    d_lr = -tf.add_n([tf.reduce_sum(q * level)
+                      for q, level in zip(pooled, levels)])
+    d_clip = tf.zeros_like(d_lr)
+    if self.clipped:  # After the pooling (`_after`): one temporary.
+      g = self._gradient(_after(y, pooled[0]), levels)[0]
+      # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
+      outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
+      clipped_part = tf.reduce_sum(adjoint * outside)
+      d_lr -= clip * clipped_part
+      d_clip = -lr * clipped_part
+    return [-lr * q for q in pooled], d_lr, d_clip
+
+  def _adjoint_grid(self, y, history, levels, adjoint, d_levels, labels,
+                    d_sums, lr, clip):
+    """Pass 2: the adjoint of `y_t` (one grid written)."""
+    y = self._recompute(y, history, lr, clip)
+    b, _, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
+                                                    clip)
+    return (adjoint + b * second * total + first * self._unpool(d_levels)
+            + self._loss_gradient(labels, y, d_sums))
+
+
+_KERNELS = {}
+
+
+def _kernels(energy, loss_fn, shape, clipped):
+  config = getattr(loss_fn, "get_config", dict)()
+  key = (energy.level_sizes, energy.depth_bins, energy.occupancy,
+         type(loss_fn), tuple(sorted(config.items())), shape[1], shape[3],
+         clipped)
+  if key not in _KERNELS:
+    _KERNELS[key] = _Kernels(energy, loss_fn, shape[1], shape[3], clipped)
+  return _KERNELS[key]
+
+
+def fused_unroll(optimizer, initial, context, labels, loss_fn, training=None,
+                 store_iterates=False):
+  """`optimizer(initial, context, step_loss=loss)` by the hand-written adjoint.
+
+  Args:
+    optimizer: `UnrolledSGD` over a `FrustumEnergy`, without momentum
+      (`unsupported_reason(optimizer, loss_fn)` must be None).
+    initial: float `[B, R, R, R]` initial estimate y_0 (logits).
+    context: list of float `[B, h_i, h_i, f_i]`, the energy's feature maps.
+    labels: `[B, R, R, R]` occupancy (float, bool or uint8; cast in the
+      kernels), no gradient.
+    loss_fn: per-example loss with a sums form (`ige_tf.voxel.losses`).
+    training: passed to nothing (the energy CNNs have no training mode);
+      kept for the call's symmetry with `UnrolledSGD`.
+    store_iterates: keep `y_1 .. y_T` (T grids) instead of recomputing
+      them from `y_0` in the backward kernels (module docstring).
+
+  Returns:
+    dict `{"step_loss": [T+1, B], "energy": [T, B], "grad_norm": [T, B]}`
+    as `UnrolledSGD.call(..., step_loss=...)`: `step_loss[t]` is
+    `loss_fn(labels, y_t)`, `energy[t]` the energy at `y_t`, `grad_norm[t]`
+    the norm of the unclipped energy gradient at `y_t` (no gradient).
+
+  Raises:
+    ValueError: the optimizer or loss is unsupported (the reason).
+  """
+  del training
+  reason = unsupported_reason(optimizer, loss_fn)
+  if reason is not None:
+    raise ValueError(f"fused_unroll: {reason}")
+  energy, num_steps = optimizer.energy, optimizer.num_steps
+  initial = tf.convert_to_tensor(initial)
+  dtype = initial.dtype
+  lr = tf.cast(optimizer.learning_rate, dtype)
+  clip = (None if optimizer.clip_value is None else
+          tf.cast(optimizer.clip_value, dtype))
+  context = list(context) if isinstance(context, (list, tuple)) else [context]
+  kernels = _kernels(energy, loss_fn, initial.shape, clip is not None)
+  num_levels = len(energy.level_sizes)
+  hyper = [lr] + ([] if clip is None else [clip])
+  # The kernels take a clip tensor even without clipping (then unused).
+  clip_arg = lambda c: lr if c is None else c  # pylint: disable=unnecessary-lambda-assignment
+
+  def energy_and_levels_gradient(levels, step_context):
+    with tf.GradientTape() as tape:
+      tape.watch(levels)
+      value = energy.energy_of_levels(levels, step_context)
+      total = tf.reduce_sum(value)
+    return value, tape.gradient(total, levels)
+
+  @tf.custom_gradient
+  def unrolled(*tensors):
+    y0 = tensors[0]
+    step_lr = tensors[1]
+    step_clip = None if clip is None else tensors[2]
+    step_context = list(tensors[1 + len(hyper):])
+    # Sums of the labels alone (e.g. IoU's |y|), the same at every step.
+    label_sums = loss_fn.label_statistics(labels)
+    pooled, sums = kernels.initial(y0, labels)
+    all_pooled, all_sums, history = [pooled], [sums], []
+    energies, squared_norms, iterates = [], [], [y0]
+    y = y0
+    for _ in range(num_steps):
+      value, levels = energy_and_levels_gradient(pooled, step_context)
+      y_next = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
+      squared, pooled, sums = kernels.statistics_at(y, levels, y_next,
+                                                    labels)
+      y = y_next
+      history.append(levels)
+      all_pooled.append(pooled)
+      all_sums.append(sums)
+      energies.append(value)
+      squared_norms.append(squared)
+      if store_iterates:
+        iterates.append(y)
+    del y  # Not kept unless stored: the backward pass recomputes it.
+    losses = tf.stack([loss_fn.loss_from_statistics(s, label_sums)
+                       for s in all_sums])
+    outputs = (losses, tf.stack(energies),
+               tf.stack([tf.sqrt(s) for s in squared_norms]))
+
+    def iterate(t, adjoint):
+      """`y_t`: stored, or recomputed from `y_0` once `adjoint` exists (a
+      data dependency: otherwise the executor may recompute every step's
+      iterate at once at the start of the backward pass)."""
+      if store_iterates or t == 0:
+        return iterates[t] if store_iterates else y0
+      return kernels.recompute(y0, history[:t], step_lr, clip_arg(step_clip),
+                               adjoint)
+
+    def grad_fn(d_losses, d_energies, d_grad_norms, variables=None):
+      del d_grad_norms  # Diagnostic without gradient.
+      variables = list(variables or [])
+      if d_losses is None:
+        d_losses = tf.zeros_like(losses)
+      d_losses = tf.unstack(d_losses, num=num_steps + 1, axis=0)
+      # Upstream of each step's sums: the small loss function's gradient.
+      d_sums = []
+      for t in range(num_steps + 1):
+        with tf.GradientTape() as tape:
+          tape.watch(all_sums[t])
+          loss = loss_fn.loss_from_statistics(all_sums[t], label_sums)
+        d_sums.append(tape.gradient(
+            loss, all_sums[t], output_gradients=d_losses[t],
+            unconnected_gradients=tf.UnconnectedGradients.ZERO))
+      y_last = (iterates[num_steps] if store_iterates else
+                kernels.recompute(y0, history, step_lr, clip_arg(step_clip),
+                                  d_sums[num_steps][0]))
+      adjoint = kernels.loss_gradient(y_last, [], labels, d_sums[num_steps],
+                                      step_lr, clip_arg(step_clip))
+      del y_last
+      d_lr = tf.zeros_like(step_lr)
+      d_clip = tf.zeros_like(step_lr)
+      d_context = [tf.zeros_like(x) for x in step_context]
+      d_variables = [tf.zeros_like(v) for v in variables]
+      for t in reversed(range(num_steps)):
+        grid, before = iterate(t, adjoint), []
+        d_levels, d_lr_t, d_clip_t = kernels.adjoint_levels(
+            grid, before, history[t], adjoint, step_lr, clip_arg(step_clip))
+        d_lr += d_lr_t
+        d_clip += d_clip_t
+        # Second order of the CNNs, on the small pooled levels only.
+        levels_in = all_pooled[t]
+        with tf.GradientTape() as tape:
+          tape.watch(levels_in + step_context + variables)
+          value, levels = energy_and_levels_gradient(levels_in, step_context)
+        upstream = list(d_levels) + [
+            tf.zeros_like(value) if d_energies is None else
+            tf.cast(d_energies[t], value.dtype)]
+        grads = tape.gradient(
+            list(levels) + [value], levels_in + step_context + variables,
+            output_gradients=upstream,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        d_pooled = grads[:num_levels]
+        d_context = [acc + g for acc, g in
+                     zip(d_context, grads[num_levels:num_levels
+                                          + len(step_context)])]
+        d_variables = [acc + g for acc, g in
+                       zip(d_variables,
+                           grads[num_levels + len(step_context):])]
+        adjoint = kernels.adjoint_grid(
+            grid, before, history[t], adjoint, d_pooled, labels, d_sums[t],
+            step_lr, clip_arg(step_clip))
+      input_grads = ([adjoint, d_lr] + ([] if clip is None else [d_clip])
+                     + d_context)
+      if not variables:
+        return input_grads
+      return input_grads, d_variables
+
+    return outputs, grad_fn
+
+  losses, energies, grad_norms = unrolled(initial, *hyper, *context)
+  return {"step_loss": losses, "energy": energies, "grad_norm": grad_norms}
