@@ -16,6 +16,59 @@ import pytest  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The order of the tests under `pytest -n 2 --dist worksteal` (pytest.ini):
+# the scheduler hands the first half of the collected tests to one worker
+# and the second half to the other, and a worker that runs out takes the
+# last tests of the other's queue. Each half starts with the tests of the
+# expensive shared builds (`build_once`) it alone needs, so neither worker
+# waits for the other's build: the voxel half with the traced IGE-MN run
+# (test_voxel_problem_train.py), the pose half with the pose runs (the
+# lifter's trained IGE-4 first); then the long tests; the queues end on
+# the short tests of no shared build (tests/bin, core, data), which the
+# other worker may take. Paths relative to tests/; a test matches the first
+# prefix it starts with.
+XDIST_HALVES = (
+    ("voxel/test_voxel_problem_train.py", "voxel/test_voxel_problem_configs.py",
+     "voxel/"),
+    ("pose/test_pose_lifter.py", "pose/", "train/test_precision_xla.py",
+     "train/test_distributed.py", "train/"),
+)
+
+
+def _xdist_order(paths):
+  """The run order of tests at `paths` (str, relative to tests/) for two
+  xdist workers (see XDIST_HALVES): a list of indices into `paths`, the
+  first `len(paths) // 2` of them the first worker's queue."""
+  ranked = {}  # (half, rank) -> indices, in collection order
+  rest = []
+  for i, path in enumerate(paths):
+    for half, prefixes in enumerate(XDIST_HALVES):
+      rank = next((r for r, p in enumerate(prefixes) if path.startswith(p)),
+                  None)
+      if rank is not None:
+        ranked.setdefault((half, rank), []).append(i)
+        break
+    else:
+      rest.append(i)
+  halves = [[i for key in sorted(ranked) if key[0] == half
+             for i in ranked[key]] for half in range(len(XDIST_HALVES))]
+  # The short tests of no shared build fill the first half up to its size.
+  fill = max(0, len(paths) // 2 - len(halves[0]))
+  return halves[0] + rest[:fill] + halves[1] + rest[fill:]
+
+
+def pytest_collection_modifyitems(config, items):
+  """Under `pytest -n 2`, reorders the tests (`_xdist_order`); otherwise
+  the collection order stands."""
+  del config
+  if os.environ.get("PYTEST_XDIST_WORKER_COUNT") != "2":
+    return
+  tests_dir = os.path.join(REPO, "tests")
+  paths = [os.path.relpath(str(item.path), tests_dir).replace(os.sep, "/")
+           for item in items]
+  items[:] = [items[i] for i in _xdist_order(paths)]
+
+
 @pytest.fixture(autouse=True)
 def clean_gin():
   gin.clear_config()
