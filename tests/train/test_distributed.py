@@ -16,11 +16,14 @@ import subprocess
 import sys
 import time
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from ige_tf.train import cli
 from ige_tf.train import distributed
+from ige_tf.train import loop
 from ige_tf.train import strategies
 
 TIMEOUT = 240  # seconds per process
@@ -55,6 +58,19 @@ def _train(repo_dir, model_dir, args, tf_config=None, tmp_dir=None):
       [sys.executable, os.path.join(repo_dir, "bin", "train.py"),
        f"--model_dir={model_dir}", *args], env=env, stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True)
+
+
+def _train_here(model_dir, args):
+  """Runs `args` (bin/train.py flags) in this process, as bin/train.py does
+  (`cli.parse_gin`, `loop.train`): a one-process reference run without
+  another TensorFlow start-up."""
+  values = lambda flag: [a.split("=", 1)[1] for a in args  # noqa: E731
+                         if a.startswith(f"--{flag}=")]
+  gin.clear_config()
+  cli.parse_gin(values("gin_file"), values("gin_param"))
+  steps = loop.train(cli.make_problem(), model_dir)
+  gin.clear_config()
+  return steps
 
 
 def _cluster(repo_dir, model_dir, args, tmp_dir):
@@ -221,7 +237,6 @@ def test_a_killed_worker_stops_the_chief_and_the_cluster_resumes(
   single_dir, multi_dir = str(tmp_path / "single"), str(tmp_path / "multi")
   worker_tmp = tmp_path / "worker_tmp"
   worker_tmp.mkdir()
-  single = _train(repo_dir, single_dir, args)
   procs = _cluster(repo_dir, multi_dir, args, str(worker_tmp))
   deadline = time.time() + TIMEOUT
   while time.time() < deadline and not glob.glob(
@@ -248,7 +263,7 @@ def test_a_killed_worker_stops_the_chief_and_the_cluster_resumes(
 
   outs = _wait(_cluster(repo_dir, multi_dir, args, str(worker_tmp)))
   assert all(f"Resumed from {killed_at}" in out for out in outs), outs[1][-2000:]
-  _wait([single])
+  assert _train_here(single_dir, args) == 64
   assert tf.train.latest_checkpoint(multi_dir).endswith("ckpt-64")
   _assert_same_weights(_weights(multi_dir), _weights(single_dir))
   strip = lambda files: [f for f in files if not f.startswith("logs/train/ev")]  # noqa: E731
