@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import shutil
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -89,13 +90,22 @@ def _build_once(tmp_path_factory, name, build):
   root = base / "built_once"
   root.mkdir(exist_ok=True)
   path, done = root / name, root / f"{name}.json"
+  start = time.time()
   with open(root / f"{name}.lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    waited, built = time.time() - start, None
     if not done.exists():
       shutil.rmtree(path, ignore_errors=True)  # a failed earlier attempt
       path.mkdir()
       value = build(str(path))
       done.write_text(json.dumps({"value": value}))
+      built = time.time() - start - waited
+    if built is not None or waited > 0.5:
+      with open(root / "log.jsonl", "a") as log:
+        log.write(json.dumps({
+            "name": name, "worker": os.environ.get("PYTEST_XDIST_WORKER"),
+            "waited_s": round(waited, 1),
+            "built_s": built if built is None else round(built, 1)}) + "\n")
   return str(path), json.loads(done.read_text())["value"]
 
 
@@ -109,6 +119,11 @@ def build_once(tmp_path_factory):
   share one build: the first to take the file lock builds, the others wait
   for it and reuse it. `value` is what `build` returned, read back from
   JSON (tuples come back as lists). Tests must not modify the directory.
+
+  Every build, and every wait of more than 0.5 s for another worker's, is
+  a line of `built_once/log.jsonl` in the run's temporary directory
+  (`/tmp/pytest-of-<user>/pytest-current/` after the run): name, worker,
+  waited_s, built_s (wall seconds; built_s null for a wait).
   """
   return functools.partial(_build_once, tmp_path_factory)
 
