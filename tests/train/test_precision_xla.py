@@ -148,8 +148,7 @@ def _mixed_step(config, params, batch, initial, max_skipped):
 def check_family(config, params, batch_size, mixed_loss_rtol=1e-2,
                  mixed_update_rtol=5e-2, xla_rtol=1e-4, xla_update_rtol=1e-3,
                  max_skipped=0, mixed_cosine_min=None,
-                 float32_encoder_params=None, xla="compile",
-                 default_mixed=True):
+                 float32_encoder_params=None, xla="compile"):
   """The module docstring's checks for one experiment.
 
   Updates are SGD steps, `-lr * gradient`, so comparing them compares the
@@ -163,9 +162,6 @@ def check_family(config, params, batch_size, mixed_loss_rtol=1e-2,
   (`xla_hlo`) and checks that every convolution is in it
   (`assert_convolutions_lowered`), for a model whose layers all take part
   in a compiled step checked elsewhere (compiling is most of the cost).
-  `default_mixed=False` skips the mixed step under the default policy (only
-  the float32-encoder one runs), for a model whose float16 encoder is
-  checked elsewhere.
 
   Returns:
     dict of the measured losses and update differences.
@@ -191,28 +187,25 @@ def check_family(config, params, batch_size, mixed_loss_rtol=1e-2,
     measured["hlo_convolutions"] = assert_convolutions_lowered(
         model, xla_hlo(problem, model, optimizer, batch))[1]
 
-  if default_mixed:
-    mixed_loss, mixed_update, tries = _mixed_step(config, params, batch,
-                                                  initial, max_skipped)
-    assert mixed_loss == pytest.approx(loss, rel=mixed_loss_rtol)
-    measured.update(mixed_loss=mixed_loss,
-                    mixed_update=_relative(mixed_update, update),
-                    mixed_cosine=_cosine(mixed_update, update),
-                    mixed_skipped=tries - 1)
-    if mixed_cosine_min is None:
-      assert measured["mixed_update"] < mixed_update_rtol
-    else:
-      assert measured["mixed_cosine"] > mixed_cosine_min
+  mixed_loss, mixed_update, tries = _mixed_step(config, params, batch,
+                                                initial, max_skipped)
+  assert mixed_loss == pytest.approx(loss, rel=mixed_loss_rtol)
+  measured.update(mixed_loss=mixed_loss,
+                  mixed_update=_relative(mixed_update, update),
+                  mixed_cosine=_cosine(mixed_update, update))
+  if mixed_cosine_min is None:
+    assert measured["mixed_update"] < mixed_update_rtol
+  else:
+    assert measured["mixed_cosine"] > mixed_cosine_min
   if float32_encoder_params is not None:
-    encoder_loss, encoder_update, encoder_tries = _mixed_step(
+    encoder_loss, encoder_update, _ = _mixed_step(
         config, list(params) + list(float32_encoder_params), batch, initial,
         max_skipped)
     assert encoder_loss == pytest.approx(loss, rel=mixed_loss_rtol)
     measured["float32_encoder_update"] = _relative(encoder_update, update)
-    measured["float32_encoder_skipped"] = encoder_tries - 1
     assert measured["float32_encoder_update"] < mixed_update_rtol
-  # (*_skipped: steps skipped by loss scaling.)
-  print(f"{config}: " + ", ".join(f"{k} {v:.3g}" for k, v in measured.items()))
+  print(f"{config}: " + ", ".join(f"{k} {v:.3g}" for k, v in measured.items())
+        + f", {tries - 1} step(s) skipped by loss scaling")
   return measured
 
 
@@ -304,19 +297,13 @@ def test_voxel_baseline(voxel_records_small):
 
 @pytest.mark.slow
 def test_voxel_ige_mn(voxel_records):
-  """The compiled step against the uncompiled one, and the mixed step with
-  the encoder in float32 (decoders, energy, inner loop and loss scaling in
-  mixed precision) within 6% of float32. The MobileNetV2 trunk in float16
-  is test_voxel_baseline's (the baseline's trunk holds all of IGE's
-  layers): the default-policy mixed step here cost 10 CPU s of 48 (float16
-  convolutions are slow on CPU) and measured cosine 0.84 at this size."""
   # At the full test size (128^2, 32^3): at 96^2 / 6^3 the default mixed
   # step's cosine is 0.72, too close to its 0.7 bound to be a stable check.
   check_family("voxel/ige-mn.gin", [f"RECORDS_DIR = {voxel_records!r}",
                                     "NUM_STEPS = 1", "ENCODER_WEIGHTS = None"],
                2, float32_encoder_params=[
                    "ige_voxel_model.encoder_dtype = 'float32'"],
-               default_mixed=False, **VOXEL_BOUNDS)
+               **VOXEL_BOUNDS)
 
 
 @pytest.mark.slow
