@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import shutil
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,6 +15,59 @@ import gin  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# The order of the tests under `pytest -n 2 --dist worksteal` (pytest.ini):
+# the scheduler hands the first half of the collected tests to one worker
+# and the second half to the other, and a worker that runs out takes the
+# last tests of the other's queue. Each half starts with the tests of the
+# expensive shared builds (`build_once`) it alone needs, so neither worker
+# waits for the other's build: the voxel half with the traced IGE-MN run
+# (test_voxel_problem_train.py), the pose half with the pose runs (the
+# lifter's trained IGE-4 first); then the long tests; the queues end on
+# the short tests of no shared build (tests/bin, core, data), which the
+# other worker may take. Paths relative to tests/; a test matches the first
+# prefix it starts with.
+XDIST_HALVES = (
+    ("voxel/test_voxel_problem_train.py", "voxel/test_voxel_problem_configs.py",
+     "voxel/"),
+    ("pose/test_pose_lifter.py", "pose/", "train/test_precision_xla.py",
+     "train/test_distributed.py", "train/"),
+)
+
+
+def _xdist_order(paths):
+  """The run order of tests at `paths` (str, relative to tests/) for two
+  xdist workers (see XDIST_HALVES): a list of indices into `paths`, the
+  first `len(paths) // 2` of them the first worker's queue."""
+  ranked = {}  # (half, rank) -> indices, in collection order
+  rest = []
+  for i, path in enumerate(paths):
+    for half, prefixes in enumerate(XDIST_HALVES):
+      rank = next((r for r, p in enumerate(prefixes) if path.startswith(p)),
+                  None)
+      if rank is not None:
+        ranked.setdefault((half, rank), []).append(i)
+        break
+    else:
+      rest.append(i)
+  halves = [[i for key in sorted(ranked) if key[0] == half
+             for i in ranked[key]] for half in range(len(XDIST_HALVES))]
+  # The short tests of no shared build fill the first half up to its size.
+  fill = max(0, len(paths) // 2 - len(halves[0]))
+  return halves[0] + rest[:fill] + halves[1] + rest[fill:]
+
+
+def pytest_collection_modifyitems(config, items):
+  """Under `pytest -n 2`, reorders the tests (`_xdist_order`); otherwise
+  the collection order stands."""
+  del config
+  if os.environ.get("PYTEST_XDIST_WORKER_COUNT") != "2":
+    return
+  tests_dir = os.path.join(REPO, "tests")
+  paths = [os.path.relpath(str(item.path), tests_dir).replace(os.sep, "/")
+           for item in items]
+  items[:] = [items[i] for i in _xdist_order(paths)]
 
 
 @pytest.fixture(autouse=True)
@@ -36,13 +90,22 @@ def _build_once(tmp_path_factory, name, build):
   root = base / "built_once"
   root.mkdir(exist_ok=True)
   path, done = root / name, root / f"{name}.json"
+  start = time.time()
   with open(root / f"{name}.lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    waited, built = time.time() - start, None
     if not done.exists():
       shutil.rmtree(path, ignore_errors=True)  # a failed earlier attempt
       path.mkdir()
       value = build(str(path))
       done.write_text(json.dumps({"value": value}))
+      built = time.time() - start - waited
+    if built is not None or waited > 0.5:
+      with open(root / "log.jsonl", "a") as log:
+        log.write(json.dumps({
+            "name": name, "worker": os.environ.get("PYTEST_XDIST_WORKER"),
+            "waited_s": round(waited, 1),
+            "built_s": built if built is None else round(built, 1)}) + "\n")
   return str(path), json.loads(done.read_text())["value"]
 
 
@@ -56,6 +119,11 @@ def build_once(tmp_path_factory):
   share one build: the first to take the file lock builds, the others wait
   for it and reuse it. `value` is what `build` returned, read back from
   JSON (tuples come back as lists). Tests must not modify the directory.
+
+  Every build, and every wait of more than 0.5 s for another worker's, is
+  a line of `built_once/log.jsonl` in the run's temporary directory
+  (`/tmp/pytest-of-<user>/pytest-current/` after the run): name, worker,
+  waited_s, built_s (wall seconds; built_s null for a wait).
   """
   return functools.partial(_build_once, tmp_path_factory)
 

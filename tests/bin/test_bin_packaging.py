@@ -71,8 +71,9 @@ def test_wheel_installs_and_trains_and_evaluates_from_anywhere(tmp_path,
 
   elsewhere = tmp_path / "elsewhere"
   elsewhere.mkdir()
-  where = _run([python, "-c", "import ige_tf, ige_tf.train.cli as c; "
-                "print(ige_tf.__file__); print(c.GIN_DIR)"],
+  # (`cli.GIN_DIR` is gin_text's, which imports no TensorFlow.)
+  where = _run([python, "-c", "import ige_tf, ige_tf.train.gin_text as g; "
+                "print(ige_tf.__file__); print(g.GIN_DIR)"],
                env=env, cwd=elsewhere).stdout.split()
   assert where[0].startswith(str(venv)), where
   assert where[1] == os.path.join(os.path.dirname(where[0]), "configs")

@@ -1,6 +1,6 @@
 """ige_tf.pose.lifter (the one-call API), its view normalization and the
 inner-step safeguard on generated COCO detections of persons 40-800 px tall;
-ige_tf.pose.tflite against the SavedModel."""
+ige_tf.pose.tflite (through bin/export.py) against the run and the SavedModel."""
 import json
 import os
 import shutil
@@ -15,7 +15,6 @@ import ige_tf.pose
 from ige_tf.pose import lift
 from ige_tf.pose import lifter as lifter_lib
 from ige_tf.pose import skeleton
-from ige_tf.pose import tflite
 from ige_tf.pose.data import pipeline
 from ige_tf.train import cli
 from ige_tf.train import loop
@@ -156,35 +155,12 @@ def test_safeguard_flags_rejected_steps(trained_ige_run, records_gt):
                                 result["steps"][t, n])
 
 
-def test_one_call_api_equals_across_run_export_and_tflite(ige_run,
-                                                          records_gt,
-                                                          tmp_path):
-  _, mpii = generated_detections(records_gt, (80, 300), per_height=2)
-  intrinsics = [1500.0, 1500.0, 960.0, 720.0]
-  distortion = [-0.2, 0.2, 0.0, -0.001, 0.001]
-  export_dir = os.path.join(ige_run, "export")
-  tflite_path = str(tmp_path / "lifter.tflite")
-  meta = tflite.convert_lifter(export_dir, tflite_path)
-  assert meta["select_tf_ops"] == []
-  assert meta["size_bytes"] == os.path.getsize(tflite_path)
-  assert ige_tf.pose.Lifter is lifter_lib.Lifter
-  from_run = ige_tf.pose.Lifter.from_run(ige_run)
-  poses, steps = from_run(mpii, intrinsics, distortion)
-  assert poses.shape == (4, 16, 3) and steps.shape == (5, 4, 16, 3)
-  np.testing.assert_array_equal(poses, steps[-1])
-  # TFLite against the SavedModel and the run on the same inputs (the view-
-  # normalized keypoints), every step.
-  for other in (lifter_lib.Lifter.load(export_dir),
-                lifter_lib.Lifter.load(tflite_path)):
-    assert other.view_scale == pytest.approx(from_run.view_scale)
-    _, other_steps = other(mpii, intrinsics, distortion)
-    np.testing.assert_allclose(other_steps, steps, atol=1e-4)
-
-
-def test_export_binary_writes_a_tflite_lifter(ige_run, records_gt, tmp_path,
-                                              repo_dir):
-  """`bin/export.py --format=tflite`: SavedModel, then lifter.tflite and its
-  sidecar, all builtin ops; the file lifts like the SavedModel."""
+def test_export_binary_writes_a_tflite_lifter_equal_to_the_run_and_export(
+    ige_run, records_gt, tmp_path, repo_dir):
+  """`bin/export.py --format=tflite` on a run directory: SavedModel, then
+  lifter.tflite and its sidecar, all builtin ops; the one-call API lifts
+  alike from the run, its SavedModel and the TFLite file, every step (one
+  conversion, the binary's, serves both checks)."""
   run = tmp_path / "run"
   shutil.copytree(ige_run, run, ignore=shutil.ignore_patterns("export"))
   cmd = [sys.executable, os.path.join(repo_dir, "bin", "export.py"),
@@ -194,14 +170,33 @@ def test_export_binary_writes_a_tflite_lifter(ige_run, records_gt, tmp_path,
                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert summary["out"] == str(run / "lifter.tflite")
+  tflite_path = str(run / "lifter.tflite")
+  assert summary["out"] == tflite_path
   assert summary["select_tf_ops"] == [] and summary["batch_size"] == 1
-  _, keypoints = generated_detections(records_gt, (100, 500), per_height=1)
+  assert summary["size_bytes"] == os.path.getsize(tflite_path)
+  with open(tflite_path + lifter_lib.TFLITE_METADATA_SUFFIX) as f:
+    sidecar = json.load(f)
+  assert {k: sidecar[k] for k in ("select_tf_ops", "batch_size",
+                                  "size_bytes")} == {
+                                      k: summary[k] for k in (
+                                          "select_tf_ops", "batch_size",
+                                          "size_bytes")}
+
+  _, mpii = generated_detections(records_gt, (80, 300), per_height=2)
   intrinsics = [1500.0, 1500.0, 960.0, 720.0]
-  _, expected = lifter_lib.Lifter.load(str(run / "export"))(keypoints,
-                                                            intrinsics)
-  _, got = lifter_lib.Lifter.load(summary["out"])(keypoints, intrinsics)
-  np.testing.assert_allclose(got, expected, atol=1e-4)
+  distortion = [-0.2, 0.2, 0.0, -0.001, 0.001]
+  assert ige_tf.pose.Lifter is lifter_lib.Lifter
+  from_run = ige_tf.pose.Lifter.from_run(str(run))
+  poses, steps = from_run(mpii, intrinsics, distortion)
+  assert poses.shape == (4, 16, 3) and steps.shape == (5, 4, 16, 3)
+  np.testing.assert_array_equal(poses, steps[-1])
+  # The SavedModel and TFLite against the run on the same inputs (the view-
+  # normalized keypoints), every step.
+  for other in (lifter_lib.Lifter.load(str(run / "export")),
+                lifter_lib.Lifter.load(tflite_path)):
+    assert other.view_scale == pytest.approx(from_run.view_scale)
+    _, other_steps = other(mpii, intrinsics, distortion)
+    np.testing.assert_allclose(other_steps, steps, atol=1e-4)
 
 
 def test_lifter_input_errors(trained_ige_run):

@@ -99,14 +99,15 @@ def _run_bin(repo_dir, name, *args, **popen):
                           stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def test_export_reloads_with_the_keras_outputs(tmp_path, repo_dir):
+def test_export_reloads_with_the_keras_outputs(tmp_path):
+  """In process (bin/export.py's path, the binary itself runs in
+  tests/pose/test_pose_lifter.py): `loop.export` of the gin-configured run."""
   model_dir = str(tmp_path / "run")
   loop.train(small_problem(), model_dir, epochs=1, batch_size=64,
              progress=False)
-  proc = _run_bin(repo_dir, "export.py", "--gin_file=core/denoise.gin",
-                  f"--model_dir={model_dir}")
-  out, _ = proc.communicate(timeout=300)
-  assert proc.returncode == 0, out
+  cli.parse_gin(["core/denoise.gin"])
+  assert loop.export(cli.make_problem(), model_dir) == os.path.join(
+      model_dir, "export")
   model = loop.restore_model(small_problem(), model_dir)
   reloaded = tf.saved_model.load(os.path.join(model_dir, "export"))
   noisy = np.random.default_rng(0).normal(size=(5, 32)).astype(np.float32)
@@ -162,11 +163,11 @@ def test_xla_training_step(tmp_path):
                     jit_compile=True, progress=False) == 4
 
 
-def test_model_stats_components_add_up(repo_dir):
-  proc = _run_bin(repo_dir, "model_stats.py", "--gin_file=core/denoise.gin")
-  out, _ = proc.communicate(timeout=120)
-  assert proc.returncode == 0, out
-  stats = json.loads(out.strip().splitlines()[-1])
+def test_model_stats_components_add_up():
+  """In process (bin/model_stats.py's path; the binary itself runs in
+  tests/pose/test_pose_runs.py)."""
+  cli.parse_gin(["core/denoise.gin"])
+  stats = loop.model_stats(cli.make_problem())
   # Counted from the architecture, not from the model: the energy is one
   # softabs layer, 64 units over [y - x, Dy, D^2 y] (3 * 32 - 3 = 93
   # features), kernel and bias; the inner optimizer learns its learning
@@ -225,28 +226,6 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
                progress=False)
   with pytest.raises(loop.CheckpointError, match="corrupt"):
     loop.evaluate(small_problem(), str(tmp_path), progress=False)
-
-
-def test_multi_worker_strategy_from_tf_config(tmp_path):
-  import socket
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
-  tf_config = json.dumps({"cluster": {"worker": [f"localhost:{port}"]},
-                          "task": {"type": "worker", "index": 0}})
-  script = f"""
-from ige_tf.examples.denoising import DenoisingProblem
-from ige_tf.train import loop
-p = DenoisingProblem(split_sizes={SMALL!r})
-print("STEPS", loop.train(p, {str(tmp_path)!r}, epochs=1, batch_size=32,
-                          strategy="multi_worker", progress=False))
-"""
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                       text=True, timeout=300,
-                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-                                TF_CONFIG=tf_config))
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert "STEPS 8" in out.stdout
 
 
 def test_multi_worker_without_tf_config_is_a_clear_error(monkeypatch):

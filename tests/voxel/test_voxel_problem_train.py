@@ -1,10 +1,12 @@
 """One strict-gin training step, evaluation, export and Figure 6 for the MN
 IGE and baseline experiments on tiny generated records.
 
-IGE-MN runs through ige_tf/configs/voxel/demo.gin (= ige-mn.gin with a small budget),
-traced (`tf.function`: training step, precise BN, evaluation, export) as in
-a real run, once per test run (`build_once`: the pytest-xdist workers share
-it). The world-aligned MN baseline runs through
+IGE-MN runs through ige_tf/configs/voxel/demo.gin (= ige-mn.gin with a small budget)
+with one inner step (`RUN_PARAMS`: the traced graphs grow with the unrolled
+steps; three cost 12 CPU s more, and the eager config steps of
+test_voxel_problem_configs.py run the configs' 3 steps), traced
+(`tf.function`: training step, precise BN, evaluation, export) as in a real
+run, once per test run (`build_once`: the pytest-xdist workers share it). The world-aligned MN baseline runs through
 ige_tf/configs/voxel/base-mn-world.gin eagerly (the same loop and metrics as
 the traced IGE run; tracing was most of its cost). Every distinct training
 step of the experiment configs, the Inception-ResNet-v2 (I4) encoder's
@@ -28,6 +30,9 @@ from ige_tf.train import run as run_lib
 from ige_tf.voxel import visualize
 from ige_tf.voxel.data import pipeline
 
+# The IGE-MN run's bindings on top of demo.gin, and its number of inner steps.
+RUN_STEPS = 1
+RUN_PARAMS = (f"NUM_STEPS = {RUN_STEPS}",)
 TABLE2_ROWS = ("image_encoder", "3d_decoder", "image_decoder", "inner_cnn",
                "inner_optimizer")
 
@@ -84,7 +89,7 @@ def ige_run(voxel_records, build_once):
     returned by `evaluate` (through JSON), export_dir).
   """
   def build(model_dir):
-    problem = _problem("voxel/demo.gin", voxel_records)
+    problem = _problem("voxel/demo.gin", voxel_records, RUN_PARAMS)
     steps = loop.train(problem, model_dir)
     metrics = loop.evaluate(problem, model_dir)
     export_dir = loop.export(problem, model_dir)
@@ -93,20 +98,28 @@ def ige_run(voxel_records, build_once):
             "export": os.path.relpath(export_dir, model_dir)}
 
   model_dir, run = build_once("voxel_ige_mn_run", build)
-  problem = _problem("voxel/demo.gin", voxel_records)
+  problem = _problem("voxel/demo.gin", voxel_records, RUN_PARAMS)
   gin.clear_config()
   return (problem, model_dir, run["steps"], run["metrics"],
           os.path.join(model_dir, run["export"]))
 
 
+def _restore(model_dir):
+  """The trained model of the run in `model_dir`, rebuilt from the run's
+  record (`open_run`: its RUN_PARAMS included, which a problem built under
+  gin no longer sees once the config is cleared)."""
+  with run_lib.open_run(model_dir) as loaded:
+    return loaded.model
+
+
 def test_ige_step_and_evaluation_metrics(ige_run, voxel_records):
-  problem, model_dir, steps, metrics, _ = ige_run
+  _, model_dir, steps, metrics, _ = ige_run
   assert steps == 1
   with open(os.path.join(model_dir, "metrics.json")) as f:
     assert json.load(f) == metrics
   assert "VoxelProblem.records_dir" in open(
       os.path.join(model_dir, "operative_config.gin")).read()
-  num_steps = 3 + 1
+  num_steps = RUN_STEPS + 1
   for key in ("iou", "iou_64", "iou_class_mean", "iou_64_class_mean"):
     assert len(metrics[key]) == num_steps, key
   assert set(metrics["iou_per_category"]) == {"02691156", "03001627"}
@@ -116,7 +129,7 @@ def test_ige_step_and_evaluation_metrics(ige_run, voxel_records):
       metrics["iou_class_mean"],
       np.mean(list(metrics["iou_per_category"].values()), axis=0))
   # The numbers equal a numpy IoU of the restored model's logits.
-  model = loop.restore_model(problem, model_dir)
+  model = _restore(model_dir)
   data = pipeline.voxel_dataset(voxel_records, "test", 32, 4,
                                 grids=("frustum",))
   features, labels = next(iter(data))
@@ -140,7 +153,7 @@ def test_final_checkpoint_holds_precise_bn_statistics(ige_run):
   """train ends with precise BN (voxel/base.gin): the restored moving
   statistics are those recomputed over the training batches."""
   problem, model_dir, _, _, _ = ige_run
-  model = loop.restore_model(problem, model_dir)
+  model = _restore(model_dir)
   norms = precise_bn.batch_norm_layers(model)
   assert len(norms) > 10
   restored = [l.moving_mean.numpy() for l in norms]
@@ -162,9 +175,8 @@ def test_final_checkpoint_holds_precise_bn_statistics(ige_run):
 
 def test_restore_recovers_every_trained_weight(ige_run):
   """Includes the inner CNN's listed level CNNs (`core.track_sublayers`)."""
-  problem, model_dir, _, _, _ = ige_run
-  first = loop.restore_model(problem, model_dir)
-  second = loop.restore_model(problem, model_dir)
+  _, model_dir, _, _, _ = ige_run
+  first, second = _restore(model_dir), _restore(model_dir)
   inner = [w.path for w in first.get_layer("inner_optimizer").energy.weights]
   assert len(inner) == 2 * 4 * 2  # 4 levels x 2 convolutions x (kernel, bias)
   for a, b in zip(first.weights, second.weights):
@@ -175,29 +187,29 @@ def test_a_run_is_rebuilt_from_its_record_whatever_the_callers_config(
     ige_run):
   """The builder's bindings come from the run's record (`open_run`), not
   from the caller's gin config, which here describes another IGE-MN (64^3,
-  1 step): the run's 32^3, 3-step model with demo.gin's kernel scale is
+  2 steps): the run's 32^3, 1-step model with demo.gin's kernel scale is
   restored, and the caller's config is intact afterwards."""
   _, model_dir, _, _, _ = ige_run
-  cli.parse_gin(["voxel/ige-mn.gin"], ["NUM_STEPS = 1", "RESOLUTION = 64",
+  cli.parse_gin(["voxel/ige-mn.gin"], ["NUM_STEPS = 2", "RESOLUTION = 64",
                                        "ENCODER_WEIGHTS = None"])
   before = gin.config_str()
   with run_lib.open_run(model_dir) as loaded:
     model = loaded.model
   inner = model.get_layer("inner_optimizer")
-  assert (model.name, inner.num_steps) == ("ige_mn_32", 3)
+  assert (model.name, inner.num_steps) == ("ige_mn_32", RUN_STEPS)
   assert inner.energy.kernel_scale == 10.0
   assert gin.config_str() == before
 
 
 def test_export_reloads_with_the_keras_outputs(ige_run):
-  problem, model_dir, _, _, export_dir = ige_run
-  model = loop.restore_model(problem, model_dir)
+  _, model_dir, _, _, export_dir = ige_run
+  model = _restore(model_dir)
   image = np.random.default_rng(0).uniform(size=(2, 128, 128, 3)).astype(
       np.float32)
   reloaded = tf.saved_model.load(export_dir)  # keep: it owns the variables
   served = reloaded.signatures["serve"](image=tf.constant(image))
   expected = tf.sigmoid(model({"image": image}, training=False)["steps"]).numpy()
-  assert served["steps"].shape == (4, 2, 32, 32, 32)
+  assert served["steps"].shape == (RUN_STEPS + 1, 2, 32, 32, 32)
   np.testing.assert_allclose(served["steps"], expected, atol=1e-5)
   np.testing.assert_allclose(served["final"], expected[-1], atol=1e-5)
 
@@ -210,7 +222,7 @@ def test_visualize_writes_figure6(ige_run, voxel_records, tmp_path, repo_dir):
   assert result["png"] == out and os.path.getsize(out) > 1000
   with open(out, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  assert len(result["iou"]) == 2 and len(result["iou"][0]) == 4
+  assert len(result["iou"]) == 2 and len(result["iou"][0]) == RUN_STEPS + 1
   assert all(0.0 <= v <= 1.0 for row in result["iou"] for v in row)
   assert [e["view"] for e in result["examples"]] == [0, 1]
   # The binary, on the run directory (finds export/ itself).
@@ -240,7 +252,7 @@ def test_world_baseline_step_uses_the_world_grid(voxel_records, tmp_path):
   assert len(metrics["iou"]) == 1
   # No world grid above 32^3 in the records: no upsampled metric.
   assert not any(k.startswith("iou_") and k[4:].isdigit() for k in metrics)
-  model = loop.restore_model(problem, model_dir)
+  model = _restore(model_dir)
   assert "_world_" in model.name
   features, labels = next(iter(pipeline.voxel_dataset(
       voxel_records, "test", 32, 4, grids=("world",))))
