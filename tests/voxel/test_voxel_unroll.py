@@ -85,6 +85,7 @@ def _autodiff(optimizer, initial, context, labels, loss_fn):
 
 
 def _fused(optimizer, initial, context, labels, loss_fn, store):
+  """`_autodiff`'s `(total, outputs, gradients)` by `unroll.fused_unroll`."""
   sources = [initial] + context
   with tf.GradientTape() as tape:
     tape.watch(sources)
