@@ -1,5 +1,16 @@
 """The fused unroll (`ige_tf.voxel.unroll`): the hand-written adjoint of the
-whole voxel inner loop, against `UnrolledSGD` + the loss of the steps."""
+whole voxel inner loop, against `UnrolledSGD` + the loss of the steps, on a
+directly-built `FrustumEnergy` (the whole model's wiring:
+test_voxel_model_fold.py).
+
+Cost: the kernels are compiled per configuration and shape
+(`unroll._KERNELS`), so each property takes one configuration instead of a
+cross product: float64 continuous IoU clipped, eager, stored and recomputed
+(the whole-model test's configuration, whose kernels it shares: same level
+sizes, depth bins, grid, batch and label dtype); float64 focal unclipped in
+tf.function; float32 and mixed_float16 (float16 grids, as the mixed model's
+initial estimate) continuous IoU clipped; the last three on one level.
+"""
 import types
 
 import keras
@@ -10,172 +21,139 @@ import tensorflow as tf
 from ige_tf.core import UnrolledSGD, dtype_policy
 from ige_tf.core.unrolled import _clipped_descent_backward
 from ige_tf.voxel import losses
-from ige_tf.voxel import models
 from ige_tf.voxel import unroll
 from ige_tf.voxel.energy import FrustumEnergy
-from ige_tf.voxel.problem import VoxelProblem
 
-RESOLUTION = 16
+# The smallest energy of an IGE model: levels 4^2 (the coarsest a 3x3 + 2x2
+# CNN accepts) and 8^2 at R = 8; depth bins (8, 4) as `ige_voxel_model`
+# derives them from channels (16, 8) (test_voxel_model_fold.py's model).
+RESOLUTION = 8
+SIZES, CHANNELS = (4, 8), (8, 4)
+# One level (4^2 x 4 bins, pooled on every axis) where the test is about
+# the mode or the dtype rather than the pyramid: less to trace and compile.
+ONE_LEVEL = {"sizes": (4,), "channels": (8,), "depth_bins": (4,)}
+ONE_LEVEL_CLIP = 2e-4  # About the median |g| of its first step.
+NUM_STEPS = 2  # The least T with a recomputed iterate inside the backward pass.
 LOSSES = {"continuous_iou": losses.ContinuousIoU(),
           "focal": losses.FocalCrossEntropy(alpha=0.7, gamma=2.0)}
 
 
-def _batch(dtype, seed=0, batch=2):
-  rng = np.random.default_rng(seed)
-  features = {"image": tf.constant(rng.random((batch, 128, 128, 3)),
-                                   tf.float32)}
-  # Labels as the pipeline's evaluation grids may come: cast in the kernels.
-  labels = {"frustum": tf.constant(
-      rng.random((batch,) + (RESOLUTION,) * 3) > 0.6, dtype)}
-  return features, labels
-
-
-def _problem(loss_fn):
-  return VoxelProblem(records_dir="unused", model_fn=models.ige_voxel_model,
-                      resolution=RESOLUTION, loss_fn=loss_fn)
-
-
-@pytest.fixture(scope="module")
-def float64_model():
-  """IGE-MN at 16^3, T = 3, recomputing, in float64, with the learned clip
-  value set (negative: it acts as its absolute value) to the median |g| of
-  the first step's energy gradient, so that about half the entries clip."""
-  with dtype_policy("float64"):
-    keras.utils.set_random_seed(3)
-    model = models.ige_voxel_model("mn", resolution=RESOLUTION, num_steps=3,
-                                   recompute_steps=True, kernel_scale=0.3)
-  optimizer, inputs_fn = models.inner_optimizer_inputs(model)
-  features, _ = _batch(tf.float64)
-  initial, context = inputs_fn(features, training=True)
-  with tf.GradientTape() as tape:
-    tape.watch(initial)
-    total = tf.reduce_sum(optimizer.energy(initial, context))
-  median = float(np.median(np.abs(tape.gradient(total, initial).numpy())))
-  assert median > 0
-  optimizer._clip_value_weight.assign(-median)  # pylint: disable=protected-access
-  return model
-
-
-def _gradients(compute, variables):
-  with tf.GradientTape() as tape:
-    loss, outputs = compute()
-  return loss, outputs, tape.gradient(loss, variables)
-
-
-# Eager only (tf.function traces the whole model twice, ~25 s): the compiled
-# path is tested on the energy alone below.
-@pytest.mark.parametrize("loss_name", sorted(LOSSES))
-def test_fused_unroll_equals_model_then_loss_in_float64(
-    float64_model, monkeypatch, loss_name):
-  model, problem = float64_model, _problem(LOSSES[loss_name])
-  features, labels = _batch(tf.uint8)
-  reference_labels = {"frustum": tf.cast(labels["frustum"], tf.float64)}
-  variables = model.trainable_variables
-  taken = []
-  fused = unroll.fused_unroll
-  monkeypatch.setattr(unroll, "fused_unroll",
-                      lambda *a, **k: taken.append(1) or fused(*a, **k))
-
-  def reference():
-    outputs = model(features, training=True)
-    return problem.loss(reference_labels, outputs), outputs
-
-  want_loss, want_outputs, want = _gradients(reference, variables)
-  got_loss, got_outputs, got = _gradients(
-      lambda: problem.training_loss(model, features, labels), variables)
-  assert taken and "steps" not in got_outputs
-  assert got_outputs["step_loss"].shape == (4, 2)
-  # Clipping is active at every step, on part of the grid only.
-  optimizer = models.inner_optimizer_inputs(model)[0]
-  assert float(optimizer.clip_value) > 0
-  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-12)
-  for key in ("energy", "grad_norm"):
-    np.testing.assert_allclose(got_outputs[key], want_outputs[key],
-                               rtol=1e-10, err_msg=key)
-  per_step = [LOSSES[loss_name](reference_labels["frustum"], y)
-              for y in tf.unstack(want_outputs["steps"])]
-  np.testing.assert_allclose(got_outputs["step_loss"], per_step, rtol=1e-10)
-  assert len(variables) > 100
-  scale = max(float(tf.reduce_max(tf.abs(w))) for w in want)
-  names = set()
-  for variable, g, w in zip(variables, got, want):
-    np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12 * scale,
-                               err_msg=variable.path)
-    if float(tf.reduce_max(tf.abs(w))) > 0:
-      names.add(variable.path.split("/")[-1])
-  # Every kind of weight gets a gradient, the inner step's included.
-  assert {"learning_rate", "clip_value"} <= names
-
-
-def _small_setup(dtype, clip_value=0.05, momentum=None):
+def _small_setup(dtype, clip_value=0.002, momentum=None, sizes=SIZES,
+                 channels=CHANNELS, depth_bins=None):
+  """`(optimizer, initial [2, R, R, R], context, labels)`; float64 inputs
+  (cast them for other dtypes), uint8 labels (as the pipeline's evaluation
+  grids come; cast in the kernels). The clip value 0.002 clips part of the
+  first step's gradient (asserted where it matters)."""
   keras.utils.set_random_seed(5)
-  sizes, channels = (4, 8, 16), (16, 8, 4)
-  energy = FrustumEnergy(RESOLUTION, sizes, channels, kernel_scale=0.5,
-                         dtype=dtype)
-  optimizer = UnrolledSGD(energy, 3, learning_rate=0.8, momentum=momentum,
-                          clip_value=clip_value, learn_learning_rate=True,
+  energy = FrustumEnergy(RESOLUTION, sizes, channels, depth_bins=depth_bins,
+                         kernel_scale=0.5, dtype=dtype)
+  optimizer = UnrolledSGD(energy, NUM_STEPS, learning_rate=0.8,
+                          momentum=momentum, clip_value=clip_value,
+                          learn_learning_rate=True,
+                          learn_momentum=momentum is not None,
                           learn_clip_value=clip_value is not None,
                           dtype=dtype)
   rng = np.random.default_rng(1)
-  initial = tf.constant(rng.normal(size=(2,) + (RESOLUTION,) * 3), dtype)
-  context = [tf.constant(rng.normal(size=(2, s, s, f)), dtype)
+  initial = tf.constant(rng.normal(size=(2,) + (RESOLUTION,) * 3))
+  context = [tf.constant(rng.normal(size=(2, s, s, f)))
              for s, f in zip(sizes, channels)]
-  labels = tf.constant(rng.random(initial.shape) > 0.5)
-  optimizer(initial, context)
+  labels = tf.constant(rng.random(initial.shape) > 0.5, tf.uint8)
+  # Built from the shapes (no eager run of the steps to build it).
+  optimizer.build(initial.shape, [c.shape for c in context])
   return optimizer, initial, context, labels
 
 
-@pytest.mark.parametrize("clip_value,mode", [
-    (0.002, "eager"), (None, "eager"), (0.002, "function")])
-def test_stored_iterates_recomputed_iterates_and_autodiff_agree(clip_value,
-                                                                 mode):
-  """`store_iterates` on and off equal `UnrolledSGD` + loss, also with an
-  upstream on the energies, without clipping and in tf.function
-  (float64)."""
-  optimizer, initial, context, labels = _small_setup("float64", clip_value)
+def _weighted_total(step_loss, energy):
+  """A scalar with an upstream on every step's loss and on the energies."""
+  weights = tf.constant(np.linspace(0.2, 1.0, NUM_STEPS + 1), step_loss.dtype)
+  return (tf.reduce_sum(weights * tf.reduce_mean(step_loss, axis=1))
+          + 0.3 * tf.reduce_sum(energy))
+
+
+def _autodiff(optimizer, initial, context, labels, loss_fn):
+  """`(total, outputs, gradients)` of `UnrolledSGD` + `loss_fn` of every
+  returned step; gradients for `[initial] + context + trainable weights`."""
+  sources = [initial] + context
+  with tf.GradientTape() as tape:
+    tape.watch(sources)
+    out = optimizer(initial, context, training=True, return_diagnostics=True)
+    step_loss = tf.stack([loss_fn(tf.cast(labels, y.dtype), y)
+                          for y in tf.unstack(out["steps"])])
+    total = _weighted_total(step_loss, out["energy"])
+  return total, dict(out, step_loss=step_loss), tape.gradient(
+      total, sources + optimizer.trainable_variables)
+
+
+def _fused(optimizer, initial, context, labels, loss_fn, store):
+  """`_autodiff`'s `(total, outputs, gradients)` by `unroll.fused_unroll`."""
+  sources = [initial] + context
+  with tf.GradientTape() as tape:
+    tape.watch(sources)
+    out = unroll.fused_unroll(optimizer, initial, context, labels, loss_fn,
+                              store_iterates=store)
+    total = _weighted_total(out["step_loss"], out["energy"])
+  return total, out, tape.gradient(total,
+                                   sources + optimizer.trainable_variables)
+
+
+def _assert_equal_float64(got, want, store):
+  (got_total, got_out, got_grads), (want_total, want_out, want_grads) = (
+      got, want)
+  np.testing.assert_allclose(got_total, want_total, rtol=1e-12)
+  for key in ("step_loss", "energy", "grad_norm"):
+    np.testing.assert_allclose(got_out[key], want_out[key], rtol=1e-12,
+                               err_msg=f"{key} store={store}")
+  assert len(got_grads) == len(want_grads)
+  for index, (g, w) in enumerate(zip(got_grads, want_grads)):
+    assert g is not None, index
+    np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-13,
+                               err_msg=f"{index} store={store}")
+
+
+def _clip_gradient(optimizer, grads):
+  clip_grad, = [g for g, v in zip(grads[-len(optimizer.trainable_variables):],
+                                  optimizer.trainable_variables)
+                if v.path.endswith("clip_value")]
+  return float(clip_grad)
+
+
+def _clipped_fraction(optimizer, initial, context):
+  """Fraction of the first step's energy gradient entries beyond +-c."""
+  with tf.GradientTape() as tape:
+    tape.watch(initial)
+    total = tf.reduce_sum(optimizer.energy(initial, context))
+  g = tape.gradient(total, initial).numpy()
+  return float(np.mean(np.abs(g) > float(optimizer.clip_value)))
+
+
+def test_stored_and_recomputed_iterates_equal_autodiff_with_clipping():
+  """Eager, float64, continuous IoU, clipping active on part of the grid:
+  `store_iterates` on and off give the values and every gradient (initial
+  estimate, context, energy weights, learning rate, clip value) of
+  `UnrolledSGD` + the loss, also with an upstream on the energies."""
+  optimizer, initial, context, labels = _small_setup("float64")
   loss_fn = LOSSES["continuous_iou"]
-  sources = [initial] + context + optimizer.trainable_variables
-  weights = tf.constant([0.2, 0.5, 0.7, 1.0], tf.float64)
-
-  def total(step_loss, energy):
-    return (tf.reduce_sum(weights * tf.reduce_mean(step_loss, axis=1))
-            + 0.3 * tf.reduce_sum(energy))
-
-  def reference():
-    with tf.GradientTape() as tape:
-      tape.watch(sources[:4])
-      out = optimizer(initial, context, training=True,
-                      return_diagnostics=True)
-      loss = total(tf.stack([loss_fn(tf.cast(labels, tf.float64), y)
-                             for y in tf.unstack(out["steps"])]),
-                   out["energy"])
-    return loss, out, tape.gradient(loss, sources)
-
-  def fused(store):
-    with tf.GradientTape() as tape:
-      tape.watch(sources[:4])
-      out = unroll.fused_unroll(optimizer, initial, context, labels, loss_fn,
-                                store_iterates=store)
-      loss = total(out["step_loss"], out["energy"])
-    return loss, out, tape.gradient(loss, sources)
-
-  if mode == "function":
-    reference, fused = tf.function(reference), tf.function(fused)
-  want_loss, out, want = reference()
-  if clip_value is not None:  # Clipping active at the first step.
-    assert float(tf.reduce_max(out["grad_norm"])) > clip_value
+  want = _autodiff(optimizer, initial, context, labels, loss_fn)
+  # The first step clips part of the grid only.
+  assert 0.1 < _clipped_fraction(optimizer, initial, context) < 0.9
   for store in (False, True):
-    got_loss, got, grads = fused(store)
-    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-12)
-    np.testing.assert_allclose(got["grad_norm"], out["grad_norm"], rtol=1e-12)
-    for index, (g, w) in enumerate(zip(grads, want)):
-      assert g is not None, index
-      np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-13,
-                                 err_msg=f"{index} store={store}")
-    if clip_value is not None:  # The clip value's gradient.
-      clip_grad, = [g for g, v in zip(grads[4:], sources[4:])
-                    if v.path.endswith("clip_value")]
-      assert abs(float(clip_grad)) > 0
+    got = _fused(optimizer, initial, context, labels, loss_fn, store)
+    _assert_equal_float64(got, want, store)
+    assert abs(_clip_gradient(optimizer, got[2])) > 0
+
+
+def test_compiled_unclipped_focal_equals_autodiff():
+  """In tf.function (the training step's mode: recomputed iterates, their
+  order by data dependencies), float64, focal loss, without clipping,
+  against eager autodiff."""
+  optimizer, initial, context, labels = _small_setup(
+      "float64", clip_value=None, **ONE_LEVEL)
+  loss_fn = LOSSES["focal"]
+  assert optimizer.clip_value is None
+  want = _autodiff(optimizer, initial, context, labels, loss_fn)
+  compiled = tf.function(lambda: _fused(optimizer, initial, context, labels,
+                                       loss_fn, store=False))
+  _assert_equal_float64(compiled(), want, store=False)
 
 
 def test_clip_bounds_follow_clipped_descent():
@@ -208,58 +186,87 @@ def test_clip_bounds_follow_clipped_descent():
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
-def test_fused_unroll_in_lower_precision(policy):
-  """Float32 and mixed precision (grids in float32, CNNs in float16)
-  against the float64 result of the same weights."""
-  optimizer64, initial, context, labels = _small_setup("float64")
+def test_fused_unroll_in_lower_precision_equals_float64(policy):
+  """Float32, and mixed precision as the IGE model runs it (float16 initial
+  estimate and context, the decoders' outputs; float16 CNNs with float32
+  weights), with float32 labels (the training pipeline's), against the
+  float64 result of the same weights. Gradients come in the dtype of their
+  source."""
+  optimizer64, initial, context, labels = _small_setup(
+      "float64", ONE_LEVEL_CLIP, **ONE_LEVEL)
   with dtype_policy(policy):
-    optimizer, _, _, _ = _small_setup(None)
+    optimizer = _small_setup(None, ONE_LEVEL_CLIP, **ONE_LEVEL)[0]
+  assert 0.1 < _clipped_fraction(optimizer64, initial, context) < 0.9
+  grid_dtype = tf.float32 if policy == "float32" else tf.float16
+  assert optimizer.energy.compute_dtype == grid_dtype.name
   for low, high in zip(optimizer.weights, optimizer64.weights):
     low.assign(tf.cast(high, low.dtype))
-  loss_fn = LOSSES["focal"]
-
-  def run(opt, dtype):
-    sources = [tf.cast(initial, dtype)] + [tf.cast(c, dtype) for c in context]
-    with tf.GradientTape() as tape:
-      tape.watch(sources)
-      out = unroll.fused_unroll(opt, sources[0], sources[1:], labels, loss_fn)
-      loss = tf.reduce_sum(tf.cast(out["step_loss"], tf.float64))
-    return loss, tape.gradient(loss, sources + opt.trainable_variables)
-
-  want_loss, want = run(optimizer64, tf.float64)
-  got_loss, got = run(optimizer, tf.float32)
+  loss_fn = LOSSES["continuous_iou"]
+  _, want_out, want = _autodiff(optimizer64, initial, context, labels,
+                                loss_fn)
+  _, got_out, got = _fused(
+      optimizer, tf.cast(initial, grid_dtype),
+      [tf.cast(c, grid_dtype) for c in context], tf.cast(labels, tf.float32),
+      loss_fn, store=False)
+  assert got_out["step_loss"].dtype == grid_dtype
   rtol = 1e-5 if policy == "float32" else 2e-2
-  np.testing.assert_allclose(got_loss, want_loss, rtol=rtol)
-  for index, (g, w) in enumerate(zip(got, want)):
-    assert g.dtype == tf.float32, index
+  for key in ("step_loss", "energy", "grad_norm"):
+    np.testing.assert_allclose(tf.cast(got_out[key], tf.float64),
+                               want_out[key], rtol=rtol, err_msg=key)
+  sources = [initial] + context + optimizer.trainable_variables
+  for index, (g, w, source) in enumerate(zip(got, want, sources)):
+    assert g.dtype == (grid_dtype if index <= len(context) else tf.float32)
     scale = float(tf.reduce_max(tf.abs(w)))
     np.testing.assert_allclose(tf.cast(g, tf.float64), w, rtol=rtol,
-                               atol=rtol * scale, err_msg=str(index))
+                               atol=rtol * scale, err_msg=source.name
+                               if index > len(context) else str(index))
 
 
-def test_unsupported_configurations_are_named_and_the_problem_falls_back(
-    float64_model, monkeypatch):
-  optimizer = _small_setup("float32", momentum=0.5)[0]
-  assert unroll.unsupported_reason(optimizer, LOSSES["focal"]) == (
+def test_momentum_is_refused_and_folds_into_unrolled_sgd():
+  """The fused unroll names what it cannot take (momentum here; a loss
+  without sums form in test_voxel_model_fold.py); the frustum energy under
+  momentum then folds the loss into `UnrolledSGD`'s recomputed steps, with
+  the values and every gradient (momentum's included) of the steps + loss
+  (float64)."""
+  optimizer, initial, context, labels = _small_setup("float64", 0.05, 0.5)
+  loss_fn = LOSSES["focal"]
+  assert unroll.unsupported_reason(optimizer, loss_fn) == (
       "the inner optimizer uses momentum")
   with pytest.raises(ValueError, match="fused_unroll: the inner optimizer "
                      "uses momentum"):
-    unroll.fused_unroll(optimizer, None, None, None, LOSSES["focal"])
+    unroll.fused_unroll(optimizer, initial, context, labels, loss_fn)
+  optimizer.recompute_steps = True
+  labels = tf.cast(labels, tf.float64)
+  sources = [initial] + context + optimizer.trainable_variables
+  weights = tf.constant([0.81, 0.9, 1.0], tf.float64)
 
-  def plain_loss(labels, logits):
-    return losses.focal_cross_entropy(labels, logits, 0.7, 2.0)
+  def gradients(folded):
+    with tf.GradientTape() as tape:
+      tape.watch(sources[:1 + len(context)])
+      if folded:
+        step_loss = optimizer(initial, context, training=True,
+                              step_loss=lambda t, y: loss_fn(labels, y)
+                              )["step_loss"]
+      else:
+        step_loss = tf.stack([
+            loss_fn(labels, y) for y in tf.unstack(
+                optimizer(initial, context, training=True))])
+      loss = tf.reduce_sum(weights * tf.reduce_mean(step_loss, axis=1))
+    return loss, tape.gradient(loss, sources)
 
-  assert "the loss function has no sums form" in unroll.unsupported_reason(
-      models.inner_optimizer_inputs(float64_model)[0], plain_loss)
-  # A loss without a sums form: UnrolledSGD's folded path, same values.
-  monkeypatch.setattr(unroll, "fused_unroll", None)  # Fails if called.
-  features, labels = _batch(tf.float64, batch=1)
-  loss, outputs = _problem(plain_loss).training_loss(float64_model, features,
-                                                     labels)
-  want = _problem(LOSSES["focal"]).loss(labels, float64_model(
-      features, training=True))
-  assert outputs["step_loss"].shape == (4, 1)
-  np.testing.assert_allclose(loss, want, rtol=1e-12)
+  want_loss, want = gradients(folded=False)
+  got_loss, got = gradients(folded=True)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-12)
+  assert len(got) == 1 + len(context) + len(
+      optimizer.energy.trainable_variables) + 3
+  for index, (g, w) in enumerate(zip(got, want)):
+    assert g is not None and w is not None, index
+    np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-13,
+                               err_msg=str(index))
+  momentum, = [g for g, v in zip(got[len(context) + 1:],
+                                 optimizer.trainable_variables)
+               if v.path.endswith("momentum")]
+  assert float(tf.abs(momentum)) > 0.0
 
 
 @pytest.mark.parametrize("loss_name", sorted(LOSSES))
