@@ -30,10 +30,17 @@ y_t, sums of the labels)` is folded in. The backward pass walks t = T-1 .. 0 wit
     pass 2 (kernel `adjoint_grid`, writes the new adjoint):
         a <- a + b s''(y_t) S_t + s'(y_t) sum_i U_i d p_t,i + d L_t / d y_t
 
-and `d Loss / d y_0 = a` flows on into the initial estimate. Each backward
-step first recomputes `y_t` from `y_0` in its own kernel (once, ordered
-after the incoming adjoint exists), so the grid-sized buffers of the
-backward pass are `y_0`, `y_t`, `a`, the new `a` and the labels. With
+and `d Loss / d y_0 = a` flows on into the initial estimate. Both passes
+of a backward step recompute `y_t` from `y_0` inside their kernel (t
+elementwise iterations, no grid written; a kernel cannot run before its
+input `a` exists), so the grid-sized buffers of the backward pass are
+`y_0`, `a`, the new `a` and the labels. The CNNs' second order of step t
+waits for its upstream `d G_t` (a control dependency): otherwise the
+executor runs its forward half during the forward pass and keeps every
+step's CNN activations until the backward pass. The forward pass writes
+`y_{t+1}` (kernel `descent`) and reads it with `y_t` for the statistics;
+recomputing both there from `y_0` was tried and not kept (XLA wrote 3.25
+grids of temporaries in that kernel, and 20 % more CPU time). With
 `store_iterates=True` the forward pass keeps `y_1 .. y_T` instead (T more
 grids) and nothing is recomputed; both give the same values (tested).
 
@@ -134,7 +141,6 @@ class _Kernels:
     self.initial = jit(self._initial)
     self.descent = jit(self._descent)
     self.statistics_at = jit(self._statistics_at)
-    self.recompute = jit(self._recompute_after)
     self.loss_gradient = jit(self._loss_gradient_at)
     self.adjoint_levels = jit(self._adjoint_levels)
     self.adjoint_grid = jit(self._adjoint_grid)
@@ -169,12 +175,6 @@ class _Kernels:
       g = self._gradient(y, levels)[0]
       y = y - lr * self._clip(g, clip)
     return y
-
-  def _recompute_after(self, y, history, lr, clip, order):
-    """`y_t` from `y` and `history`, computed only once the tensor `order`
-    exists (one of its entries is read)."""
-    first = tf.reshape(order, [-1])[:1]
-    return self._recompute(_after(y, first), history, lr, clip)
 
   def _sums(self, labels, y, *after):
     """Per-example sums of the loss terms at `y`, one reduction at a time
@@ -363,15 +363,6 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn, training=None,
     outputs = (losses, tf.stack(energies),
                tf.stack([tf.sqrt(s) for s in squared_norms]))
 
-    def iterate(t, adjoint):
-      """`y_t`: stored, or recomputed from `y_0` once `adjoint` exists (a
-      data dependency: otherwise the executor may recompute every step's
-      iterate at once at the start of the backward pass)."""
-      if store_iterates or t == 0:
-        return iterates[t] if store_iterates else y0
-      return kernels.recompute(y0, history[:t], step_lr, clip_arg(step_clip),
-                               adjoint)
-
     def grad_fn(d_losses, d_energies, d_grad_norms, variables=None):
       del d_grad_norms  # Diagnostic without gradient.
       variables = list(variables or [])
@@ -387,18 +378,17 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn, training=None,
         d_sums.append(tape.gradient(
             loss, all_sums[t], output_gradients=d_losses[t],
             unconnected_gradients=tf.UnconnectedGradients.ZERO))
-      y_last = (iterates[num_steps] if store_iterates else
-                kernels.recompute(y0, history, step_lr, clip_arg(step_clip),
-                                  d_sums[num_steps][0]))
-      adjoint = kernels.loss_gradient(y_last, [], labels, d_sums[num_steps],
+      last, before = ((iterates[num_steps], []) if store_iterates else
+                      (y0, history))
+      adjoint = kernels.loss_gradient(last, before, labels, d_sums[num_steps],
                                       step_lr, clip_arg(step_clip))
-      del y_last
       d_lr = tf.zeros_like(step_lr)
       d_clip = tf.zeros_like(step_lr)
       d_context = [tf.zeros_like(x) for x in step_context]
       d_variables = [tf.zeros_like(v) for v in variables]
       for t in reversed(range(num_steps)):
-        grid, before = iterate(t, adjoint), []
+        grid, before = ((iterates[t], []) if store_iterates else
+                        (y0, history[:t]))
         d_levels, d_lr_t, d_clip_t = kernels.adjoint_levels(
             grid, before, history[t], adjoint, step_lr, clip_arg(step_clip))
         d_lr += d_lr_t
