@@ -40,7 +40,10 @@ executor runs its forward half during the forward pass and keeps every
 step's CNN activations until the backward pass. The forward pass writes
 `y_{t+1}` (kernel `descent`) and reads it with `y_t` for the statistics;
 recomputing both there from `y_0` was tried and not kept (XLA wrote 3.25
-grids of temporaries in that kernel, and 20 % more CPU time). With
+grids of temporaries in that kernel, and 20 % more CPU time). In
+`adjoint_levels` the clipped sum recomputes `y_t` once more rather than
+share it with the pooling (shared, XLA kept 4 grids of temporaries at
+256^3; now 3 at 256^3 and 1.25 at 128^3). With
 `store_iterates=True` the forward pass keeps `y_1 .. y_T` instead (T more
 grids) and nothing is recomputed; both give the same values (tested).
 
@@ -240,7 +243,8 @@ class _Kernels:
     second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
     `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`.
     """
-    y = self._recompute(y, history, lr, clip)
+    start = y
+    y = self._recompute(start, history, lr, clip)
     g, _, first, _ = self._gradient(y, levels)
     weighted = first * adjoint
     if self.clipped:
@@ -250,8 +254,12 @@ class _Kernels:
     d_lr = -tf.add_n([tf.reduce_sum(q * level)
                       for q, level in zip(pooled, levels)])
     d_clip = tf.zeros_like(d_lr)
-    if self.clipped:  # After the pooling (`_after`): one temporary.
-      g = self._gradient(_after(y, pooled[0]), levels)[0]
+    if self.clipped:
+      # After the pooling (`_after`), with y_t recomputed once more: sharing
+      # the recomputed y_t with the pooling made XLA keep it and more
+      # (4 grids of temporaries at 256^3, B = 2).
+      y = self._recompute(_after(start, pooled[0]), history, lr, clip)
+      g = self._gradient(y, levels)[0]
       # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
       outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
       clipped_part = tf.reduce_sum(adjoint * outside)
