@@ -309,14 +309,19 @@ def run_merge():
   """Merges the summaries of several scaling runs (`--inputs`) into one
   table and plot (e.g. a repeated 128^3 run beside a sweep of the others).
   A resolution present in several inputs is taken from the last."""
-  by_resolution, runs = {}, []
+  by_resolution, runs_by_resolution = {}, {}
   for path in FLAGS.inputs:
     with open(path) as f:
       payload = json.load(f)
-    runs.extend(payload["runs"])
     for row in payload["summary"]:
-      by_resolution[row["resolution"]] = row
+      resolution = row["resolution"]
+      by_resolution[resolution] = row
+      # That input's runs only (their count is the table's "rounds").
+      runs_by_resolution[resolution] = [
+          r for r in payload["runs"] if r["resolution"] == resolution]
   summary = [by_resolution[r] for r in sorted(by_resolution)]
+  runs = [run for r in sorted(runs_by_resolution)
+          for run in runs_by_resolution[r]]
   _write_scaling(runs, summary, sources=FLAGS.inputs)
 
 
@@ -423,7 +428,7 @@ def _write_scaling(runs, summary, sources=None):
 
 _LABELS = {"ige": "IGE-MN (inner steps stored)",
            "ige_recompute": "IGE-MN (inner steps recomputed)",
-           "ige_fold": "IGE-MN (recomputed, loss folded in)",
+           "ige_fold": "IGE-MN (fused unroll: hand-written adjoint, loss in)",
            "base": "3D-deconv baseline (MN)"}
 
 

@@ -30,10 +30,20 @@ y_t, sums of the labels)` is folded in. The backward pass walks t = T-1 .. 0 wit
     pass 2 (kernel `adjoint_grid`, writes the new adjoint):
         a <- a + b s''(y_t) S_t + s'(y_t) sum_i U_i d p_t,i + d L_t / d y_t
 
-and `d Loss / d y_0 = a` flows on into the initial estimate. Each backward
-step first recomputes `y_t` from `y_0` in its own kernel (once, ordered
-after the incoming adjoint exists), so the grid-sized buffers of the
-backward pass are `y_0`, `y_t`, `a`, the new `a` and the labels. With
+and `d Loss / d y_0 = a` flows on into the initial estimate. Both passes
+of a backward step recompute `y_t` from `y_0` inside their kernel (t
+elementwise iterations, no grid written; a kernel cannot run before its
+input `a` exists), so the grid-sized buffers of the backward pass are
+`y_0`, `a`, the new `a` and the labels. The CNNs' second order of step t
+waits for its upstream `d G_t` (a control dependency): otherwise the
+executor runs its forward half during the forward pass and keeps every
+step's CNN activations until the backward pass. The forward pass writes
+`y_{t+1}` (kernel `descent`) and reads it with `y_t` for the statistics;
+recomputing both there from `y_0` was tried and not kept (XLA wrote 3.25
+grids of temporaries in that kernel, and 20 % more CPU time). In
+`adjoint_levels` the clipped sum recomputes `y_t` once more rather than
+share it with the pooling (shared, XLA kept 4 grids of temporaries at
+256^3; now 3 at 256^3 and 1.25 at 128^3). With
 `store_iterates=True` the forward pass keeps `y_1 .. y_T` instead (T more
 grids) and nothing is recomputed; both give the same values (tested).
 
@@ -134,7 +144,6 @@ class _Kernels:
     self.initial = jit(self._initial)
     self.descent = jit(self._descent)
     self.statistics_at = jit(self._statistics_at)
-    self.recompute = jit(self._recompute_after)
     self.loss_gradient = jit(self._loss_gradient_at)
     self.adjoint_levels = jit(self._adjoint_levels)
     self.adjoint_grid = jit(self._adjoint_grid)
@@ -169,12 +178,6 @@ class _Kernels:
       g = self._gradient(y, levels)[0]
       y = y - lr * self._clip(g, clip)
     return y
-
-  def _recompute_after(self, y, history, lr, clip, order):
-    """`y_t` from `y` and `history`, computed only once the tensor `order`
-    exists (one of its entries is read)."""
-    first = tf.reshape(order, [-1])[:1]
-    return self._recompute(_after(y, first), history, lr, clip)
 
   def _sums(self, labels, y, *after):
     """Per-example sums of the loss terms at `y`, one reduction at a time
@@ -240,7 +243,8 @@ class _Kernels:
     second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
     `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`.
     """
-    y = self._recompute(y, history, lr, clip)
+    start = y
+    y = self._recompute(start, history, lr, clip)
     g, _, first, _ = self._gradient(y, levels)
     weighted = first * adjoint
     if self.clipped:
@@ -250,8 +254,12 @@ class _Kernels:
     d_lr = -tf.add_n([tf.reduce_sum(q * level)
                       for q, level in zip(pooled, levels)])
     d_clip = tf.zeros_like(d_lr)
-    if self.clipped:  # After the pooling (`_after`): one temporary.
-      g = self._gradient(_after(y, pooled[0]), levels)[0]
+    if self.clipped:
+      # After the pooling (`_after`), with y_t recomputed once more: sharing
+      # the recomputed y_t with the pooling made XLA keep it and more
+      # (4 grids of temporaries at 256^3, B = 2).
+      y = self._recompute(_after(start, pooled[0]), history, lr, clip)
+      g = self._gradient(y, levels)[0]
       # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
       outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
       clipped_part = tf.reduce_sum(adjoint * outside)
@@ -363,15 +371,6 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn, training=None,
     outputs = (losses, tf.stack(energies),
                tf.stack([tf.sqrt(s) for s in squared_norms]))
 
-    def iterate(t, adjoint):
-      """`y_t`: stored, or recomputed from `y_0` once `adjoint` exists (a
-      data dependency: otherwise the executor may recompute every step's
-      iterate at once at the start of the backward pass)."""
-      if store_iterates or t == 0:
-        return iterates[t] if store_iterates else y0
-      return kernels.recompute(y0, history[:t], step_lr, clip_arg(step_clip),
-                               adjoint)
-
     def grad_fn(d_losses, d_energies, d_grad_norms, variables=None):
       del d_grad_norms  # Diagnostic without gradient.
       variables = list(variables or [])
@@ -387,24 +386,28 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn, training=None,
         d_sums.append(tape.gradient(
             loss, all_sums[t], output_gradients=d_losses[t],
             unconnected_gradients=tf.UnconnectedGradients.ZERO))
-      y_last = (iterates[num_steps] if store_iterates else
-                kernels.recompute(y0, history, step_lr, clip_arg(step_clip),
-                                  d_sums[num_steps][0]))
-      adjoint = kernels.loss_gradient(y_last, [], labels, d_sums[num_steps],
+      last, before = ((iterates[num_steps], []) if store_iterates else
+                      (y0, history))
+      adjoint = kernels.loss_gradient(last, before, labels, d_sums[num_steps],
                                       step_lr, clip_arg(step_clip))
-      del y_last
       d_lr = tf.zeros_like(step_lr)
       d_clip = tf.zeros_like(step_lr)
       d_context = [tf.zeros_like(x) for x in step_context]
       d_variables = [tf.zeros_like(v) for v in variables]
       for t in reversed(range(num_steps)):
-        grid, before = iterate(t, adjoint), []
+        grid, before = ((iterates[t], []) if store_iterates else
+                        (y0, history[:t]))
         d_levels, d_lr_t, d_clip_t = kernels.adjoint_levels(
             grid, before, history[t], adjoint, step_lr, clip_arg(step_clip))
         d_lr += d_lr_t
         d_clip += d_clip_t
-        # Second order of the CNNs, on the small pooled levels only.
-        levels_in = all_pooled[t]
+        # Second order of the CNNs, on the small pooled levels only. Its
+        # forward half needs only forward tensors: without this order the
+        # executor runs it for every step during the forward pass and keeps
+        # each step's CNN activations until the backward pass (measured at
+        # 128^3, B = 4: ~1.2 grids more per inner step).
+        with tf.control_dependencies(list(d_levels)):
+          levels_in = [tf.identity(level) for level in all_pooled[t]]
         with tf.GradientTape() as tape:
           tape.watch(levels_in + step_context + variables)
           value, levels = energy_and_levels_gradient(levels_in, step_context)
