@@ -1055,6 +1055,12 @@ _COMPONENTS = (("image_encoder", "image encoder"),
                ("adam", "Adam update"))
 
 
+# The kernels of `ige_tf.voxel.unroll._Kernels` (named by `_called_functions`;
+# they carry no model scope), by the pass they run in.
+_FUSED_FORWARD = ("_initial", "_descent", "_statistics_at")
+_FUSED_BACKWARD = ("_loss_gradient_at", "_adjoint_levels", "_adjoint_grid")
+
+
 def _phase_of(op):
   """The phase of the step an op's allocation belongs to, or None (an op
   without a model scope: a custom gradient's body, the loss's plain ops).
@@ -1069,6 +1075,10 @@ def _phase_of(op):
   unroll's custom gradient (`inner_cnn_<k>/...` at the top level)."""
   if "= _sigmoid_sums_" in op:  # The IoU loss's kernels (`losses.py`).
     return "loss, " + ("backward" if "_grad" in op else "forward")
+  for kernels, direction in ((_FUSED_FORWARD, "forward"),
+                             (_FUSED_BACKWARD, "backward")):
+    if any(f"= {name} " in op + " " for name in kernels):
+      return f"inner loop (fused unroll), {direction}"
   for key, component in _COMPONENTS:
     if key in op:
       break
