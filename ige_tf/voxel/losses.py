@@ -21,7 +21,8 @@ import tensorflow as tf
 _PROBABILITY_EPSILON = 1e-7
 
 
-def _sum_per_example(values):
+def sum_per_example(values):
+  """`values [B, ...]` summed over all but the batch axis: `[B]`."""
   return tf.reduce_sum(values, axis=tf.range(1, tf.rank(values)))
 
 
@@ -50,7 +51,7 @@ def focal_cross_entropy(labels, predictions, alpha=0.0, gamma=0.0,
   """
   predictions = tf.convert_to_tensor(predictions)
   labels = tf.cast(labels, predictions.dtype)
-  return _sum_per_example(_focal_terms(labels, predictions, alpha, gamma,
+  return sum_per_example(_focal_terms(labels, predictions, alpha, gamma,
                                        from_logits))
 
 
@@ -107,7 +108,7 @@ def _sigmoid_sums(labels, logits):
   return sums(labels, logits)
 
 
-def _per_example_shape(values, like):
+def per_example_shape(values, like):
   """`values [B]` reshaped to `[B, 1, ..., 1]`, broadcast against `like`."""
   return tf.reshape(values, [-1] + [1] * (len(like.shape) - 1))
 
@@ -127,13 +128,13 @@ def _sigmoid_sums_logits_grad(labels, logits, d_intersection, d_total):
   # d_p p (1 - p), with d_p = dI y + dS.
   return tf.raw_ops.SigmoidGrad(
       y=tf.sigmoid(logits),
-      dy=_per_example_shape(d_intersection, logits) * labels
-      + _per_example_shape(d_total, logits))
+      dy=per_example_shape(d_intersection, logits) * labels
+      + per_example_shape(d_total, logits))
 
 
 @tf.function(jit_compile=True, autograph=False)
 def _sigmoid_sums_labels_grad(logits, d_intersection):
-  return _per_example_shape(d_intersection, logits) * tf.sigmoid(logits)
+  return per_example_shape(d_intersection, logits) * tf.sigmoid(logits)
 
 
 def continuous_iou_loss(labels, predictions, from_logits=True, epsilon=1e-6):
@@ -158,9 +159,9 @@ def continuous_iou_loss(labels, predictions, from_logits=True, epsilon=1e-6):
   if from_logits:
     intersection, total = _sigmoid_sums(labels, predictions)
   else:
-    intersection = _sum_per_example(predictions * labels)
-    total = _sum_per_example(predictions)
-  return _iou_from_sums(intersection, total, _sum_per_example(labels),
+    intersection = sum_per_example(predictions * labels)
+    total = sum_per_example(predictions)
+  return _iou_from_sums(intersection, total, sum_per_example(labels),
                         epsilon)
 
 
@@ -263,7 +264,7 @@ class ContinuousIoU:
     else float32: exact for 0/1 counts up to 2^24 voxels)."""
     labels = tf.convert_to_tensor(labels)
     dtype = labels.dtype if labels.dtype.is_floating else tf.float32
-    return (_sum_per_example(tf.cast(labels, dtype)),)
+    return (sum_per_example(tf.cast(labels, dtype)),)
 
   def loss_from_statistics(self, sums, label_sums):
     """`[B]` loss from the per-example sums of `elementwise_statistics` and

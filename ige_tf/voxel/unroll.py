@@ -68,6 +68,8 @@ import tensorflow as tf
 from ige_tf.voxel.energy import FrustumEnergy
 from ige_tf.voxel.energy import pool_frustum_levels
 from ige_tf.voxel.energy import unpool_frustum_levels
+from ige_tf.voxel.losses import per_example_shape
+from ige_tf.voxel.losses import sum_per_example
 
 
 def has_sums_form(loss_fn):
@@ -97,15 +99,6 @@ def unsupported_reason(optimizer, loss_fn):
             "(elementwise_statistics, label_statistics, "
             "loss_from_statistics)")
   return None
-
-
-def _per_example(values, like):
-  """`values [B]` as `[B, 1, 1, 1]`, broadcast against `like [B, R, R, D]`."""
-  return tf.reshape(values, [-1] + [1] * (len(like.shape) - 1))
-
-
-def _sum_per_example(values):
-  return tf.reduce_sum(values, axis=list(range(1, len(values.shape))))
 
 
 def _after(grid, *values):
@@ -187,7 +180,7 @@ class _Kernels:
     sums = []
     for index in range(count):
       ordered = _after(y, *(list(after) + sums[-1:]))
-      sums.append(_sum_per_example(
+      sums.append(sum_per_example(
           self.statistics(labels, ordered)[index]))
     return sums
 
@@ -197,7 +190,7 @@ class _Kernels:
     with tf.GradientTape() as tape:
       tape.watch(y)
       terms = self.statistics(labels, y)
-      total = tf.add_n([tf.reduce_sum(_per_example(d, y) * term)
+      total = tf.add_n([tf.reduce_sum(per_example_shape(d, y) * term)
                         for d, term in zip(d_sums, terms)])
     return tape.gradient(total, y,
                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -216,7 +209,7 @@ class _Kernels:
     """`(||g_t||^2 [B], P(s(y_{t+1})), loss sums at y_{t+1})`, one
     reduction after the other (small outputs only)."""
     g = self._gradient(y, levels)[0]
-    squared = _sum_per_example(g * g)
+    squared = sum_per_example(g * g)
     pooled = self._pool(self._occupancy(_after(y_next, squared))[0])
     return squared, pooled, self._sums(labels, y_next, squared, pooled[0])
 
