@@ -254,7 +254,7 @@ class VoxelProblem(Problem):
     reason = unroll.unsupported_reason(optimizer, self.loss_fn)
     if reason is None:
       outputs = unroll.fused_unroll(optimizer, initial, context, targets,
-                                    self.loss_fn, training=True)
+                                    self.loss_fn)
     else:
       logging.log_first_n(
           logging.INFO, "VoxelProblem.training_loss: not the fused unroll "

@@ -283,7 +283,7 @@ def _kernels(energy, loss_fn, shape, clipped):
   return _KERNELS[key]
 
 
-def fused_unroll(optimizer, initial, context, labels, loss_fn, training=None,
+def fused_unroll(optimizer, initial, context, labels, loss_fn,
                  store_iterates=False):
   """`optimizer(initial, context, step_loss=loss)` by the hand-written adjoint.
 
@@ -295,8 +295,6 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn, training=None,
     labels: `[B, R, R, R]` occupancy (float, bool or uint8; cast in the
       kernels), no gradient.
     loss_fn: per-example loss with a sums form (`ige_tf.voxel.losses`).
-    training: passed to nothing (the energy CNNs have no training mode);
-      kept for the call's symmetry with `UnrolledSGD`.
     store_iterates: keep `y_1 .. y_T` (T grids) instead of recomputing
       them from `y_0` in the backward kernels (module docstring).
 
@@ -309,7 +307,6 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn, training=None,
   Raises:
     ValueError: the optimizer or loss is unsupported (the reason).
   """
-  del training
   reason = unsupported_reason(optimizer, loss_fn)
   if reason is not None:
     raise ValueError(f"fused_unroll: {reason}")
