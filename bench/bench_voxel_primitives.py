@@ -261,6 +261,17 @@ def _sum_matvec(t):
   return tf.reduce_sum(tf.reshape(rows, [tf.shape(t)[0], -1]), axis=1)
 
 
+def _sums_matvec_stacked(terms):
+  """All terms in one product: `[N', K m] @ blockdiag(ones [m, 1])`."""
+  minor, count = terms[0].shape[-1], len(terms)
+  rows = tf.concat([tf.reshape(t, [-1, minor]) for t in terms], axis=1)
+  ones = tf.constant(np.kron(np.eye(count), np.ones((minor, 1))),
+                     terms[0].dtype)
+  sums = tf.reduce_sum(tf.reshape(rows @ ones,
+                                  [tf.shape(terms[0])[0], -1, count]), axis=1)
+  return tf.unstack(sums, num=count, axis=1)
+
+
 def sums_formulations():
   """name -> `fn(terms) -> list of [B]`."""
   forms = {"library": lambda terms: [losses.sum_per_example(t)
@@ -268,6 +279,7 @@ def sums_formulations():
   for name, fn in (("axes", _sum_axes), ("flat", _sum_flat),
                    ("two_stage", _sum_two_stage), ("matvec", _sum_matvec)):
     forms[name] = lambda terms, fn=fn: [fn(t) for t in terms]
+  forms["matvec_stacked"] = _sums_matvec_stacked
   forms["stacked"] = lambda terms: tf.unstack(tf.reduce_sum(tf.reshape(
       tf.stack(terms, axis=1), [tf.shape(terms[0])[0], len(terms), -1]),
                                                             axis=2), axis=1)
@@ -326,7 +338,9 @@ def _inputs(resolution, batch, dtype, seed=0):
   labels = tf.constant((rng.random(y.shape) > 0.7), dtype)
   grads = [tf.constant(rng.normal(size=(batch, h, h, d)), dtype)
            for h, d in zip(sizes, bins)]
-  return y, labels, grads
+  # Copies in TensorFlow's allocator (aligned, as the kernels' inputs are),
+  # not views of the numpy buffers.
+  return tf.identity(y + 0), tf.identity(labels + 0), grads
 
 
 def check_formulations(primitive, resolution=32):

@@ -154,3 +154,39 @@ def test_voxel_loss_factory():
     losses.voxel_loss("dice")
   with pytest.raises(ValueError, match="alpha must lie in"):
     losses.FocalCrossEntropy(alpha=1.5)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("shape", [(3, 5), (2, 4, 6), (2, 4, 3, 8),
+                                   (0, 4, 4, 4)])
+def test_sum_per_example_equals_reduce_sum_with_gradient(shape, jit):
+  """The matrix-product form == reduce_sum over the axes, float64, values
+  and gradient, eager and under XLA."""
+  values = tf.constant(np.random.default_rng(11).normal(size=shape))
+  weights = tf.constant(np.random.default_rng(12).normal(size=shape[:1]))
+  axes = list(range(1, len(shape)))
+
+  def weighted(fn):
+    with tf.GradientTape() as tape:
+      tape.watch(values)
+      sums = fn(values)
+      value = tf.reduce_sum(weights * sums)
+    return sums, tape.gradient(value, values)
+
+  fn = tf.function(losses.sum_per_example, jit_compile=True) if jit else (
+      losses.sum_per_example)
+  got, got_grad = weighted(fn)
+  want, want_grad = weighted(lambda v: tf.reduce_sum(v, axis=axes))
+  assert got.shape == (shape[0],) and got.dtype == tf.float64
+  np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12,
+                             atol=1e-12)
+  np.testing.assert_allclose(got_grad.numpy(), want_grad.numpy(),
+                             rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [tf.int32, tf.float16])
+def test_sum_per_example_other_dtypes_keep_their_dtype(dtype):
+  values = tf.cast(tf.reshape(tf.range(24), (2, 3, 4)), dtype)
+  sums = losses.sum_per_example(values)
+  assert sums.dtype == dtype
+  np.testing.assert_array_equal(sums.numpy(), [66, 210])
