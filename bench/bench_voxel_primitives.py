@@ -15,20 +15,23 @@ with f_i = 128, 64, .. halving, so depth bins R, R/2, .., 4):
 - `sums1`, `sums2`, `sums3`: per-example sums `[B]` of 1, 2 or 3
   elementwise terms (`p y`, `p`, `y^2` with `p = sigmoid(y)`; the IoU loss
   and the gradient norm).
+- `total`: the sum over the whole batch of one term (`p y`), as
+  `tf.reduce_sum` and as the sum of `sum_per_example`;
 - `stream`: reference passes, `2 y + 1` (read one grid, write one) and
   `sum(y)` (read one), to tell the memory system's cost per voxel at
   each R from the primitives'.
 
 For each (primitive, formulation, R): the process CPU ms per call (user +
 system, all threads, `resource.getrusage`; median of `--repeats` calls after
-a warm-up), the wall ms, the compile time (first call, wall), the XLA
+a warm-up; the JSON also has user and system ms and minor page faults), the wall ms, the compile time (first call, wall), the XLA
 temporaries (the TensorFlow CPU allocator's peak during one call above what
 was allocated before it, minus the outputs), and from the optimized HLO the
 number of fusions and of grid-sized (>= 1/4 grid) buffers the entry
 computation materializes besides its parameters and outputs. Before
 timing, every formulation is checked against the library's in float64 at
-R = 32 (values to 1e-12, and the gradient with respect to `y` for the
-pooling and the unpooling): a formulation that disagrees stops the run.
+R = 32 (values, and the gradient with respect to `y` of a fixed random
+projection of the outputs, each to 1e-12 relative): a formulation that
+disagrees stops the run.
 
 Usage (writes bench/results/voxel_primitives.{json,md}):
   python bench/bench_voxel_primitives.py
@@ -56,7 +59,7 @@ from ige_tf.voxel import losses  # pylint: disable=wrong-import-position
 FLAGS = flags.FLAGS
 flags.DEFINE_list("resolutions", ["64", "128", "256"], "Resolutions R.")
 flags.DEFINE_list("primitives", ["stream", "pool", "unpool", "sums1",
-                                 "sums2", "sums3"],
+                                 "sums2", "sums3", "total"],
                   "Primitives to time.")
 flags.DEFINE_list("formulations", [], "Only these formulations (all if "
                   "empty).")
@@ -304,6 +307,10 @@ def make_kernel(primitive, form, level_sizes, depth_bins):
       s = tf.sigmoid(y)
       return s * (1.0 - s) * form(list(level_grads), level_sizes,
                                   depth_bins, y.shape[1], y.shape[3])
+  elif primitive == "total":
+    def fn(y, labels, level_grads):
+      del level_grads
+      return form(_terms(y, labels, 1)[0])
   elif primitive.startswith("sums"):
     count = int(primitive[4:])
 
@@ -328,6 +335,9 @@ def formulations(primitive):
     return sums_formulations()
   if primitive == "stream":
     return dict(STREAM)
+  if primitive == "total":
+    return {"library": lambda t: tf.reduce_sum(losses.sum_per_example(t)),
+            "reduce_sum": tf.reduce_sum}
   raise ValueError(f"unknown primitive {primitive!r}")
 
 
@@ -344,8 +354,8 @@ def _inputs(resolution, batch, dtype, seed=0):
 
 
 def check_formulations(primitive, resolution=32):
-  """Every formulation == the library's in float64 (values, and for pool /
-  unpool the gradient wrt `y` of a random projection), or ValueError."""
+  """Every formulation == the library's in float64 (values, and the
+  gradient wrt `y` of a fixed projection of the outputs), or ValueError."""
   if primitive == "stream":
     return
   sizes, bins = level_configuration(resolution)
@@ -375,9 +385,10 @@ def check_formulations(primitive, resolution=32):
                          f"from the library's by {error:.3g} (float64)")
 
 
-def _cpu_seconds():
+def _usage():
+  """(user s, system s, minor page faults) of this process so far."""
   usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
+  return np.array([usage.ru_utime, usage.ru_stime, usage.ru_minflt])
 
 
 _SHAPE = re.compile(r"= (?:f32|f64|pred|s32)\[([0-9,]*)\]")
@@ -426,14 +437,16 @@ def time_cell(primitive, name, form, resolution, repeats):
   del out
   tf.config.experimental.reset_memory_stats("CPU:0")
   before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-  cpu, wall = [], []
+  cpu, wall, usages = [], [], []
   for _ in range(repeats):
-    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    start, usage_start = time.perf_counter(), _usage()
     out = fn(y, labels, grads)
     tf.nest.map_structure(lambda t: t.numpy(), out)
     wall.append(time.perf_counter() - start)
-    cpu.append(_cpu_seconds() - cpu_start)
+    usages.append(_usage() - usage_start)
+    cpu.append(usages[-1][0] + usages[-1][1])
     del out
+  user, system, faults = np.median(np.array(usages), axis=0)
   peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
   grid_mb = int(np.prod(y.shape)) * 4 / 2 ** 20
   return {"primitive": primitive, "formulation": name,
@@ -442,6 +455,8 @@ def time_cell(primitive, name, form, resolution, repeats):
           "cpu_ms": 1e3 * float(np.median(cpu)),
           "cpu_ms_range": [1e3 * min(cpu), 1e3 * max(cpu)],
           "wall_ms": 1e3 * float(np.median(wall)),
+          "user_ms": 1e3 * float(user), "system_ms": 1e3 * float(system),
+          "minor_page_faults": float(faults),
           "compile_s": compile_seconds,
           "temporaries_mb": max(0.0, (peak - before - output_bytes) / 2 ** 20),
           "hlo_fusions": fusions, "hlo_grid_buffers": big,
