@@ -29,12 +29,13 @@ def sum_per_example(values):
   sum of the `[B, N / m]` partial sums. Same values as `tf.reduce_sum` over
   the axes to rounding (tested equal in float64, with the gradient) and
   device-agnostic, but under XLA on CPU it reads the elementwise producer
-  of `values` inside the product: a `reduce_sum` over a whole grid
+  of `values` inside the product, where a `reduce_sum` over a whole grid
   materializes its operand first (one grid-sized temporary per sum) and
-  costs 2-3x the CPU time (bench/bench_voxel_primitives.py,
-  docs/benchmarks.md "Primitives on XLA"). Other dtypes (integers, and
-  float16/bfloat16, whose reductions accumulate in float32) and shapes not
-  static beyond the batch axis take `tf.reduce_sum`.
+  costs 1.7-2.6x the CPU time (bench/bench_voxel_primitives.py,
+  docs/benchmarks.md "Primitives on XLA"); its float32 rounding is also
+  smaller. Other dtypes (integers, and float16/bfloat16, whose reductions
+  accumulate in float32), empty examples and shapes not static beyond the
+  batch axis take `tf.reduce_sum`.
 
   Args:
     values: `[B, ...]` tensor.
@@ -45,6 +46,7 @@ def sum_per_example(values):
   values = tf.convert_to_tensor(values)
   inner = values.shape[1:]
   if (len(inner) < 1 or not inner.is_fully_defined()
+      or inner.num_elements() == 0
       or values.dtype not in (tf.float32, tf.float64)):
     return tf.reduce_sum(values, axis=tf.range(1, tf.rank(values)))
   minor = inner[-1]

@@ -158,7 +158,7 @@ def test_voxel_loss_factory():
 
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("shape", [(3, 5), (2, 4, 6), (2, 4, 3, 8),
-                                   (0, 4, 4, 4)])
+                                   (0, 4, 4, 4), (2, 4, 0)])
 def test_sum_per_example_equals_reduce_sum_with_gradient(shape, jit):
   """The matrix-product form == reduce_sum over the axes, float64, values
   and gradient, eager and under XLA."""
