@@ -118,6 +118,54 @@ def _after(grid, *values):
   return grid
 
 
+def cnn_first_order(energy, levels, context):
+  """The energy and its gradient at the pooled levels (the 2D CNNs' forward
+  and backward pass; small tensors only).
+
+  Args:
+    energy: a `FrustumEnergy`.
+    levels: list of float `[B, h_i, h_i, d_i]`, the pooled occupancy p_t.
+    context: list of float `[B, h_i, h_i, f_i]`, the feature maps.
+
+  Returns:
+    `(E [B], G_t)`: the energy per example and `dE/dp` at `levels` (list
+    like `levels`).
+  """
+  with tf.GradientTape() as tape:
+    tape.watch(levels)
+    value = energy.energy_of_levels(levels, context)
+    total = tf.reduce_sum(value)
+  return value, tape.gradient(total, levels)
+
+
+def cnn_second_order(energy, levels, context, variables, d_levels, d_energy):
+  """The backward pass of `cnn_first_order` (the CNNs' second order).
+
+  Args:
+    energy, levels, context: as `cnn_first_order`.
+    variables: list of the trainable variables to differentiate.
+    d_levels: list like `levels`, the upstream gradient of `G_t`.
+    d_energy: float `[B]` upstream gradient of the energy, or None.
+
+  Returns:
+    `(d levels, d context, d variables)`: lists like `levels`, `context`,
+    `variables` (zeros where unconnected).
+  """
+  with tf.GradientTape() as tape:
+    tape.watch(list(levels) + list(context) + list(variables))
+    value, gradient = cnn_first_order(energy, levels, context)
+  upstream = list(d_levels) + [
+      tf.zeros_like(value) if d_energy is None else
+      tf.cast(d_energy, value.dtype)]
+  grads = tape.gradient(
+      list(gradient) + [value], list(levels) + list(context)
+      + list(variables), output_gradients=upstream,
+      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  num_levels, num_context = len(levels), len(context)
+  return (grads[:num_levels], grads[num_levels:num_levels + num_context],
+          grads[num_levels + num_context:])
+
+
 class _Kernels:
   """The full-grid passes of `fused_unroll` for one configuration.
 
@@ -127,6 +175,12 @@ class _Kernels:
   stored). Labels enter in their own dtype and are cast in the kernel.
   """
 
+  # The kernels (each a `tf.function(jit_compile=True)` of the method named
+  # with a leading underscore), in the order `fused_unroll` first calls
+  # them; `bench/bench_voxel_scaling.py --mode=kernels` times each call.
+  NAMES = ("initial", "descent", "statistics_at", "loss_gradient",
+           "adjoint_levels", "adjoint_grid")
+
   def __init__(self, energy, loss_fn, size, depth, clipped):
     self.level_sizes = energy.level_sizes
     self.depth_bins = energy.depth_bins
@@ -134,12 +188,8 @@ class _Kernels:
     self.size, self.depth, self.clipped = size, depth, clipped
     self.statistics = loss_fn.elementwise_statistics
     jit = lambda fn: tf.function(fn, jit_compile=True, autograph=False)  # pylint: disable=unnecessary-lambda-assignment
-    self.initial = jit(self._initial)
-    self.descent = jit(self._descent)
-    self.statistics_at = jit(self._statistics_at)
-    self.loss_gradient = jit(self._loss_gradient_at)
-    self.adjoint_levels = jit(self._adjoint_levels)
-    self.adjoint_grid = jit(self._adjoint_grid)
+    for name in self.NAMES:  # `self.step = jit(self._step)`, ...
+      setattr(self, name, jit(getattr(self, "_" + name)))
 
   # -- elementwise pieces (inside the kernels) ------------------------------
   def _occupancy(self, y):
@@ -184,7 +234,7 @@ class _Kernels:
           self.statistics(labels, ordered)[index]))
     return sums
 
-  def _loss_gradient(self, labels, y, d_sums):
+  def _loss_terms_gradient(self, labels, y, d_sums):
     """`d L / d y` (elementwise) for upstream gradients `d_sums` of the sums."""
     labels = tf.cast(labels, y.dtype)
     with tf.GradientTape() as tape:
@@ -213,10 +263,10 @@ class _Kernels:
     pooled = self._pool(self._occupancy(_after(y_next, squared))[0])
     return squared, pooled, self._sums(labels, y_next, squared, pooled[0])
 
-  def _loss_gradient_at(self, y, history, labels, d_sums, lr, clip):
+  def _loss_gradient(self, y, history, labels, d_sums, lr, clip):
     """`d L / d y_t`, `y_t` recomputed from `y` and `history`."""
-    return self._loss_gradient(labels, self._recompute(y, history, lr, clip),
-                               d_sums)
+    return self._loss_terms_gradient(
+        labels, self._recompute(y, history, lr, clip), d_sums)
 
   def _step_adjoint(self, y, levels, adjoint, lr, clip):
     """`(b, g, S, s', s'')` of step t at `y_t` for the adjoint of y_{t+1}."""
@@ -267,7 +317,7 @@ class _Kernels:
     b, _, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
                                                     clip)
     return (adjoint + b * second * total + first * self._unpool(d_levels)
-            + self._loss_gradient(labels, y, d_sums))
+            + self._loss_terms_gradient(labels, y, d_sums))
 
 
 _KERNELS = {}
@@ -318,17 +368,9 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
           tf.cast(optimizer.clip_value, dtype))
   context = list(context) if isinstance(context, (list, tuple)) else [context]
   kernels = _kernels(energy, loss_fn, initial.shape, clip is not None)
-  num_levels = len(energy.level_sizes)
   hyper = [lr] + ([] if clip is None else [clip])
   # The kernels take a clip tensor even without clipping (then unused).
   clip_arg = lambda c: lr if c is None else c  # pylint: disable=unnecessary-lambda-assignment
-
-  def energy_and_levels_gradient(levels, step_context):
-    with tf.GradientTape() as tape:
-      tape.watch(levels)
-      value = energy.energy_of_levels(levels, step_context)
-      total = tf.reduce_sum(value)
-    return value, tape.gradient(total, levels)
 
   @tf.custom_gradient
   def unrolled(*tensors):
@@ -343,7 +385,7 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     energies, squared_norms, iterates = [], [], [y0]
     y = y0
     for _ in range(num_steps):
-      value, levels = energy_and_levels_gradient(pooled, step_context)
+      value, levels = cnn_first_order(energy, pooled, step_context)
       y_next = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
       squared, pooled, sums = kernels.statistics_at(y, levels, y_next,
                                                     labels)
@@ -398,23 +440,11 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         # 128^3, B = 4: ~1.2 grids more per inner step).
         with tf.control_dependencies(list(d_levels)):
           levels_in = [tf.identity(level) for level in all_pooled[t]]
-        with tf.GradientTape() as tape:
-          tape.watch(levels_in + step_context + variables)
-          value, levels = energy_and_levels_gradient(levels_in, step_context)
-        upstream = list(d_levels) + [
-            tf.zeros_like(value) if d_energies is None else
-            tf.cast(d_energies[t], value.dtype)]
-        grads = tape.gradient(
-            list(levels) + [value], levels_in + step_context + variables,
-            output_gradients=upstream,
-            unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        d_pooled = grads[:num_levels]
-        d_context = [acc + g for acc, g in
-                     zip(d_context, grads[num_levels:num_levels
-                                          + len(step_context)])]
-        d_variables = [acc + g for acc, g in
-                       zip(d_variables,
-                           grads[num_levels + len(step_context):])]
+        d_pooled, d_context_t, d_variables_t = cnn_second_order(
+            energy, levels_in, step_context, variables, d_levels,
+            None if d_energies is None else d_energies[t])
+        d_context = [acc + g for acc, g in zip(d_context, d_context_t)]
+        d_variables = [acc + g for acc, g in zip(d_variables, d_variables_t)]
         adjoint = kernels.adjoint_grid(
             grid, before, history[t], adjoint, d_pooled, labels, d_sums[t],
             step_lr, clip_arg(step_clip))
