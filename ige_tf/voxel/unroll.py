@@ -169,17 +169,17 @@ def cnn_second_order(energy, levels, context, variables, d_levels, d_energy):
 class _Kernels:
   """The full-grid passes of `fused_unroll` for one configuration.
 
-  `history` arguments are lists of the level gradients `G_k` (lists of
-  `[B, h_i, h_i, d_i]`) of the steps between the given grid and `y_t`;
-  every kernel first recomputes `y_t` from them (none when the iterate is
-  stored). Labels enter in their own dtype and are cast in the kernel.
+  `levels` arguments are the level gradients `G_t` of one step (lists of
+  `[B, h_i, h_i, d_i]`); `iterate`'s `history` is a list of them, the steps
+  between the given grid and the `y_t` it recomputes. Labels enter in their
+  own dtype and are cast in the kernel.
   """
 
   # The kernels (each a `tf.function(jit_compile=True)` of the method named
   # with a leading underscore), in the order `fused_unroll` first calls
   # them; `bench/bench_voxel_scaling.py --mode=kernels` times each call.
-  NAMES = ("initial", "descent", "statistics_at", "loss_gradient",
-           "adjoint_levels", "adjoint_grid")
+  NAMES = ("initial", "step", "loss_gradient", "iterate", "adjoint_levels",
+           "adjoint_grid")
 
   def __init__(self, energy, loss_fn, size, depth, clipped):
     self.level_sizes = energy.level_sizes
@@ -251,22 +251,24 @@ class _Kernels:
     pooled = self._pool(self._occupancy(y)[0])
     return pooled, self._sums(labels, y, pooled[0])
 
-  def _descent(self, y, levels, lr, clip):
-    """`y_{t+1}` from `y_t` and the level gradients `G_t`."""
-    return y - lr * self._clip(self._gradient(y, levels)[0], clip)
-
-  def _statistics_at(self, y, levels, y_next, labels):
-    """`(||g_t||^2 [B], P(s(y_{t+1})), loss sums at y_{t+1})`, one
-    reduction after the other (small outputs only)."""
+  def _step(self, y, levels, labels, lr, clip):
+    """One forward step: `(y_{t+1}, ||g_t||^2 [B], P(s(y_{t+1})), loss sums
+    at y_{t+1})` from `y_t` and the level gradients `G_t`; `g_t` computed
+    once, the reductions one after the other."""
     g = self._gradient(y, levels)[0]
+    y_next = y - lr * self._clip(g, clip)
     squared = sum_per_example(g * g)
     pooled = self._pool(self._occupancy(_after(y_next, squared))[0])
-    return squared, pooled, self._sums(labels, y_next, squared, pooled[0])
+    return (y_next, squared, pooled,
+            self._sums(labels, y_next, squared, pooled[0]))
 
-  def _loss_gradient(self, y, history, labels, d_sums, lr, clip):
-    """`d L / d y_t`, `y_t` recomputed from `y` and `history`."""
-    return self._loss_terms_gradient(
-        labels, self._recompute(y, history, lr, clip), d_sums)
+  def _loss_gradient(self, y, labels, d_sums):
+    """`d L / d y` at the iterate `y` (one grid written)."""
+    return self._loss_terms_gradient(labels, y, d_sums)
+
+  def _iterate(self, y, history, lr, clip):
+    """`y_t` recomputed from `y` (an earlier iterate) and `history`."""
+    return self._recompute(y, history, lr, clip)
 
   def _step_adjoint(self, y, levels, adjoint, lr, clip):
     """`(b, g, S, s', s'')` of step t at `y_t` for the adjoint of y_{t+1}."""
@@ -277,8 +279,8 @@ class _Kernels:
       b = tf.where(inside, b, tf.zeros_like(b))
     return b, g, total, first, second
 
-  def _adjoint_levels(self, y, history, levels, adjoint, lr, clip):
-    """Pass 1: `(d G_t [levels], d lr, d c)`; only small outputs.
+  def _adjoint_levels(self, y, levels, adjoint, lr, clip):
+    """Pass 1: `(d G_t [levels], d lr, d c)` at `y_t`; only small outputs.
 
     With `q_i = P_i(s'(y_t) 1[inside] a)`: `d G_t,i = -lr q_i`, and the
     unclipped part of `d lr = -sum a clip(g_t)`, `-sum_inside a s' S_t`, is
@@ -286,8 +288,6 @@ class _Kernels:
     second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
     `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`.
     """
-    start = y
-    y = self._recompute(start, history, lr, clip)
     g, _, first, _ = self._gradient(y, levels)
     weighted = first * adjoint
     if self.clipped:
@@ -298,11 +298,9 @@ class _Kernels:
                       for q, level in zip(pooled, levels)])
     d_clip = tf.zeros_like(d_lr)
     if self.clipped:
-      # After the pooling (`_after`), with y_t recomputed once more: sharing
-      # the recomputed y_t with the pooling made XLA keep it and more
-      # (4 grids of temporaries at 256^3, B = 2).
-      y = self._recompute(_after(start, pooled[0]), history, lr, clip)
-      g = self._gradient(y, levels)[0]
+      # After the pooling (`_after`), g_t again: one grid-sized operand at a
+      # time.
+      g = self._gradient(_after(y, pooled[0]), levels)[0]
       # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
       outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
       clipped_part = tf.reduce_sum(adjoint * outside)
@@ -310,10 +308,9 @@ class _Kernels:
       d_clip = -lr * clipped_part
     return [-lr * q for q in pooled], d_lr, d_clip
 
-  def _adjoint_grid(self, y, history, levels, adjoint, d_levels, labels,
-                    d_sums, lr, clip):
+  def _adjoint_grid(self, y, levels, adjoint, d_levels, labels, d_sums, lr,
+                    clip):
     """Pass 2: the adjoint of `y_t` (one grid written)."""
-    y = self._recompute(y, history, lr, clip)
     b, _, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
                                                     clip)
     return (adjoint + b * second * total + first * self._unpool(d_levels)
@@ -382,22 +379,23 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     label_sums = loss_fn.label_statistics(labels)
     pooled, sums = kernels.initial(y0, labels)
     all_pooled, all_sums, history = [pooled], [sums], []
-    energies, squared_norms, iterates = [], [], [y0]
+    energies, squared_norms, iterates = [], [], {0: y0}
     y = y0
-    for _ in range(num_steps):
+    for t in range(num_steps):
       value, levels = cnn_first_order(energy, pooled, step_context)
-      y_next = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
-      squared, pooled, sums = kernels.statistics_at(y, levels, y_next,
-                                                    labels)
-      y = y_next
+      y, squared, pooled, sums = kernels.step(y, levels, labels, step_lr,
+                                              clip_arg(step_clip))
       history.append(levels)
       all_pooled.append(pooled)
       all_sums.append(sums)
       energies.append(value)
       squared_norms.append(squared)
-      if store_iterates:
-        iterates.append(y)
-    del y  # Not kept unless stored: the backward pass recomputes it.
+      # y_T and y_{T-1} are live at the end of the forward pass anyway;
+      # the backward pass starts from them. The others are recomputed
+      # unless stored.
+      if store_iterates or t + 1 >= num_steps - 1:
+        iterates[t + 1] = y
+    del y
     losses = tf.stack([loss_fn.loss_from_statistics(s, label_sums)
                        for s in all_sums])
     outputs = (losses, tf.stack(energies),
@@ -418,19 +416,23 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         d_sums.append(tape.gradient(
             loss, all_sums[t], output_gradients=d_losses[t],
             unconnected_gradients=tf.UnconnectedGradients.ZERO))
-      last, before = ((iterates[num_steps], []) if store_iterates else
-                      (y0, history))
-      adjoint = kernels.loss_gradient(last, before, labels, d_sums[num_steps],
-                                      step_lr, clip_arg(step_clip))
+      adjoint = kernels.loss_gradient(iterates[num_steps], labels,
+                                      d_sums[num_steps])
       d_lr = tf.zeros_like(step_lr)
       d_clip = tf.zeros_like(step_lr)
       d_context = [tf.zeros_like(x) for x in step_context]
       d_variables = [tf.zeros_like(v) for v in variables]
       for t in reversed(range(num_steps)):
-        grid, before = ((iterates[t], []) if store_iterates else
-                        (y0, history[:t]))
+        grid = iterates.get(t)
+        if grid is None:
+          # Recomputed once for both passes of this step, after the adjoint
+          # of y_{t+1} exists (otherwise the executor may run it during the
+          # forward pass and keep the grid).
+          with tf.control_dependencies([adjoint]):
+            grid = kernels.iterate(y0, history[:t], step_lr,
+                                   clip_arg(step_clip))
         d_levels, d_lr_t, d_clip_t = kernels.adjoint_levels(
-            grid, before, history[t], adjoint, step_lr, clip_arg(step_clip))
+            grid, history[t], adjoint, step_lr, clip_arg(step_clip))
         d_lr += d_lr_t
         d_clip += d_clip_t
         # Second order of the CNNs, on the small pooled levels only. Its
@@ -446,8 +448,8 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         d_context = [acc + g for acc, g in zip(d_context, d_context_t)]
         d_variables = [acc + g for acc, g in zip(d_variables, d_variables_t)]
         adjoint = kernels.adjoint_grid(
-            grid, before, history[t], adjoint, d_pooled, labels, d_sums[t],
-            step_lr, clip_arg(step_clip))
+            grid, history[t], adjoint, d_pooled, labels, d_sums[t], step_lr,
+            clip_arg(step_clip))
       input_grads = ([adjoint, d_lr] + ([] if clip is None else [d_clip])
                      + d_context)
       if not variables:
