@@ -222,17 +222,14 @@ class _Kernels:
       y = y - lr * self._clip(g, clip)
     return y
 
-  def _sums(self, labels, y, *after):
-    """Per-example sums of the loss terms at `y`, one reduction at a time
-    (`_after`), each after `after`."""
+  def _shared_sums(self, labels, y):
+    """Per-example sums of the loss terms at `y`, unordered, in a kernel
+    that also pools `s(y)`: the pooling materializes `s(y)` (XLA on CPU
+    fuses no producer into a reduction over major axes), and the sums of
+    terms of `s(y)` (continuous IoU's `p y`, `p`) read that buffer (common
+    subexpression) instead of evaluating the sigmoid once more each."""
     labels = tf.cast(labels, y.dtype)
-    count = len(self.statistics(labels, y))
-    sums = []
-    for index in range(count):
-      ordered = _after(y, *(list(after) + sums[-1:]))
-      sums.append(sum_per_example(
-          self.statistics(labels, ordered)[index]))
-    return sums
+    return [sum_per_example(term) for term in self.statistics(labels, y)]
 
   def _loss_terms_gradient(self, labels, y, d_sums):
     """`d L / d y` (elementwise) for upstream gradients `d_sums` of the sums."""
@@ -249,18 +246,19 @@ class _Kernels:
   def _initial(self, y, labels):
     """`(P(s(y_0)), loss sums at y_0)`."""
     pooled = self._pool(self._occupancy(y)[0])
-    return pooled, self._sums(labels, y, pooled[0])
+    return pooled, self._shared_sums(labels, y)
 
   def _step(self, y, levels, labels, lr, clip):
     """One forward step: `(y_{t+1}, ||g_t||^2 [B], P(s(y_{t+1})), loss sums
     at y_{t+1})` from `y_t` and the level gradients `G_t`; `g_t` computed
     once, the reductions one after the other."""
     g = self._gradient(y, levels)[0]
-    y_next = y - lr * self._clip(g, clip)
     squared = sum_per_example(g * g)
-    pooled = self._pool(self._occupancy(_after(y_next, squared))[0])
+    g = self._gradient(_after(y, squared), levels)[0]
+    y_next = y - lr * self._clip(g, clip)
+    pooled = self._pool(self._occupancy(y_next)[0])
     return (y_next, squared, pooled,
-            self._sums(labels, y_next, squared, pooled[0]))
+            self._shared_sums(labels, y_next))
 
   def _loss_gradient(self, y, labels, d_sums):
     """`d L / d y` at the iterate `y` (one grid written)."""
