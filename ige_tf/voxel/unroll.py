@@ -12,46 +12,57 @@ clip value:
     y_{t+1} = y_t - lr clip(g_t, -c, c)
 
 so every iterate `y_t` is an elementwise function of `y_0` and the small
-`G_0 .. G_{t-1}`: a fused XLA kernel recomputes it per voxel (t elementwise
-iterations, no CNN evaluation), and nothing grid-sized but `y_0` (and the
-labels) is kept between the forward and the backward pass, whatever T.
+`G_0 .. G_{t-1}`: a fused XLA kernel can recompute it per voxel (t
+elementwise iterations, no CNN evaluation), and only `y_0`, the last two
+iterates `y_{T-1}`, `y_T` (live at the end of the forward pass anyway) and
+the labels are kept as grids between the forward and the backward pass,
+whatever T.
+
+Forward pass, per step t: the CNNs' first order (`cnn_first_order`: E_t,
+G_t from p_t), then one kernel `step`: `y_{t+1}`, `||g_t||^2`,
+`p_{t+1} = P(s(y_{t+1}))` and the loss sums at `y_{t+1}` (kernel
+`initial`: p_0 and the sums at y_0).
 
 The per-step loss `L_t = loss_from_statistics(sums of elementwise terms at
-y_t, sums of the labels)` is folded in. The backward pass walks t = T-1 .. 0 with the adjoint
-`a = d Loss / d y_{t+1}` (starting from `d L_T / d y_T`):
+y_t, sums of the labels)` is folded in. The backward pass starts from
+`a = d L_T / d y_T` (kernel `loss_gradient`, at the kept `y_T`) and walks
+t = T-1 .. 0 with the adjoint `a = d Loss / d y_{t+1}`, at `y_t` (kept for
+t = 0 and T-1, else recomputed once from `y_0`, kernel `iterate`, and
+shared by both passes of the step):
 
     b = -lr 1[-c <= g_t <= c] a                       (adjoint of g_t)
     pass 1 (kernel `adjoint_levels`, small outputs): d G_t,i = P_i(s'(y_t) b),
         d lr += -sum a clip(g_t),  d c += sum_{g_t > c} (-lr a)
                                           - sum_{g_t < -c} (-lr a)
         (the unclipped part of d lr from the small d G_t and G_t)
-    small: second order of the CNNs at p_t (nested tapes on the pooled
-        levels): d p_t, d x, d weights from d G_t and d E_t
+    small: second order of the CNNs at p_t (`cnn_second_order`: nested
+        tapes on the pooled levels): d p_t, d x, d weights from d G_t, d E_t
     pass 2 (kernel `adjoint_grid`, writes the new adjoint):
         a <- a + b s''(y_t) S_t + s'(y_t) sum_i U_i d p_t,i + d L_t / d y_t
 
-and `d Loss / d y_0 = a` flows on into the initial estimate. Both passes
-of a backward step recompute `y_t` from `y_0` inside their kernel (t
-elementwise iterations, no grid written; a kernel cannot run before its
-input `a` exists), so the grid-sized buffers of the backward pass are
-`y_0`, `a`, the new `a` and the labels. The CNNs' second order of step t
-waits for its upstream `d G_t` (a control dependency): otherwise the
-executor runs its forward half during the forward pass and keeps every
-step's CNN activations until the backward pass. The forward pass writes
-`y_{t+1}` (kernel `descent`) and reads it with `y_t` for the statistics;
-recomputing both there from `y_0` was tried and not kept (XLA wrote 3.25
-grids of temporaries in that kernel, and 20 % more CPU time). In
-`adjoint_levels` the clipped sum recomputes `y_t` once more rather than
-share it with the pooling (shared, XLA kept 4 grids of temporaries at
-256^3; now 3 at 256^3 and 1.25 at 128^3). With
-`store_iterates=True` the forward pass keeps `y_1 .. y_T` instead (T more
-grids) and nothing is recomputed; both give the same values (tested).
+and `d Loss / d y_0 = a` flows on into the initial estimate. The grid-sized
+buffers of a backward step are `y_0`, `y_t`, `a` and the new `a` (and the
+labels; `y_{T-1}` until its step). Before session 6 both passes recomputed
+`y_t` inside their kernel (t iterations each, `adjoint_levels` twice when
+clipped, `loss_gradient` T): one grid less in the backward pass, ~25 %
+more CPU time in the inner loop at 128^3. `iterate` and the CNNs' second
+order of step t wait for the adjoint of y_{t+1} / their upstream `d G_t`
+(control dependencies): otherwise the executor runs them during the
+forward pass (their inputs are forward tensors) and keeps the grid / every
+step's CNN activations until the backward pass. With `store_iterates=True`
+the forward pass keeps every iterate (T - 2 more grids) and nothing is
+recomputed; both give the same values (tested).
 
-XLA on CPU materializes the operand of every reduction over the grid (a
-pooling, a per-example sum); the kernels therefore order their reductions
-one after another by data dependencies (`_after`) so that one grid-sized
-temporary serves them in turn: measured at 128^3, each kernel's peak is at
-most 1.7 grids including its output.
+XLA on CPU fuses no producer into a reduction over major axes (a pooling
+materializes its operand), and duplicates no expensive producer (a
+sigmoid) into several reductions: two reductions of one kernel over terms
+of the same `s(y)` or `g_t` would each hold a grid-sized operand at once.
+The kernels therefore either order their reductions one after another by
+data dependencies (`_after`: `||g_t||^2` before `y_{t+1}`; the clipped sum
+of `adjoint_levels` after its pooling), evaluating `g_t` again, or share a
+buffer the pooling materializes anyway (the loss sums read the pooling's
+`s(y)`). Measured at 128^3 (`bench/bench_voxel_scaling.py --mode=kernels`):
+each kernel's peak is at most ~2.5 grids including its output.
 
 Every full-grid pass is one `tf.function(jit_compile=True)` kernel (CPU and
 GPU), compiled once per configuration and shape (`_KERNELS`). Values and
