@@ -1263,8 +1263,11 @@ _COMPONENTS = (("image_encoder", "image encoder"),
 
 # The kernels of `ige_tf.voxel.unroll._Kernels` (named by `_called_functions`;
 # they carry no model scope), by the pass they run in.
-_FUSED_FORWARD = ("_initial", "_descent", "_statistics_at")
-_FUSED_BACKWARD = ("_loss_gradient_at", "_adjoint_levels", "_adjoint_grid")
+# The fused unroll's kernels (`unroll._Kernels.NAMES`, traced as their
+# methods' names) by the pass that calls them.
+_FUSED_FORWARD = ("_initial", "_step")
+_FUSED_BACKWARD = ("_loss_gradient", "_iterate", "_adjoint_levels",
+                   "_adjoint_grid")
 
 
 def _phase_of(op):
