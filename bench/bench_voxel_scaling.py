@@ -1265,9 +1265,8 @@ _COMPONENTS = (("image_encoder", "image encoder"),
 # they carry no model scope), by the pass they run in.
 # The fused unroll's kernels (`unroll._Kernels.NAMES`, traced as their
 # methods' names) by the pass that calls them.
-_FUSED_FORWARD = ("_initial", "_step")
-_FUSED_BACKWARD = ("_loss_gradient", "_iterate", "_adjoint_levels",
-                   "_adjoint_grid")
+_FUSED_FORWARD = ("_initial", "_descent", "_statistics_at")
+_FUSED_BACKWARD = ("_loss_gradient", "_adjoint_levels", "_adjoint_grid")
 
 
 def _phase_of(op):

@@ -12,57 +12,54 @@ clip value:
     y_{t+1} = y_t - lr clip(g_t, -c, c)
 
 so every iterate `y_t` is an elementwise function of `y_0` and the small
-`G_0 .. G_{t-1}`: a fused XLA kernel can recompute it per voxel (t
-elementwise iterations, no CNN evaluation), and only `y_0`, the last two
-iterates `y_{T-1}`, `y_T` (live at the end of the forward pass anyway) and
-the labels are kept as grids between the forward and the backward pass,
-whatever T.
-
-Forward pass, per step t: the CNNs' first order (`cnn_first_order`: E_t,
-G_t from p_t), then one kernel `step`: `y_{t+1}`, `||g_t||^2`,
-`p_{t+1} = P(s(y_{t+1}))` and the loss sums at `y_{t+1}` (kernel
-`initial`: p_0 and the sums at y_0).
+`G_0 .. G_{t-1}`: a fused XLA kernel recomputes it per voxel (t elementwise
+iterations, no CNN evaluation), and nothing grid-sized but `y_0`, the last
+iterate `y_T` (live at the end of the forward pass anyway; its only
+backward use is the first kernel, `loss_gradient`) and the labels is kept
+between the forward and the backward pass, whatever T.
 
 The per-step loss `L_t = loss_from_statistics(sums of elementwise terms at
-y_t, sums of the labels)` is folded in. The backward pass starts from
-`a = d L_T / d y_T` (kernel `loss_gradient`, at the kept `y_T`) and walks
-t = T-1 .. 0 with the adjoint `a = d Loss / d y_{t+1}`, at `y_t` (kept for
-t = 0 and T-1, else recomputed once from `y_0`, kernel `iterate`, and
-shared by both passes of the step):
+y_t, sums of the labels)` is folded in. The backward pass walks t = T-1 .. 0 with the adjoint
+`a = d Loss / d y_{t+1}` (starting from `d L_T / d y_T`):
 
     b = -lr 1[-c <= g_t <= c] a                       (adjoint of g_t)
     pass 1 (kernel `adjoint_levels`, small outputs): d G_t,i = P_i(s'(y_t) b),
         d lr += -sum a clip(g_t),  d c += sum_{g_t > c} (-lr a)
                                           - sum_{g_t < -c} (-lr a)
         (the unclipped part of d lr from the small d G_t and G_t)
-    small: second order of the CNNs at p_t (`cnn_second_order`: nested
-        tapes on the pooled levels): d p_t, d x, d weights from d G_t, d E_t
+    small: second order of the CNNs at p_t (nested tapes on the pooled
+        levels): d p_t, d x, d weights from d G_t and d E_t
     pass 2 (kernel `adjoint_grid`, writes the new adjoint):
         a <- a + b s''(y_t) S_t + s'(y_t) sum_i U_i d p_t,i + d L_t / d y_t
 
-and `d Loss / d y_0 = a` flows on into the initial estimate. The grid-sized
-buffers of a backward step are `y_0`, `y_t`, `a` and the new `a` (and the
-labels; `y_{T-1}` until its step). Before session 6 both passes recomputed
-`y_t` inside their kernel (t iterations each, `adjoint_levels` twice when
-clipped, `loss_gradient` T): one grid less in the backward pass, ~25 %
-more CPU time in the inner loop at 128^3. `iterate` and the CNNs' second
-order of step t wait for the adjoint of y_{t+1} / their upstream `d G_t`
-(control dependencies): otherwise the executor runs them during the
-forward pass (their inputs are forward tensors) and keeps the grid / every
-step's CNN activations until the backward pass. With `store_iterates=True`
-the forward pass keeps every iterate (T - 2 more grids) and nothing is
-recomputed; both give the same values (tested).
+and `d Loss / d y_0 = a` flows on into the initial estimate. Both passes
+of a backward step t < T recompute `y_t` from `y_0` inside their kernel (t
+elementwise iterations, no grid written; a kernel cannot run before its
+input `a` exists), so the grid-sized buffers of the backward pass are
+`y_0`, `a`, the new `a` and the labels. The CNNs' second order of step t
+waits for its upstream `d G_t` (a control dependency): otherwise the
+executor runs its forward half during the forward pass and keeps every
+step's CNN activations until the backward pass. The forward pass writes
+`y_{t+1}` (kernel `descent`) and reads it with `y_t` for the statistics;
+recomputing both there from `y_0` was tried and not kept (XLA wrote 3.25
+grids of temporaries in that kernel, and 20 % more CPU time). In
+`adjoint_levels` the clipped sum recomputes `y_t` once more rather than
+share it with the pooling (shared, XLA kept 4 grids of temporaries at
+256^3; now 3 at 256^3 and 1.25 at 128^3). Session 6 tried sharing one
+recomputed `y_t` between the two passes (a kernel writing it, y_{T-1} kept
+from the forward pass) and one forward kernel per step (descent and
+statistics): 25 % less CPU time in the inner loop at 128^3, but one grid
+more in the backward pass and XLA temporaries of 2.3 grids in the forward
+kernel at 256^3, which broke the memory aim there (docs/benchmarks.md,
+issue 11, "Round 3"); not kept. With
+`store_iterates=True` the forward pass keeps `y_1 .. y_{T-1}` too (T - 1
+more grids) and nothing is recomputed; both give the same values (tested).
 
-XLA on CPU fuses no producer into a reduction over major axes (a pooling
-materializes its operand), and duplicates no expensive producer (a
-sigmoid) into several reductions: two reductions of one kernel over terms
-of the same `s(y)` or `g_t` would each hold a grid-sized operand at once.
-The kernels therefore either order their reductions one after another by
-data dependencies (`_after`: `||g_t||^2` before `y_{t+1}`; the clipped sum
-of `adjoint_levels` after its pooling), evaluating `g_t` again, or share a
-buffer the pooling materializes anyway (the loss sums read the pooling's
-`s(y)`). Measured at 128^3 (`bench/bench_voxel_scaling.py --mode=kernels`):
-each kernel's peak is at most ~2.5 grids including its output.
+XLA on CPU materializes the operand of every reduction over the grid (a
+pooling, a per-example sum); the kernels therefore order their reductions
+one after another by data dependencies (`_after`) so that one grid-sized
+temporary serves them in turn: measured at 128^3, each kernel's peak is at
+most 1.7 grids including its output.
 
 Every full-grid pass is one `tf.function(jit_compile=True)` kernel (CPU and
 GPU), compiled once per configuration and shape (`_KERNELS`). Values and
@@ -180,17 +177,17 @@ def cnn_second_order(energy, levels, context, variables, d_levels, d_energy):
 class _Kernels:
   """The full-grid passes of `fused_unroll` for one configuration.
 
-  `levels` arguments are the level gradients `G_t` of one step (lists of
-  `[B, h_i, h_i, d_i]`); `iterate`'s `history` is a list of them, the steps
-  between the given grid and the `y_t` it recomputes. Labels enter in their
-  own dtype and are cast in the kernel.
+  `history` arguments are lists of the level gradients `G_k` (lists of
+  `[B, h_i, h_i, d_i]`) of the steps between the given grid and `y_t`;
+  every kernel first recomputes `y_t` from them (none when the iterate is
+  stored). Labels enter in their own dtype and are cast in the kernel.
   """
 
   # The kernels (each a `tf.function(jit_compile=True)` of the method named
   # with a leading underscore), in the order `fused_unroll` first calls
   # them; `bench/bench_voxel_scaling.py --mode=kernels` times each call.
-  NAMES = ("initial", "step", "loss_gradient", "iterate", "adjoint_levels",
-           "adjoint_grid")
+  NAMES = ("initial", "descent", "statistics_at", "loss_gradient",
+           "adjoint_levels", "adjoint_grid")
 
   def __init__(self, energy, loss_fn, size, depth, clipped):
     self.level_sizes = energy.level_sizes
@@ -233,14 +230,17 @@ class _Kernels:
       y = y - lr * self._clip(g, clip)
     return y
 
-  def _shared_sums(self, labels, y):
-    """Per-example sums of the loss terms at `y`, unordered, in a kernel
-    that also pools `s(y)`: the pooling materializes `s(y)` (XLA on CPU
-    fuses no producer into a reduction over major axes), and the sums of
-    terms of `s(y)` (continuous IoU's `p y`, `p`) read that buffer (common
-    subexpression) instead of evaluating the sigmoid once more each."""
+  def _sums(self, labels, y, *after):
+    """Per-example sums of the loss terms at `y`, one reduction at a time
+    (`_after`), each after `after`."""
     labels = tf.cast(labels, y.dtype)
-    return [sum_per_example(term) for term in self.statistics(labels, y)]
+    count = len(self.statistics(labels, y))
+    sums = []
+    for index in range(count):
+      ordered = _after(y, *(list(after) + sums[-1:]))
+      sums.append(sum_per_example(
+          self.statistics(labels, ordered)[index]))
+    return sums
 
   def _loss_terms_gradient(self, labels, y, d_sums):
     """`d L / d y` (elementwise) for upstream gradients `d_sums` of the sums."""
@@ -257,27 +257,24 @@ class _Kernels:
   def _initial(self, y, labels):
     """`(P(s(y_0)), loss sums at y_0)`."""
     pooled = self._pool(self._occupancy(y)[0])
-    return pooled, self._shared_sums(labels, y)
+    return pooled, self._sums(labels, y, pooled[0])
 
-  def _step(self, y, levels, labels, lr, clip):
-    """One forward step: `(y_{t+1}, ||g_t||^2 [B], P(s(y_{t+1})), loss sums
-    at y_{t+1})` from `y_t` and the level gradients `G_t`; `g_t` computed
-    once, the reductions one after the other."""
+  def _descent(self, y, levels, lr, clip):
+    """`y_{t+1}` from `y_t` and the level gradients `G_t`."""
+    return y - lr * self._clip(self._gradient(y, levels)[0], clip)
+
+  def _statistics_at(self, y, levels, y_next, labels):
+    """`(||g_t||^2 [B], P(s(y_{t+1})), loss sums at y_{t+1})`, one
+    reduction after the other (small outputs only)."""
     g = self._gradient(y, levels)[0]
     squared = sum_per_example(g * g)
-    g = self._gradient(_after(y, squared), levels)[0]
-    y_next = y - lr * self._clip(g, clip)
-    pooled = self._pool(self._occupancy(y_next)[0])
-    return (y_next, squared, pooled,
-            self._shared_sums(labels, y_next))
+    pooled = self._pool(self._occupancy(_after(y_next, squared))[0])
+    return squared, pooled, self._sums(labels, y_next, squared, pooled[0])
 
-  def _loss_gradient(self, y, labels, d_sums):
-    """`d L / d y` at the iterate `y` (one grid written)."""
-    return self._loss_terms_gradient(labels, y, d_sums)
-
-  def _iterate(self, y, history, lr, clip):
-    """`y_t` recomputed from `y` (an earlier iterate) and `history`."""
-    return self._recompute(y, history, lr, clip)
+  def _loss_gradient(self, y, history, labels, d_sums, lr, clip):
+    """`d L / d y_t`, `y_t` recomputed from `y` and `history`."""
+    return self._loss_terms_gradient(
+        labels, self._recompute(y, history, lr, clip), d_sums)
 
   def _step_adjoint(self, y, levels, adjoint, lr, clip):
     """`(b, g, S, s', s'')` of step t at `y_t` for the adjoint of y_{t+1}."""
@@ -288,8 +285,8 @@ class _Kernels:
       b = tf.where(inside, b, tf.zeros_like(b))
     return b, g, total, first, second
 
-  def _adjoint_levels(self, y, levels, adjoint, lr, clip):
-    """Pass 1: `(d G_t [levels], d lr, d c)` at `y_t`; only small outputs.
+  def _adjoint_levels(self, y, history, levels, adjoint, lr, clip):
+    """Pass 1: `(d G_t [levels], d lr, d c)`; only small outputs.
 
     With `q_i = P_i(s'(y_t) 1[inside] a)`: `d G_t,i = -lr q_i`, and the
     unclipped part of `d lr = -sum a clip(g_t)`, `-sum_inside a s' S_t`, is
@@ -297,6 +294,8 @@ class _Kernels:
     second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
     `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`.
     """
+    start = y
+    y = self._recompute(start, history, lr, clip)
     g, _, first, _ = self._gradient(y, levels)
     weighted = first * adjoint
     if self.clipped:
@@ -307,9 +306,11 @@ class _Kernels:
                       for q, level in zip(pooled, levels)])
     d_clip = tf.zeros_like(d_lr)
     if self.clipped:
-      # After the pooling (`_after`), g_t again: one grid-sized operand at a
-      # time.
-      g = self._gradient(_after(y, pooled[0]), levels)[0]
+      # After the pooling (`_after`), with y_t recomputed once more: sharing
+      # the recomputed y_t with the pooling made XLA keep it and more
+      # (4 grids of temporaries at 256^3, B = 2).
+      y = self._recompute(_after(start, pooled[0]), history, lr, clip)
+      g = self._gradient(y, levels)[0]
       # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
       outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
       clipped_part = tf.reduce_sum(adjoint * outside)
@@ -317,9 +318,10 @@ class _Kernels:
       d_clip = -lr * clipped_part
     return [-lr * q for q in pooled], d_lr, d_clip
 
-  def _adjoint_grid(self, y, levels, adjoint, d_levels, labels, d_sums, lr,
-                    clip):
+  def _adjoint_grid(self, y, history, levels, adjoint, d_levels, labels,
+                    d_sums, lr, clip):
     """Pass 2: the adjoint of `y_t` (one grid written)."""
+    y = self._recompute(y, history, lr, clip)
     b, _, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
                                                     clip)
     return (adjoint + b * second * total + first * self._unpool(d_levels)
@@ -388,22 +390,23 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     label_sums = loss_fn.label_statistics(labels)
     pooled, sums = kernels.initial(y0, labels)
     all_pooled, all_sums, history = [pooled], [sums], []
-    energies, squared_norms, iterates = [], [], {0: y0}
+    energies, squared_norms, iterates = [], [], [y0]
     y = y0
-    for t in range(num_steps):
+    for _ in range(num_steps):
       value, levels = cnn_first_order(energy, pooled, step_context)
-      y, squared, pooled, sums = kernels.step(y, levels, labels, step_lr,
-                                              clip_arg(step_clip))
+      y_next = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
+      squared, pooled, sums = kernels.statistics_at(y, levels, y_next,
+                                                    labels)
+      y = y_next
       history.append(levels)
       all_pooled.append(pooled)
       all_sums.append(sums)
       energies.append(value)
       squared_norms.append(squared)
-      # y_T and y_{T-1} are live at the end of the forward pass anyway;
-      # the backward pass starts from them. The others are recomputed
-      # unless stored.
-      if store_iterates or t + 1 >= num_steps - 1:
-        iterates[t + 1] = y
+      # y_T is live at the end of the forward pass anyway: kept for the
+      # first backward kernel (the others recompute theirs from y_0).
+      if store_iterates or len(history) == num_steps:
+        iterates.append(y)
     del y
     losses = tf.stack([loss_fn.loss_from_statistics(s, label_sums)
                        for s in all_sums])
@@ -425,23 +428,18 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         d_sums.append(tape.gradient(
             loss, all_sums[t], output_gradients=d_losses[t],
             unconnected_gradients=tf.UnconnectedGradients.ZERO))
-      adjoint = kernels.loss_gradient(iterates[num_steps], labels,
-                                      d_sums[num_steps])
+      adjoint = kernels.loss_gradient(iterates[-1], [], labels,
+                                      d_sums[num_steps], step_lr,
+                                      clip_arg(step_clip))
       d_lr = tf.zeros_like(step_lr)
       d_clip = tf.zeros_like(step_lr)
       d_context = [tf.zeros_like(x) for x in step_context]
       d_variables = [tf.zeros_like(v) for v in variables]
       for t in reversed(range(num_steps)):
-        grid = iterates.get(t)
-        if grid is None:
-          # Recomputed once for both passes of this step, after the adjoint
-          # of y_{t+1} exists (otherwise the executor may run it during the
-          # forward pass and keep the grid).
-          with tf.control_dependencies([adjoint]):
-            grid = kernels.iterate(y0, history[:t], step_lr,
-                                   clip_arg(step_clip))
+        grid, before = ((iterates[t], []) if store_iterates else
+                        (y0, history[:t]))
         d_levels, d_lr_t, d_clip_t = kernels.adjoint_levels(
-            grid, history[t], adjoint, step_lr, clip_arg(step_clip))
+            grid, before, history[t], adjoint, step_lr, clip_arg(step_clip))
         d_lr += d_lr_t
         d_clip += d_clip_t
         # Second order of the CNNs, on the small pooled levels only. Its
@@ -457,8 +455,8 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         d_context = [acc + g for acc, g in zip(d_context, d_context_t)]
         d_variables = [acc + g for acc, g in zip(d_variables, d_variables_t)]
         adjoint = kernels.adjoint_grid(
-            grid, history[t], adjoint, d_pooled, labels, d_sums[t], step_lr,
-            clip_arg(step_clip))
+            grid, before, history[t], adjoint, d_pooled, labels, d_sums[t],
+            step_lr, clip_arg(step_clip))
       input_grads = ([adjoint, d_lr] + ([] if clip is None else [d_clip])
                      + d_context)
       if not variables:

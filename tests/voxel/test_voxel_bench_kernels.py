@@ -24,19 +24,15 @@ def test_kernel_timing_replays_every_call_of_one_unroll(bench):
                              calls=1)
   calls = [(row["name"], row["pass"]) for row in result["calls"]]
   forward = [("initial", "forward")] + [
-      ("cnn_first_order", "forward"), ("step", "forward")] * num_steps
-  backward = [("loss_gradient", "backward")]
-  for t in reversed(range(num_steps)):
-    # y_0, y_{T-1}, y_T are kept; the others are recomputed once.
-    if 0 < t < num_steps - 1:
-      backward.append(("iterate", "backward"))
-    backward += [("adjoint_levels", "backward"),
-                 ("cnn_second_order", "backward"),
-                 ("adjoint_grid", "backward")]
+      ("cnn_first_order", "forward"), ("descent", "forward"),
+      ("statistics_at", "forward")] * num_steps
+  backward = [("loss_gradient", "backward")] + [
+      ("adjoint_levels", "backward"), ("cnn_second_order", "backward"),
+      ("adjoint_grid", "backward")] * num_steps
   # The second order's own first-order call is not counted again.
   assert calls == forward + backward
   assert [row["index"] for row in result["calls"]
-          if row["name"] == "step"] == list(range(num_steps))
+          if row["name"] == "descent"] == list(range(num_steps))
   assert all(row["cpu_ms"] >= 0 and row["peak_grids"] >= 0
              for row in result["calls"])
   assert result["total_cpu_ms"] == pytest.approx(
@@ -46,5 +42,5 @@ def test_kernel_timing_replays_every_call_of_one_unroll(bench):
       "pool_frustum_levels", "unpool_frustum_levels", "sum_per_example",
       "sigmoid"}
   markdown = bench._kernels_markdown(result)  # pylint: disable=protected-access
-  assert "| iterate #0 | backward |" in markdown
+  assert "| adjoint_grid #2 | backward |" in markdown
   assert f"| **total** | {len(calls)} |" in markdown

@@ -33,8 +33,8 @@ SIZES, CHANNELS = (4, 8), (8, 4)
 # the mode or the dtype rather than the pyramid: less to trace and compile.
 ONE_LEVEL = {"sizes": (4,), "channels": (8,), "depth_bins": (4,)}
 ONE_LEVEL_CLIP = 2e-4  # About the median |g| of its first step.
-# The least T with an iterate recomputed in the backward pass (y_1; y_0,
-# y_{T-1} and y_T are kept from the forward pass).
+# T = 3 as IGE-MN: y_T is kept from the forward pass, y_1 and y_2 are
+# recomputed from y_0 in the backward kernels.
 NUM_STEPS = 3
 LOSSES = {"continuous_iou": losses.ContinuousIoU(),
           "focal": losses.FocalCrossEntropy(alpha=0.7, gamma=2.0)}
@@ -133,8 +133,7 @@ def test_stored_and_recomputed_iterates_equal_autodiff_with_clipping():
   `store_iterates` on and off give the values and every gradient (initial
   estimate, context, energy weights, learning rate, clip value) of
   `UnrolledSGD` + the loss, also with an upstream on the energies; without
-  storing, the one iterate the backward pass needs and has not kept (y_1 at
-  T = 3) is recomputed once."""
+  storing, the backward kernels of step t recompute y_t over t steps."""
   optimizer, initial, context, labels = _small_setup("float64")
   loss_fn = LOSSES["continuous_iou"]
   want = _autodiff(optimizer, initial, context, labels, loss_fn)
@@ -142,18 +141,20 @@ def test_stored_and_recomputed_iterates_equal_autodiff_with_clipping():
   assert 0.1 < _clipped_fraction(optimizer, initial, context) < 0.9
   kernels = unroll._kernels(optimizer.energy, loss_fn, initial.shape,  # pylint: disable=protected-access
                              clipped=True)
-  iterate = kernels.iterate
+  adjoint_levels = kernels.adjoint_levels
   for store in (False, True):
-    recomputed = []
-    kernels.iterate = lambda *a: recomputed.append(len(a[1])) or iterate(*a)  # pylint: disable=cell-var-from-loop
+    recomputed = []  # Steps each adjoint_levels call recomputes y_t over.
+    kernels.adjoint_levels = lambda *a: (recomputed.append(len(a[1]))  # pylint: disable=cell-var-from-loop
+                                         or adjoint_levels(*a))
     try:
       got = _fused(optimizer, initial, context, labels, loss_fn, store)
     finally:
-      kernels.iterate = iterate
+      kernels.adjoint_levels = adjoint_levels
     _assert_equal_float64(got, want, store)
     assert abs(_clip_gradient(optimizer, got[2])) > 0
-    # Recomputed: y_1, once, from y_0 and one step's level gradients.
-    assert recomputed == ([] if store else [1])
+    # t = T-1 .. 0: y_t recomputed from y_0 over t steps, or stored.
+    assert recomputed == ([0] * NUM_STEPS if store else
+                          list(reversed(range(NUM_STEPS))))
 
 
 def test_compiled_unclipped_focal_equals_autodiff():
@@ -187,14 +188,14 @@ def test_clip_bounds_follow_clipped_descent():
   g = tf.constant(g)
   adjoint = tf.constant(rng.normal(size=(2, 4, 4, 4)))
   y = tf.constant(rng.normal(size=(2, 4, 4, 4)))
-  d_levels, d_lr, d_clip = kernels.adjoint_levels(y, [g], adjoint, lr, clip)
+  d_levels, d_lr, d_clip = kernels.adjoint_levels(y, [], [g], adjoint, lr,
+                                                  clip)
   want_g, want_lr, want_clip = _clipped_descent_backward(g, adjoint, lr, clip)
   np.testing.assert_allclose(d_levels[0], want_g, rtol=1e-14)
   assert np.all(d_levels[0].numpy().flat[:4] != 0)  # The bounds pass.
   np.testing.assert_allclose(d_lr, want_lr, rtol=1e-14)
   np.testing.assert_allclose(d_clip, want_clip, rtol=1e-14)
-  labels = tf.constant(rng.random((2, 4, 4, 4)) > 0.5, tf.uint8)
-  next_y = kernels.step(y, [g], labels, lr, clip)[0]
+  next_y = kernels.descent(y, [g], lr, clip)
   np.testing.assert_allclose(
       next_y, y - lr * tf.clip_by_value(g, -clip, clip), rtol=1e-14)
 
