@@ -19,8 +19,9 @@ backward use is the first kernel, `loss_gradient`) and the labels is kept
 between the forward and the backward pass, whatever T.
 
 The per-step loss `L_t = loss_from_statistics(sums of elementwise terms at
-y_t, sums of the labels)` is folded in. The backward pass walks t = T-1 .. 0 with the adjoint
-`a = d Loss / d y_{t+1}` (starting from `d L_T / d y_T`):
+y_t, sums of the labels)` is folded in. The backward pass walks t = T-1 ..
+0 with the adjoint `a = d Loss / d y_{t+1}` (starting from `d L_T / d y_T`,
+kernel `loss_gradient` at the kept `y_T`):
 
     b = -lr 1[-c <= g_t <= c] a                       (adjoint of g_t)
     pass 1 (kernel `adjoint_levels`, small outputs): d G_t,i = P_i(s'(y_t) b),
@@ -48,10 +49,10 @@ share it with the pooling (shared, XLA kept 4 grids of temporaries at
 256^3; now 3 at 256^3 and 1.25 at 128^3). Session 6 tried sharing one
 recomputed `y_t` between the two passes (a kernel writing it, y_{T-1} kept
 from the forward pass) and one forward kernel per step (descent and
-statistics): 25 % less CPU time in the inner loop at 128^3, but one grid
-more in the backward pass and XLA temporaries of 2.3 grids in the forward
-kernel at 256^3, which broke the memory aim there (docs/benchmarks.md,
-issue 11, "Round 3"); not kept. With
+statistics): 18 % less CPU time in the inner loop's kernels at 128^3,
+but one grid more in the backward pass, and at 256^3 (where the pooling
+kernels ask XLA for 2.3 grids of temporaries) that broke the memory aim
+(docs/benchmarks.md, issue 11, "Round 3"); not kept. With
 `store_iterates=True` the forward pass keeps `y_1 .. y_{T-1}` too (T - 1
 more grids) and nothing is recomputed; both give the same values (tested).
 
