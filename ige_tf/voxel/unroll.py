@@ -354,8 +354,9 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     labels: `[B, R, R, R]` occupancy (float, bool or uint8; cast in the
       kernels), no gradient.
     loss_fn: per-example loss with a sums form (`ige_tf.voxel.losses`).
-    store_iterates: keep `y_1 .. y_T` (T grids) instead of recomputing
-      them from `y_0` in the backward kernels (module docstring).
+    store_iterates: keep `y_1 .. y_{T-1}` too (T - 1 grids; `y_T` is
+      always kept) instead of recomputing them from `y_0` in the backward
+      kernels (module docstring).
 
   Returns:
     dict `{"step_loss": [T+1, B], "energy": [T, B], "grad_norm": [T, B]}`
