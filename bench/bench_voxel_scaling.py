@@ -64,6 +64,15 @@ use at its highest and the largest live buffers, and every buffer live at
 the allocator's peak (op or XLA function, shape, MB, the phase that
 allocated it).
 
+`--mode=kernels` times the fused unroll (`ige_tf.voxel.unroll`) kernel by
+kernel at `--resolution`, `--batch_size`: one fused unroll of IGE-MN's
+inner loop is run while every call of a `_Kernels` kernel and of the CNNs'
+first and second order is recorded with its arguments; each call is then
+replayed alone (median process CPU ms of `--kernel_calls` calls, allocator
+peak above the inputs), with the primitives (pooling, unpooling,
+per-example sum, sigmoid on one grid) beside them. The sum over the calls
+is the inner loop's cost without overlap.
+
 Usage (writes bench/results/voxel_scaling.{json,md,png}):
   python bench/bench_voxel_scaling.py
   python bench/bench_voxel_scaling.py --mode=params   # voxel_params.{json,md}
@@ -80,6 +89,8 @@ Usage (writes bench/results/voxel_scaling.{json,md,png}):
   python bench/bench_voxel_scaling.py --mode=memory_trace --model=ige_fold \
       --resolution=128 --batch_size=4
       # voxel_memory_trace_ige_fold_128.{json,md}
+  python bench/bench_voxel_scaling.py --mode=kernels --resolution=128 \
+      --batch_size=4   # voxel_kernels_128.{json,md}
 """
 import contextlib
 import json
@@ -96,13 +107,14 @@ from absl import flags
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "scaling",
                   ["scaling", "merge", "params", "macs", "inner", "profile",
-                   "memory_trace", "worker", "inner_worker",
+                   "memory_trace", "kernels", "worker", "inner_worker",
                    "profile_worker"],
                   "scaling: the time/memory sweep; params: Table 2 counts; "
                   "merge: one table and plot from --inputs; "
                   "macs: multiply-adds per R; "
                   "inner: the inner loop alone; profile: one step's parts; "
                   "memory_trace: one step's allocations by phase; "
+                  "kernels: CPU ms of each kernel of the fused unroll; "
                   "worker, inner_worker: one configuration (internal).")
 flags.DEFINE_list("inputs", [],
                   "--mode=merge: voxel_scaling.json files of earlier runs; "
@@ -141,6 +153,7 @@ flags.DEFINE_bool("fused", False, "Inner worker: the fused unroll "
                   "(`ige_tf.voxel.unroll.fused_unroll`, loss folded in).")
 flags.DEFINE_bool("store_iterates", False, "Inner worker with --fused: keep "
                   "the iterates instead of recomputing them from y_0.")
+flags.DEFINE_integer("kernel_calls", 5, "--mode=kernels: calls per median.")
 flags.DEFINE_bool("jit_compile", False,
                   "XLA (jit_compile) on the whole training step of every "
                   "model (scaling) or on the inner loop (inner worker).")
@@ -482,16 +495,21 @@ def _plot_scaling(summary, path):
   print("wrote", path)
 
 
-def run_inner_worker(resolution, batch_size, num_steps, recompute,
-                     jit_compile, timed_steps, fold=False, fused=False,
-                     store_iterates=False):
-  """The inner loop alone in this process; returns a dict of measurements."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _inner_loop_inputs(resolution, batch_size, num_steps, recompute=True):
+  """IGE-MN's inner optimizer at R and random inputs of its shapes.
+
+  Returns:
+    `(inner, initial, context, labels)`: a built `UnrolledSGD` over IGE-MN's
+    `FrustumEnergy` (T steps, clip value 1.0, learned step size and clip);
+    float32 initial estimate `[B, R, R, R]` (standard normal logits), the
+    energy's feature maps (list of `[B, h_i, h_i, f_i]`) and float32 labels
+    `[B, R, R, R]` in {0, 1}.
+  """
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from ige_tf.core import MultiStepLoss, UnrolledSGD, step_weights  # pylint: disable=g-import-not-at-top
-  from ige_tf.voxel import decoders, losses, unroll  # pylint: disable=g-import-not-at-top
+  from ige_tf.core import UnrolledSGD  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import decoders  # pylint: disable=g-import-not-at-top
   from ige_tf.voxel.energy import FrustumEnergy  # pylint: disable=g-import-not-at-top
 
   sizes = decoders.level_sizes(4, resolution)
@@ -506,8 +524,24 @@ def run_inner_worker(resolution, batch_size, num_steps, recompute,
   initial = tf.constant(rng.normal(size=(batch_size,) + (resolution,) * 3),
                         tf.float32)
   labels = tf.constant((rng.random(initial.shape) > 0.7).astype(np.float32))
-  loss = MultiStepLoss(losses.ContinuousIoU())
   inner(initial, context)
+  return inner, initial, context, labels
+
+
+def run_inner_worker(resolution, batch_size, num_steps, recompute,
+                     jit_compile, timed_steps, fold=False, fused=False,
+                     store_iterates=False):
+  """The inner loop alone in this process; returns a dict of measurements."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  from ige_tf.core import MultiStepLoss, step_weights  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import losses, unroll  # pylint: disable=g-import-not-at-top
+
+  inner, initial, context, labels = _inner_loop_inputs(
+      resolution, batch_size, num_steps, recompute)
+  loss = MultiStepLoss(losses.ContinuousIoU())
 
   weights = step_weights(num_steps)
   iou = losses.ContinuousIoU()
@@ -570,6 +604,178 @@ def run_inner():
                  f"{'recomputed' if run['recompute'] else 'stored'} | "
                  f"{run['peak_mb']:.0f} | {run['step_seconds']:.2f} |")
   _write("voxel_inner_memory", {"runs": runs}, "\n".join(lines))
+
+
+def run_kernels(resolution, batch_size, num_steps, calls):
+  """Every call of one fused unroll (forward + backward), replayed alone.
+
+  Runs `unroll.fused_unroll` once eagerly on `_inner_loop_inputs` (IGE-MN's
+  energy, continuous IoU, clipped) while recording each call of a kernel of
+  `unroll._Kernels` (`_Kernels.NAMES`) and of the CNNs' first and second
+  order (`unroll.cnn_first_order`, `unroll.cnn_second_order`, replayed as a
+  `tf.function`, as inside the training step) with its arguments; then
+  calls each recorded call again `calls` times after one warm-up. Also times
+  the primitives the kernels are made of (XLA kernels on one grid).
+
+  Returns:
+    dict with per call `name`, `pass` (forward/backward), `index` (the k-th
+    call of that name), median process CPU ms and wall ms, and the
+    allocator peak above what was in use before the calls (MB and float32
+    `[B, R, R, R]` grids; outputs included); per name the sums over the
+    step; and the total, which is what one inner loop costs if nothing
+    overlaps.
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  from ige_tf.voxel import energy, losses, unroll  # pylint: disable=g-import-not-at-top
+
+  inner, initial, context, labels = _inner_loop_inputs(
+      resolution, batch_size, num_steps)
+  iou = losses.ContinuousIoU()
+  kernels = unroll._kernels(inner.energy, iou, initial.shape,  # pylint: disable=protected-access
+                            inner.clip_value is not None)
+  cnn_names = ("cnn_first_order", "cnn_second_order")
+  recorded, current_pass, inside = [], ["forward"], [False]
+
+  def recording(name, fn):
+    def call(*args):
+      if inside[0]:  # E.g. the first order inside the second: not again.
+        return fn(*args)
+      recorded.append({"name": name, "pass": current_pass[0], "fn": fn,
+                       "args": args})
+      inside[0] = True
+      try:
+        return fn(*args)
+      finally:
+        inside[0] = False
+    return call
+
+  saved = {name: getattr(kernels, name) for name in kernels.NAMES}
+  saved_cnn = {name: getattr(unroll, name) for name in cnn_names}
+  try:
+    for name, fn in saved.items():
+      setattr(kernels, name, recording(name, fn))
+    for name, fn in saved_cnn.items():
+      setattr(unroll, name, recording(name, fn))
+    sources = [initial] + context
+    with tf.GradientTape() as tape:
+      tape.watch(sources)
+      out = unroll.fused_unroll(inner, initial, context, labels, iou)
+      total = tf.reduce_sum(out["step_loss"])
+    current_pass[0] = "backward"
+    tape.gradient(total, sources + inner.trainable_variables)
+  finally:
+    for name, fn in saved.items():
+      setattr(kernels, name, fn)
+    for name, fn in saved_cnn.items():
+      setattr(unroll, name, fn)
+  compiled_cnn = {name: tf.function(fn, autograph=False)
+                  for name, fn in saved_cnn.items()}
+  grid_mb = batch_size * resolution ** 3 * 4 / 2 ** 20
+
+  def timed(fn, args):
+    fn(*args)  # Warm-up (compiles / traces).
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    cpu_ms, wall_ms = [], []
+    for _ in range(calls):
+      start, cpu_start = time.perf_counter(), _cpu_seconds()
+      result = fn(*args)
+      tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy")
+                            else t, result)
+      wall_ms.append(1e3 * (time.perf_counter() - start))
+      cpu_ms.append(1e3 * (_cpu_seconds() - cpu_start))
+      del result
+    peak_mb = (tf.config.experimental.get_memory_info("CPU:0")["peak"]
+               - before) / 2 ** 20
+    return {"cpu_ms": float(np.median(cpu_ms)),
+            "wall_ms": float(np.median(wall_ms)), "peak_mb": peak_mb,
+            "peak_grids": peak_mb / grid_mb}
+
+  rows, counts = [], {}
+  for call in recorded:
+    name = call["name"]
+    fn = compiled_cnn.get(name, call["fn"])
+    counts[name] = counts.get(name, -1) + 1
+    row = {"name": name, "pass": call["pass"], "index": counts[name]}
+    row.update(timed(fn, call["args"]))
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+  recorded.clear()
+  by_name = {}
+  for row in rows:
+    entry = by_name.setdefault(row["name"], {"calls": 0, "cpu_ms": 0.0,
+                                             "wall_ms": 0.0, "max_grids": 0})
+    entry["calls"] += 1
+    entry["cpu_ms"] += row["cpu_ms"]
+    entry["wall_ms"] += row["wall_ms"]
+    entry["max_grids"] = max(entry["max_grids"], row["peak_grids"])
+  total_cpu_ms = sum(row["cpu_ms"] for row in rows)
+  kernel_cpu_ms = sum(row["cpu_ms"] for row in rows
+                      if row["name"] not in cnn_names)
+
+  # The primitives, each one XLA kernel on one grid (reference figures).
+  jit = lambda fn: tf.function(fn, jit_compile=True, autograph=False)  # pylint: disable=unnecessary-lambda-assignment
+  frustum = inner.energy
+  occupancy = tf.sigmoid(initial)
+  levels = energy.pool_frustum_levels(occupancy, frustum.level_sizes,
+                                      frustum.depth_bins)
+  primitives = {
+      "pool_frustum_levels": (jit(lambda y: energy.pool_frustum_levels(
+          y, frustum.level_sizes, frustum.depth_bins)), (occupancy,)),
+      "unpool_frustum_levels": (jit(lambda g: energy.unpool_frustum_levels(
+          g, frustum.level_sizes, frustum.depth_bins, resolution,
+          resolution)), (levels,)),
+      "sum_per_example": (jit(losses.sum_per_example), (occupancy,)),
+      "sigmoid": (jit(tf.sigmoid), (initial,)),
+  }
+  primitive_rows = {}
+  for name, (fn, args) in primitives.items():
+    primitive_rows[name] = timed(fn, args)
+    print(name, json.dumps(primitive_rows[name]), flush=True)
+  return {"resolution": resolution, "batch_size": batch_size,
+          "num_steps": num_steps, "calls_per_median": calls,
+          "grid_mb": grid_mb, "calls": rows, "by_name": by_name,
+          "total_cpu_ms": total_cpu_ms, "kernel_cpu_ms": kernel_cpu_ms,
+          "primitives": primitive_rows}
+
+
+def _kernels_markdown(result):
+  """The markdown tables of `run_kernels`."""
+  lines = [
+      f"Every call of one fused unroll (`ige_tf.voxel.unroll`), replayed "
+      f"alone: IGE-MN's energy at R = {result['resolution']}, B = "
+      f"{result['batch_size']}, T = {result['num_steps']}, continuous IoU, "
+      f"clipped; median of {result['calls_per_median']} calls after a "
+      "warm-up. CPU ms: process CPU time (user + system, all threads); "
+      "peak: allocator peak above the inputs during the calls, outputs "
+      f"included, in float32 grids of {result['grid_mb']:.1f} MB.", "",
+      "| call | pass | CPU ms | wall ms | peak grids |", "|---|---|---|---|---|"]
+  for row in result["calls"]:
+    lines.append(f"| {row['name']} #{row['index']} | {row['pass']} | "
+                 f"{row['cpu_ms']:.1f} | {row['wall_ms']:.1f} | "
+                 f"{row['peak_grids']:.2f} |")
+  lines += ["", "Per name, summed over the step:", "",
+            "| name | calls | CPU ms | share | largest peak (grids) |",
+            "|---|---|---|---|---|"]
+  total = result["total_cpu_ms"]
+  for name, entry in sorted(result["by_name"].items(),
+                            key=lambda kv: -kv[1]["cpu_ms"]):
+    lines.append(f"| {name} | {entry['calls']} | {entry['cpu_ms']:.1f} | "
+                 f"{100 * entry['cpu_ms'] / total:.0f} % | "
+                 f"{entry['max_grids']:.2f} |")
+  lines += [f"| **total** | {len(result['calls'])} | **{total:.1f}** | "
+            f"100 % | - |", "",
+            f"Grid kernels (all but the CNNs): {result['kernel_cpu_ms']:.1f} "
+            f"CPU ms ({100 * result['kernel_cpu_ms'] / total:.0f} %).", "",
+            "Primitives, each alone as one XLA kernel on one grid:", "",
+            "| primitive | CPU ms | wall ms | peak grids |", "|---|---|---|---|"]
+  for name, row in result["primitives"].items():
+    lines.append(f"| {name} | {row['cpu_ms']:.1f} | {row['wall_ms']:.1f} | "
+                 f"{row['peak_grids']:.2f} |")
+  return "\n".join(lines)
 
 
 def upsample_trilinear_xla(grid, factor):
@@ -1057,8 +1263,10 @@ _COMPONENTS = (("image_encoder", "image encoder"),
 
 # The kernels of `ige_tf.voxel.unroll._Kernels` (named by `_called_functions`;
 # they carry no model scope), by the pass they run in.
+# The fused unroll's kernels (`unroll._Kernels.NAMES`, traced as their
+# methods' names) by the pass that calls them.
 _FUSED_FORWARD = ("_initial", "_descent", "_statistics_at")
-_FUSED_BACKWARD = ("_loss_gradient_at", "_adjoint_levels", "_adjoint_grid")
+_FUSED_BACKWARD = ("_loss_gradient", "_adjoint_levels", "_adjoint_grid")
 
 
 def _phase_of(op):
@@ -1455,6 +1663,11 @@ def main(argv):
     run_memory_trace()
   elif FLAGS.mode == "inner":
     run_inner()
+  elif FLAGS.mode == "kernels":
+    result = run_kernels(FLAGS.resolution, FLAGS.batch_size, FLAGS.num_steps,
+                         FLAGS.kernel_calls)
+    _write(f"voxel_kernels_{FLAGS.resolution}", result,
+           _kernels_markdown(result))
   elif FLAGS.mode == "params":
     run_params()
   elif FLAGS.mode == "macs":

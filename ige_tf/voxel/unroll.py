@@ -13,12 +13,15 @@ clip value:
 
 so every iterate `y_t` is an elementwise function of `y_0` and the small
 `G_0 .. G_{t-1}`: a fused XLA kernel recomputes it per voxel (t elementwise
-iterations, no CNN evaluation), and nothing grid-sized but `y_0` (and the
-labels) is kept between the forward and the backward pass, whatever T.
+iterations, no CNN evaluation), and nothing grid-sized but `y_0`, the last
+iterate `y_T` (live at the end of the forward pass anyway; its only
+backward use is the first kernel, `loss_gradient`) and the labels is kept
+between the forward and the backward pass, whatever T.
 
 The per-step loss `L_t = loss_from_statistics(sums of elementwise terms at
-y_t, sums of the labels)` is folded in. The backward pass walks t = T-1 .. 0 with the adjoint
-`a = d Loss / d y_{t+1}` (starting from `d L_T / d y_T`):
+y_t, sums of the labels)` is folded in. The backward pass walks t = T-1 ..
+0 with the adjoint `a = d Loss / d y_{t+1}` (starting from `d L_T / d y_T`,
+kernel `loss_gradient` at the kept `y_T`):
 
     b = -lr 1[-c <= g_t <= c] a                       (adjoint of g_t)
     pass 1 (kernel `adjoint_levels`, small outputs): d G_t,i = P_i(s'(y_t) b),
@@ -31,7 +34,7 @@ y_t, sums of the labels)` is folded in. The backward pass walks t = T-1 .. 0 wit
         a <- a + b s''(y_t) S_t + s'(y_t) sum_i U_i d p_t,i + d L_t / d y_t
 
 and `d Loss / d y_0 = a` flows on into the initial estimate. Both passes
-of a backward step recompute `y_t` from `y_0` inside their kernel (t
+of a backward step t < T recompute `y_t` from `y_0` inside their kernel (t
 elementwise iterations, no grid written; a kernel cannot run before its
 input `a` exists), so the grid-sized buffers of the backward pass are
 `y_0`, `a`, the new `a` and the labels. The CNNs' second order of step t
@@ -43,9 +46,15 @@ recomputing both there from `y_0` was tried and not kept (XLA wrote 3.25
 grids of temporaries in that kernel, and 20 % more CPU time). In
 `adjoint_levels` the clipped sum recomputes `y_t` once more rather than
 share it with the pooling (shared, XLA kept 4 grids of temporaries at
-256^3; now 3 at 256^3 and 1.25 at 128^3). With
-`store_iterates=True` the forward pass keeps `y_1 .. y_T` instead (T more
-grids) and nothing is recomputed; both give the same values (tested).
+256^3; now 3 at 256^3 and 1.25 at 128^3). Session 6 tried sharing one
+recomputed `y_t` between the two passes (a kernel writing it, y_{T-1} kept
+from the forward pass) and one forward kernel per step (descent and
+statistics): 18 % less CPU time in the inner loop's kernels at 128^3,
+but one grid more in the backward pass, and at 256^3 (where the pooling
+kernels ask XLA for 2.3 grids of temporaries) that broke the memory aim
+(docs/benchmarks.md, issue 11, "Round 3"); not kept. With
+`store_iterates=True` the forward pass keeps `y_1 .. y_{T-1}` too (T - 1
+more grids) and nothing is recomputed; both give the same values (tested).
 
 XLA on CPU materializes the operand of every reduction over the grid (a
 pooling, a per-example sum); the kernels therefore order their reductions
@@ -118,6 +127,54 @@ def _after(grid, *values):
   return grid
 
 
+def cnn_first_order(energy, levels, context):
+  """The energy and its gradient at the pooled levels (the 2D CNNs' forward
+  and backward pass; small tensors only).
+
+  Args:
+    energy: a `FrustumEnergy`.
+    levels: list of float `[B, h_i, h_i, d_i]`, the pooled occupancy p_t.
+    context: list of float `[B, h_i, h_i, f_i]`, the feature maps.
+
+  Returns:
+    `(E [B], G_t)`: the energy per example and `dE/dp` at `levels` (list
+    like `levels`).
+  """
+  with tf.GradientTape() as tape:
+    tape.watch(levels)
+    value = energy.energy_of_levels(levels, context)
+    total = tf.reduce_sum(value)
+  return value, tape.gradient(total, levels)
+
+
+def cnn_second_order(energy, levels, context, variables, d_levels, d_energy):
+  """The backward pass of `cnn_first_order` (the CNNs' second order).
+
+  Args:
+    energy, levels, context: as `cnn_first_order`.
+    variables: list of the trainable variables to differentiate.
+    d_levels: list like `levels`, the upstream gradient of `G_t`.
+    d_energy: float `[B]` upstream gradient of the energy, or None.
+
+  Returns:
+    `(d levels, d context, d variables)`: lists like `levels`, `context`,
+    `variables` (zeros where unconnected).
+  """
+  with tf.GradientTape() as tape:
+    tape.watch(list(levels) + list(context) + list(variables))
+    value, gradient = cnn_first_order(energy, levels, context)
+  upstream = list(d_levels) + [
+      tf.zeros_like(value) if d_energy is None else
+      tf.cast(d_energy, value.dtype)]
+  grads = tape.gradient(
+      list(gradient) + [value], list(levels) + list(context)
+      + list(variables), output_gradients=upstream,
+      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  num_levels, num_context = len(levels), len(context)
+  return (grads[:num_levels], grads[num_levels:num_levels + num_context],
+          grads[num_levels + num_context:])
+
+
 class _Kernels:
   """The full-grid passes of `fused_unroll` for one configuration.
 
@@ -127,6 +184,12 @@ class _Kernels:
   stored). Labels enter in their own dtype and are cast in the kernel.
   """
 
+  # The kernels (each a `tf.function(jit_compile=True)` of the method named
+  # with a leading underscore), in the order `fused_unroll` first calls
+  # them; `bench/bench_voxel_scaling.py --mode=kernels` times each call.
+  NAMES = ("initial", "descent", "statistics_at", "loss_gradient",
+           "adjoint_levels", "adjoint_grid")
+
   def __init__(self, energy, loss_fn, size, depth, clipped):
     self.level_sizes = energy.level_sizes
     self.depth_bins = energy.depth_bins
@@ -134,12 +197,8 @@ class _Kernels:
     self.size, self.depth, self.clipped = size, depth, clipped
     self.statistics = loss_fn.elementwise_statistics
     jit = lambda fn: tf.function(fn, jit_compile=True, autograph=False)  # pylint: disable=unnecessary-lambda-assignment
-    self.initial = jit(self._initial)
-    self.descent = jit(self._descent)
-    self.statistics_at = jit(self._statistics_at)
-    self.loss_gradient = jit(self._loss_gradient_at)
-    self.adjoint_levels = jit(self._adjoint_levels)
-    self.adjoint_grid = jit(self._adjoint_grid)
+    for name in self.NAMES:  # `self.step = jit(self._step)`, ...
+      setattr(self, name, jit(getattr(self, "_" + name)))
 
   # -- elementwise pieces (inside the kernels) ------------------------------
   def _occupancy(self, y):
@@ -184,7 +243,7 @@ class _Kernels:
           self.statistics(labels, ordered)[index]))
     return sums
 
-  def _loss_gradient(self, labels, y, d_sums):
+  def _loss_terms_gradient(self, labels, y, d_sums):
     """`d L / d y` (elementwise) for upstream gradients `d_sums` of the sums."""
     labels = tf.cast(labels, y.dtype)
     with tf.GradientTape() as tape:
@@ -213,10 +272,10 @@ class _Kernels:
     pooled = self._pool(self._occupancy(_after(y_next, squared))[0])
     return squared, pooled, self._sums(labels, y_next, squared, pooled[0])
 
-  def _loss_gradient_at(self, y, history, labels, d_sums, lr, clip):
+  def _loss_gradient(self, y, history, labels, d_sums, lr, clip):
     """`d L / d y_t`, `y_t` recomputed from `y` and `history`."""
-    return self._loss_gradient(labels, self._recompute(y, history, lr, clip),
-                               d_sums)
+    return self._loss_terms_gradient(
+        labels, self._recompute(y, history, lr, clip), d_sums)
 
   def _step_adjoint(self, y, levels, adjoint, lr, clip):
     """`(b, g, S, s', s'')` of step t at `y_t` for the adjoint of y_{t+1}."""
@@ -267,7 +326,7 @@ class _Kernels:
     b, _, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
                                                     clip)
     return (adjoint + b * second * total + first * self._unpool(d_levels)
-            + self._loss_gradient(labels, y, d_sums))
+            + self._loss_terms_gradient(labels, y, d_sums))
 
 
 _KERNELS = {}
@@ -295,8 +354,9 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     labels: `[B, R, R, R]` occupancy (float, bool or uint8; cast in the
       kernels), no gradient.
     loss_fn: per-example loss with a sums form (`ige_tf.voxel.losses`).
-    store_iterates: keep `y_1 .. y_T` (T grids) instead of recomputing
-      them from `y_0` in the backward kernels (module docstring).
+    store_iterates: keep `y_1 .. y_{T-1}` too (T - 1 grids; `y_T` is
+      always kept) instead of recomputing them from `y_0` in the backward
+      kernels (module docstring).
 
   Returns:
     dict `{"step_loss": [T+1, B], "energy": [T, B], "grad_norm": [T, B]}`
@@ -318,17 +378,9 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
           tf.cast(optimizer.clip_value, dtype))
   context = list(context) if isinstance(context, (list, tuple)) else [context]
   kernels = _kernels(energy, loss_fn, initial.shape, clip is not None)
-  num_levels = len(energy.level_sizes)
   hyper = [lr] + ([] if clip is None else [clip])
   # The kernels take a clip tensor even without clipping (then unused).
   clip_arg = lambda c: lr if c is None else c  # pylint: disable=unnecessary-lambda-assignment
-
-  def energy_and_levels_gradient(levels, step_context):
-    with tf.GradientTape() as tape:
-      tape.watch(levels)
-      value = energy.energy_of_levels(levels, step_context)
-      total = tf.reduce_sum(value)
-    return value, tape.gradient(total, levels)
 
   @tf.custom_gradient
   def unrolled(*tensors):
@@ -343,7 +395,7 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     energies, squared_norms, iterates = [], [], [y0]
     y = y0
     for _ in range(num_steps):
-      value, levels = energy_and_levels_gradient(pooled, step_context)
+      value, levels = cnn_first_order(energy, pooled, step_context)
       y_next = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
       squared, pooled, sums = kernels.statistics_at(y, levels, y_next,
                                                     labels)
@@ -353,9 +405,11 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
       all_sums.append(sums)
       energies.append(value)
       squared_norms.append(squared)
-      if store_iterates:
+      # y_T is live at the end of the forward pass anyway: kept for the
+      # first backward kernel (the others recompute theirs from y_0).
+      if store_iterates or len(history) == num_steps:
         iterates.append(y)
-    del y  # Not kept unless stored: the backward pass recomputes it.
+    del y
     losses = tf.stack([loss_fn.loss_from_statistics(s, label_sums)
                        for s in all_sums])
     outputs = (losses, tf.stack(energies),
@@ -376,10 +430,9 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         d_sums.append(tape.gradient(
             loss, all_sums[t], output_gradients=d_losses[t],
             unconnected_gradients=tf.UnconnectedGradients.ZERO))
-      last, before = ((iterates[num_steps], []) if store_iterates else
-                      (y0, history))
-      adjoint = kernels.loss_gradient(last, before, labels, d_sums[num_steps],
-                                      step_lr, clip_arg(step_clip))
+      adjoint = kernels.loss_gradient(iterates[-1], [], labels,
+                                      d_sums[num_steps], step_lr,
+                                      clip_arg(step_clip))
       d_lr = tf.zeros_like(step_lr)
       d_clip = tf.zeros_like(step_lr)
       d_context = [tf.zeros_like(x) for x in step_context]
@@ -398,23 +451,11 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         # 128^3, B = 4: ~1.2 grids more per inner step).
         with tf.control_dependencies(list(d_levels)):
           levels_in = [tf.identity(level) for level in all_pooled[t]]
-        with tf.GradientTape() as tape:
-          tape.watch(levels_in + step_context + variables)
-          value, levels = energy_and_levels_gradient(levels_in, step_context)
-        upstream = list(d_levels) + [
-            tf.zeros_like(value) if d_energies is None else
-            tf.cast(d_energies[t], value.dtype)]
-        grads = tape.gradient(
-            list(levels) + [value], levels_in + step_context + variables,
-            output_gradients=upstream,
-            unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        d_pooled = grads[:num_levels]
-        d_context = [acc + g for acc, g in
-                     zip(d_context, grads[num_levels:num_levels
-                                          + len(step_context)])]
-        d_variables = [acc + g for acc, g in
-                       zip(d_variables,
-                           grads[num_levels + len(step_context):])]
+        d_pooled, d_context_t, d_variables_t = cnn_second_order(
+            energy, levels_in, step_context, variables, d_levels,
+            None if d_energies is None else d_energies[t])
+        d_context = [acc + g for acc, g in zip(d_context, d_context_t)]
+        d_variables = [acc + g for acc, g in zip(d_variables, d_variables_t)]
         adjoint = kernels.adjoint_grid(
             grid, before, history[t], adjoint, d_pooled, labels, d_sums[t],
             step_lr, clip_arg(step_clip))

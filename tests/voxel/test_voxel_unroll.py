@@ -33,7 +33,9 @@ SIZES, CHANNELS = (4, 8), (8, 4)
 # the mode or the dtype rather than the pyramid: less to trace and compile.
 ONE_LEVEL = {"sizes": (4,), "channels": (8,), "depth_bins": (4,)}
 ONE_LEVEL_CLIP = 2e-4  # About the median |g| of its first step.
-NUM_STEPS = 2  # The least T with a recomputed iterate inside the backward pass.
+# T = 3 as IGE-MN: y_T is kept from the forward pass, y_1 and y_2 are
+# recomputed from y_0 in the backward kernels.
+NUM_STEPS = 3
 LOSSES = {"continuous_iou": losses.ContinuousIoU(),
           "focal": losses.FocalCrossEntropy(alpha=0.7, gamma=2.0)}
 
@@ -130,16 +132,29 @@ def test_stored_and_recomputed_iterates_equal_autodiff_with_clipping():
   """Eager, float64, continuous IoU, clipping active on part of the grid:
   `store_iterates` on and off give the values and every gradient (initial
   estimate, context, energy weights, learning rate, clip value) of
-  `UnrolledSGD` + the loss, also with an upstream on the energies."""
+  `UnrolledSGD` + the loss, also with an upstream on the energies; without
+  storing, the backward kernels of step t recompute y_t over t steps."""
   optimizer, initial, context, labels = _small_setup("float64")
   loss_fn = LOSSES["continuous_iou"]
   want = _autodiff(optimizer, initial, context, labels, loss_fn)
   # The first step clips part of the grid only.
   assert 0.1 < _clipped_fraction(optimizer, initial, context) < 0.9
+  kernels = unroll._kernels(optimizer.energy, loss_fn, initial.shape,  # pylint: disable=protected-access
+                             clipped=True)
+  adjoint_levels = kernels.adjoint_levels
   for store in (False, True):
-    got = _fused(optimizer, initial, context, labels, loss_fn, store)
+    recomputed = []  # Steps each adjoint_levels call recomputes y_t over.
+    kernels.adjoint_levels = lambda *a: (recomputed.append(len(a[1]))  # pylint: disable=cell-var-from-loop
+                                         or adjoint_levels(*a))
+    try:
+      got = _fused(optimizer, initial, context, labels, loss_fn, store)
+    finally:
+      kernels.adjoint_levels = adjoint_levels
     _assert_equal_float64(got, want, store)
     assert abs(_clip_gradient(optimizer, got[2])) > 0
+    # t = T-1 .. 0: y_t recomputed from y_0 over t steps, or stored.
+    assert recomputed == ([0] * NUM_STEPS if store else
+                          list(reversed(range(NUM_STEPS))))
 
 
 def test_compiled_unclipped_focal_equals_autodiff():
@@ -238,7 +253,7 @@ def test_momentum_is_refused_and_folds_into_unrolled_sgd():
   optimizer.recompute_steps = True
   labels = tf.cast(labels, tf.float64)
   sources = [initial] + context + optimizer.trainable_variables
-  weights = tf.constant([0.81, 0.9, 1.0], tf.float64)
+  weights = tf.constant([0.73, 0.81, 0.9, 1.0], tf.float64)
 
   def gradients(folded):
     with tf.GradientTape() as tape:

@@ -1,0 +1,46 @@
+"""`bench/bench_voxel_scaling.py --mode=kernels`: the per-kernel timing of
+the fused unroll records every call one unroll makes, in order, and its
+tables add up."""
+import importlib.util
+import os
+
+import pytest
+
+_BENCH = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir,
+                      "bench", "bench_voxel_scaling.py")
+
+
+@pytest.fixture(scope="module")
+def bench():
+  spec = importlib.util.spec_from_file_location("bench_voxel_scaling", _BENCH)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_kernel_timing_replays_every_call_of_one_unroll(bench):
+  num_steps = 3
+  result = bench.run_kernels(resolution=4, batch_size=1, num_steps=num_steps,
+                             calls=1)
+  calls = [(row["name"], row["pass"]) for row in result["calls"]]
+  forward = [("initial", "forward")] + [
+      ("cnn_first_order", "forward"), ("descent", "forward"),
+      ("statistics_at", "forward")] * num_steps
+  backward = [("loss_gradient", "backward")] + [
+      ("adjoint_levels", "backward"), ("cnn_second_order", "backward"),
+      ("adjoint_grid", "backward")] * num_steps
+  # The second order's own first-order call is not counted again.
+  assert calls == forward + backward
+  assert [row["index"] for row in result["calls"]
+          if row["name"] == "descent"] == list(range(num_steps))
+  assert all(row["cpu_ms"] >= 0 and row["peak_grids"] >= 0
+             for row in result["calls"])
+  assert result["total_cpu_ms"] == pytest.approx(
+      sum(entry["cpu_ms"] for entry in result["by_name"].values()))
+  assert result["by_name"]["adjoint_grid"]["calls"] == num_steps
+  assert set(result["primitives"]) == {
+      "pool_frustum_levels", "unpool_frustum_levels", "sum_per_example",
+      "sigmoid"}
+  markdown = bench._kernels_markdown(result)  # pylint: disable=protected-access
+  assert "| adjoint_grid #2 | backward |" in markdown
+  assert f"| **total** | {len(calls)} |" in markdown
