@@ -23,7 +23,9 @@ takes 34 s on the 2-core test machine, so the test lowers the whole step to
 XLA's HLO instead (`experimental_get_compiler_ir`, 13 s): that is where an
 op without an XLA kernel fails ("Detected unsupported operations"); only
 the machine-code generation is left out. The compiled I4 step's numbers
-against the uncompiled one are `bench/bench_i4_precision.py`'s.
+against the uncompiled one are `bench/bench_i4_precision.py`'s. Its float32
+step is also the I4 encoder's step for every I4 experiment config
+(tests/voxel/test_voxel_problem_configs.py steps their MN twins).
 """
 import gin
 import keras
@@ -308,18 +310,32 @@ def test_voxel_ige_mn(voxel_records):
 
 @pytest.mark.slow
 def test_voxel_ige_i4(voxel_records_small):
-  """IGE-I4 at its smallest legal size, one inner step, random encoder:
-  the whole step lowers to XLA, and the mixed step is finite, not skipped
-  and descends in the float32 direction."""
+  """IGE-I4 at its smallest legal size, one inner step, random encoder: the
+  Inception-ResNet-v2 (I4) encoder's training step for every I4 experiment
+  (tests/voxel/test_voxel_problem_configs.py steps each I4 config's MN
+  twin, equal up to the encoder, and leaves the I4 encoder to this test,
+  `I4_STEP` there). voxel/ige-i4.gin's float32 step moves every kernel of
+  the model, trunk included (the gradient reaches it through the unrolled
+  step); the whole step lowers to XLA; and the mixed step is finite, not
+  skipped and descends in the float32 direction."""
   config = "voxel/ige-i4.gin"
   params = [f"RECORDS_DIR = {voxel_records_small!r}", "NUM_STEPS = 1",
             "ENCODER_WEIGHTS = None", "RESOLUTION = 6",
             "VoxelProblem.image_size = 96", "EVAL_RESOLUTION = None"]
   problem, model = _build(config, params, mixed=False)
+  # Table 2: the I4 trunk (Inception-ResNet-v2, SAME padding).
+  assert problem.component_params(model)["image_encoder"] == 54_276_192
   batch = _batch(problem, 2)
   initial = [v.numpy() for v in model.variables]
   loss, update, _ = _step(problem, model, batch, initial)
   assert np.isfinite(loss) and np.linalg.norm(update) > 0
+  kernels = {v.path: v for v in model.trainable_variables
+             if v.path.endswith("kernel")}
+  assert len(kernels) > 250  # 244 in the trunk, the decoders', the energy's
+  before = {v.path: value for v, value in zip(model.variables, initial)}
+  unmoved = [p for p, v in kernels.items()
+             if np.array_equal(v.numpy(), before[p])]
+  assert not unmoved, unmoved
 
   optimizer = keras.optimizers.SGD(LEARNING_RATE)
   optimizer.build(model.trainable_variables)
@@ -336,4 +352,5 @@ def test_voxel_ige_i4(voxel_records_small):
   print(f"{config} (96^2, 6^3): loss {loss:.4g}, mixed_loss "
         f"{mixed_loss:.4g}, mixed_update {_relative(mixed_update, update):.3g},"
         f" mixed_cosine {_cosine(mixed_update, update):.3g}, HLO "
-        f"convolutions {lowered} for {convs} layers")
+        f"convolutions {lowered} for {convs} layers, {len(kernels)} kernels "
+        f"moved")

@@ -7,8 +7,10 @@ tests/train/test_train_loop.py's); its data pipeline runs on the tiny
 records; and one config per distinct training step trains one step through
 the path of bin/train.py (`cli.parse_gin`, `cli.make_problem`,
 `loop.train`) on tiny records, while every other config is shown to take
-that same step (equal step bindings, see tests/config_steps.py; for the
-Inception-ResNet-v2 configs, equal up to the encoder, which steps once).
+that same step (equal step bindings, see tests/config_steps.py, up to the
+constants listed in STEP_CONSTANTS; for the Inception-ResNet-v2 configs,
+equal up to the encoder, which steps in
+tests/train/test_precision_xla.py::test_voxel_ige_i4).
 The steps run eagerly (`train.run_eagerly = True`, and every `tf.function`
 of the run, precise BN's forward pass included, under
 `tf.config.run_functions_eagerly`), which gives the traced step's update
@@ -229,11 +231,27 @@ def _expected_run(config):
       num_steps=own["NUM_STEPS"] if is_ige else 0)
 
 
+# Bindings a one-step run reads as plain numbers, never as a choice of
+# computation: two configs differing only in them run the same ops (same
+# graph, other constants), so one step covers both. The focal loss's α only
+# scales its two terms (`(1 + α)`, `(1 - α)`: losses._focal_terms, no branch
+# on it; γ does branch), the energy's kernel scale only scales the initial
+# weights of its last kernels, and EPOCHS and the checkpoint and summary
+# periods are the loop's budget and cadence (a one-step run checkpoints and
+# writes its summary at its last step whatever they are). The values
+# themselves are checked by test_config_builds_the_run_its_name_claims and
+# the loss tests; demo.gin (kernel scale 10) also trains, evaluates and
+# exports traced in test_voxel_problem_train.py.
+STEP_CONSTANTS = ("voxel_loss.alpha", "ige_voxel_model.kernel_scale", "EPOCHS",
+                  "train.checkpoint_every_steps", "train.summary_every_steps")
+
+
 def _step_bindings():
   """The parsed config's bindings that decide a training step: gin's config
-  minus RECORDS_DIR (the data) and EVAL_RESOLUTION (read by evaluation only;
-  training reads no evaluation grid)."""
-  return config_steps.step_bindings(ignore=("RECORDS_DIR", "EVAL_RESOLUTION"))
+  minus RECORDS_DIR (the data), EVAL_RESOLUTION (read by evaluation only;
+  training reads no evaluation grid) and STEP_CONSTANTS."""
+  return config_steps.step_bindings(
+      ignore=("RECORDS_DIR", "EVAL_RESOLUTION") + STEP_CONSTANTS)
 
 
 def _encoder_free(bindings):
@@ -278,40 +296,39 @@ def _parse_for_step(config, voxel_records, category_records):
 
 # Configs whose step bindings are equal form a class (CLASSES, derived from
 # the parsed configs); the member needing the fewest overrides steps for its
-# class. The Inception-ResNet-v2 (I4) classes are MN classes with the image
-# encoder swapped, and their steps are the slowest (the 54M-parameter trunk):
-# the I4 encoder steps once, in I4_STEP (an IGE config, so the gradient
-# reaches the trunk through the unrolled steps, at the lowest resolution),
-# and every other I4 class is covered by the step of its MN twin (equal
-# bindings up to the encoder) plus I4_STEP. An I4 class without an MN twin
-# steps itself.
+# class (a paper config before a demo one: demo.gin trains traced in
+# test_voxel_problem_train.py). The Inception-ResNet-v2 (I4) classes are MN
+# classes with the image encoder swapped, and their steps are the slowest
+# (the 54M-parameter trunk): every I4 class is covered by the step of its MN
+# twin (equal bindings up to the encoder) plus I4_STEP's step, which runs in
+# tests/train/test_precision_xla.py::test_voxel_ige_i4 (an IGE config, so the
+# gradient reaches the trunk through the unrolled steps; there it also
+# lowers to XLA and steps in mixed precision, on one build of the encoder
+# per precision). Every I4 class has an MN twin
+# (test_the_step_classes_cover_every_table_cell).
 PLANS = {config: _step_plan(config) for config in EXPERIMENTS}
 gin.clear_config()
 CLASSES = config_steps.step_classes(
     EXPERIMENTS, {c: PLANS[c]["bindings"] for c in EXPERIMENTS},
     sort_key=lambda c: (PLANS[c]["resolution"] != PLANS[c]["RESOLUTION"],
-                        PLANS[c]["category"] is not None, c))
+                        PLANS[c]["category"] is not None,
+                        os.path.basename(c).startswith("demo"), c))
 _MN_TWINS = {_encoder_free(PLANS[m[0]]["bindings"]): m[0] for m in CLASSES
              if PLANS[m[0]]["encoder"] == "mn"}
-I4_STEP = min((m[0] for m in CLASSES if PLANS[m[0]]["encoder"] == "i4"),
-              key=lambda c: (PLANS[c]["num_steps"] == 0,
-                             PLANS[c]["resolution"], c))
+I4_STEP = "voxel/ige-i4.gin"
 STEPPED = {}  # config -> the config whose step stands for it
 for _members in CLASSES:
   _stepped = _members[0]
-  if PLANS[_stepped]["encoder"] == "i4" and _stepped != I4_STEP:
-    _stepped = _MN_TWINS.get(_encoder_free(PLANS[_stepped]["bindings"]),
-                             _stepped)
+  if PLANS[_stepped]["encoder"] == "i4":
+    _stepped = _MN_TWINS.get(_encoder_free(PLANS[_stepped]["bindings"]))
   STEPPED.update({c: _stepped for c in _members})
-# The I4 step first: xdist workers then end on short steps.
-STEPS = sorted(set(STEPPED.values()),
-               key=lambda c: (PLANS[c]["encoder"] != "i4", c))
+STEPS = sorted(set(STEPPED.values()) - {None})
 COVERED = [c for c in EXPERIMENTS if STEPPED[c] != c]
 
 
 @pytest.mark.parametrize("config", STEPS)
 def test_config_trains_one_strict_step(config, voxel_records, category_records,
-                                       tmp_path, monkeypatch):
+                                       tmp_path):
   """One eager training step of an experiment on the tiny records.
 
   Overrides: RECORDS_DIR (the tiny records; a Table 5 single-category config's
@@ -322,10 +339,8 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
   step, eager, precise BN over one batch, no progress bar. Everything else
   is the config's own.
 
-  One config per step class steps (see the comment above CLASSES); the
+  One MN config per step class steps (see the comment above CLASSES); the
   others are checked by test_config_shares_the_step_of_a_stepped_config.
-  The I4 step writes no checkpoint (~900 MB, and the MN steps already check
-  the checkpoint): the saves the loop asks for are recorded instead.
   """
   plan, records = _parse_for_step(config, voxel_records, category_records)
   problem = cli.make_problem()
@@ -358,14 +373,6 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
 
   problem.build_model = spy_build_model
   problem.training_loss = spy_training_loss
-  saves = []
-  if plan["encoder"] == "i4":
-
-    def record_save(manager, checkpoint_number=None, **kwargs):
-      del kwargs
-      saves.append((manager.directory, int(checkpoint_number)))
-
-    monkeypatch.setattr(tf.train.CheckpointManager, "save", record_save)
   model_dir = str(tmp_path / "run")
   tf.config.run_functions_eagerly(True)
   try:
@@ -385,17 +392,12 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
     assert len(seen["kernels"]) >= (8 if plan["num_steps"] else 3)
     for weight, before in seen["kernels"]:
       assert not np.array_equal(before, weight.numpy()), weight.path
-    if plan["encoder"] == "i4":
-      # Table 2: the I4 trunk (Inception-ResNet-v2, SAME padding).
-      assert problem.component_params(model)["image_encoder"] == 54_276_192
-      assert saves and set(saves) == {(model_dir, 1)}
-    else:
-      checkpoint = tf.train.latest_checkpoint(model_dir)
-      assert checkpoint.endswith("ckpt-1")
-      assert tf.train.load_variable(
-          checkpoint, "step/.ATTRIBUTES/VARIABLE_VALUE") == 1
-      assert tf.train.load_variable(
-          checkpoint, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 1
+    checkpoint = tf.train.latest_checkpoint(model_dir)
+    assert checkpoint.endswith("ckpt-1")
+    assert tf.train.load_variable(
+        checkpoint, "step/.ATTRIBUTES/VARIABLE_VALUE") == 1
+    assert tf.train.load_variable(
+        checkpoint, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 1
     # The run's record of its configuration.
     prefix = "ige" if plan["model_fn"] == "ige_voxel_model" else "base"
     assert model.name.startswith(f"{prefix}_{plan['encoder']}_")
@@ -424,11 +426,12 @@ def test_config_trains_one_strict_step(config, voxel_records, category_records,
 def test_config_shares_the_step_of_a_stepped_config(
     config, voxel_records, category_records):
   """A config that does not step: parsed strictly with the step overrides,
-  its step bindings (gin config minus RECORDS_DIR and EVAL_RESOLUTION) equal
-  those of the stepped config standing for it, so its step would run the
-  same computation on its own records; an I4 config's equal them up to the
-  image encoder (its stepped config is its MN twin; the I4 encoder steps in
-  I4_STEP). Its training data is its own records (a single-category
+  its step bindings (gin config minus RECORDS_DIR, EVAL_RESOLUTION and
+  STEP_CONSTANTS) equal those of the stepped config standing for it, so its
+  step would run the same computation on its own records; an I4 config's
+  equal them up to the image encoder (its stepped config is its MN twin; the
+  I4 encoder steps in tests/train/test_precision_xla.py::test_voxel_ige_i4,
+  on I4_STEP). Its training data is its own records (a single-category
   config's hold only that category)."""
   plan, _ = _parse_for_step(config, voxel_records, category_records)
   stepped = STEPPED[config]
@@ -533,23 +536,32 @@ def test_rebuilding_a_paper_config_needs_no_imagenet_file(config,
 
 def test_the_step_classes_cover_every_table_cell():
   """The stepped configs differ in model, loss, resolution or budget; each
-  I4 class is an MN class with the encoder swapped, and the I4 encoder steps
-  once."""
-  assert len(CLASSES) == 22 and len(STEPPED) == len(EXPERIMENTS) == 70
-  assert len(STEPS) == 13 and len(COVERED) == 57
-  assert I4_STEP == "voxel/ige-i4.gin"
-  assert [c for c in STEPS if PLANS[c]["encoder"] == "i4"] == [I4_STEP]
+  I4 class is an MN class with the encoder swapped (the I4 encoder steps
+  once, in test_precision_xla.py, on I4_STEP, an IGE config of the
+  lowest resolution)."""
+  assert len(CLASSES) == 16 and len(STEPPED) == len(EXPERIMENTS) == 70
+  assert len(STEPS) == 8 and len(COVERED) == 62
+  assert all(PLANS[c]["encoder"] == "mn" for c in STEPS)
+  assert PLANS[I4_STEP]["encoder"] == "i4" and PLANS[I4_STEP]["num_steps"]
+  assert PLANS[I4_STEP]["resolution"] == 32 and STEPPED[I4_STEP] in STEPS
   cells = {(PLANS[c]["model_fn"], PLANS[c]["grid"], PLANS[c]["loss"],
             PLANS[c]["resolution"]) for c in STEPS}
-  for loss in LOSS_TAGS.values():
+  # Every loss of Table 4 at both resolutions; plain cross-entropy (α = 0) is
+  # stepped as the reweighted one (α = 0.7): the same ops (STEP_CONSTANTS).
+  stepped_losses = {(loss, r) for model_fn, _, loss, r in cells
+                    if model_fn == "ige_voxel_model"}
+  for name, alpha, gamma in LOSS_TAGS.values():
+    if (name, alpha, gamma) == LOSS_TAGS["ce"]:
+      alpha = LOSS_TAGS["a07"][1]
     for r in (32, 64):
-      assert ("ige_voxel_model", "frustum", loss, r) in cells
+      assert ((name, alpha, gamma), r) in stepped_losses
   for grid in ("frustum", "world"):
     assert ("baseline_voxel_model", grid, LOSS_TAGS["ciou"], 32) in cells
   for members in CLASSES:
     stepped = STEPPED[members[0]]
     assert all(STEPPED[c] == stepped for c in members)
-    if PLANS[members[0]]["encoder"] == "i4" and members[0] != I4_STEP:
+    assert stepped in STEPS, members  # an I4 class without an MN twin
+    if PLANS[members[0]]["encoder"] == "i4":
       assert PLANS[stepped]["encoder"] == "mn", members
 
 

@@ -9,8 +9,9 @@ test_voxel_problem_configs.py run the configs' 3 steps), traced
 run, once per test run (`build_once`: the pytest-xdist workers share it). The world-aligned MN baseline runs through
 ige_tf/configs/voxel/base-mn-world.gin eagerly (the same loop and metrics as
 the traced IGE run; tracing was most of its cost). Every distinct training
-step of the experiment configs, the Inception-ResNet-v2 (I4) encoder's
-included, runs eagerly in test_voxel_problem_configs.py.
+step of the experiment configs runs eagerly in test_voxel_problem_configs.py
+(the Inception-ResNet-v2 (I4) encoder's in
+tests/train/test_precision_xla.py::test_voxel_ige_i4).
 """
 import json
 import os
