@@ -204,11 +204,8 @@ def test_unknown_gin_parameter_is_a_clear_error():
     cli.parse_gin(["nope.gin"])
 
 
-def test_missing_model_dir_is_a_clear_error(repo_dir, tmp_path):
-  proc = _run_bin(repo_dir, "train.py", "--gin_file=core/denoise.gin")
-  out, _ = proc.communicate(timeout=120)
-  assert proc.returncode != 0
-  assert "--model_dir" in out
+def test_missing_model_dir_is_a_clear_error(tmp_path):
+  """(`ige-train` without --model_dir: tests/bin/test_bin_programs.py.)"""
   with pytest.raises(FileNotFoundError, match="no checkpoint in model_dir"):
     loop.evaluate(small_problem(), str(tmp_path / "empty"))
   with pytest.raises(ValueError, match="model_dir is required"):
