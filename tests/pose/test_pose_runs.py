@@ -59,13 +59,16 @@ def program_runs(baseline_run, build_once):
   """In one process (`programs.run_programs`; built once per test run), in
   an empty directory (no records/, no runs/): `bin/model_stats.py
   --gin_file=pose/ige8.gin`, then `bin/visualize.py --model=<baseline_run>
-  --index=5 --out=<dir>/figure3.png`. `(the directory, [result of each run])`."""
+  --index=5 --out=<dir>/figure3.png`.
+  `(the directory, [result of each run])`."""
   def build(root):
+    bin_dir = os.path.join(programs.REPO_DIR, "bin")
     return programs.run_programs([
-        ("model_stats", [os.path.join(programs.REPO_DIR, "bin", "model_stats.py"),
+        ("model_stats", [os.path.join(bin_dir, "model_stats.py"),
                          "--gin_file=pose/ige8.gin"]),
-        ("visualize", [os.path.join(programs.REPO_DIR, "bin", "visualize.py"),
-                       f"--model={baseline_run}", "--index=5",
+        ("visualize", [os.path.join(bin_dir, "visualize.py"),
+                       f"--model={baseline_run}",
+                       "--index=5",
                        f"--out={os.path.join(root, 'figure3.png')}"])],
                                  cwd=root)
   return build_once("pose_program_runs", build)

@@ -74,16 +74,17 @@ def lift_binary_runs(ige_run, mpii_poses, build_once):
     bad["keypoints"] = [0.0] * 34 + [0.9] * 17
     program = os.path.join(programs.REPO_DIR, "bin", "lift.py")
     model = f"--model={os.path.join(ige_run, 'export')}"
+    path = lambda name: os.path.join(root, name)  # noqa: E731
     return programs.run_programs([
         ("lift", [program, model,
-                  f"--keypoints={write(os.path.join(root, 'detections.json'), detections)}",
-                  f"--intrinsics={write(os.path.join(root, 'camera.json'), CAMERA)}",
-                  f"--out={os.path.join(root, 'poses.json')}",
-                  f"--png_dir={os.path.join(root, 'png')}", "--steps"]),
+                  f"--keypoints={write(path('detections.json'), detections)}",
+                  f"--intrinsics={write(path('camera.json'), CAMERA)}",
+                  f"--out={path('poses.json')}", f"--png_dir={path('png')}",
+                  "--steps"]),
         ("lift", [program, model,
-                  f"--keypoints={write(os.path.join(root, 'zero.json'), [bad])}",
-                  f"--out={os.path.join(root, 'o.json')}",
-                  "--image_size=640,480"])], cwd=root)
+                  f"--keypoints={write(path('zero.json'), [bad])}",
+                  f"--out={path('o.json')}", "--image_size=640,480"])],
+                                 cwd=root)
   return build_once("lift_binary_runs", build)
 
 

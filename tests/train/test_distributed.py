@@ -68,10 +68,11 @@ def _train_here(model_dir, args):
   assert "TF_CONFIG" not in os.environ
   prefixes = ("--gin_file=", "--gin_param=")
   assert all(a.startswith(prefixes) for a in args), args
+  files, params = ([a[len(p):] for a in args if a.startswith(p)]
+                   for p in prefixes)
   gin.clear_config()
   try:
-    cli.parse_gin([a[len(prefixes[0]):] for a in args if a.startswith(prefixes[0])],
-                  [a[len(prefixes[1]):] for a in args if a.startswith(prefixes[1])])
+    cli.parse_gin(files, params)
     loop.train(cli.make_problem(), model_dir)
   finally:
     gin.clear_config()

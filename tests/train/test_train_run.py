@@ -173,7 +173,8 @@ def test_a_partial_checkpoint_is_refused_listing_the_variables(tmp_path):
 
 
 def test_misspelled_macro_names_the_closest_macro():
-  """(`ige-train` with an unreferenced macro: tests/bin/test_bin_programs.py.)"""
+  """(`ige-train` with an unreferenced macro:
+  tests/bin/test_bin_programs.py.)"""
   with pytest.raises(cli.GinMacroError,
                      match="macro EPOCH is not referenced .*did you mean EPOCHS"):
     cli.parse_gin(["pose/b128-1.gin"], ["EPOCH=1"])
