@@ -12,35 +12,65 @@ import pytest
 from ige_tf import bin as programs
 
 # One process runs every program's console entry point (`run`, what the
-# installed `ige-*` script calls) with --help: a process per program would
-# spend ~4 s each importing TensorFlow. absl flags are global, so each
-# program's own flags are removed after it (as a fresh process would start).
+# installed `ige-*` script calls) with --help, and the train program with
+# the bad command lines of ERRORS: a process per program would spend ~4 s
+# each importing TensorFlow. absl flags are global, so each program's own
+# flags are removed after it (as a fresh process would start). An exception
+# out of `run` is what the program's process would die of (exit code 1,
+# its traceback on stderr).
+ERRORS = {
+    # No --model_dir: absl's required-flag error, before any work.
+    "missing model_dir": ("train", ["--gin_file=core/denoise.gin"]),
+    # A misspelled macro: refused by name before the model is built.
+    "unused macro": ("train", ["--gin_file=core/denoise.gin",
+                               "--model_dir=/nonexistent/never",
+                               "--gin_param=EPOCHS=1"]),
+}
+ERRORS_START = "--- the bad command lines of ERRORS ---\n"
 HELP_ALL = textwrap.dedent("""
-    import contextlib, importlib, io, json, pkgutil, sys
+    import contextlib, importlib, io, json, os, pkgutil, sys
     from absl import app, flags
     import ige_tf.bin
     app.define_help_flags()
-    results = {}
-    for info in pkgutil.iter_modules(ige_tf.bin.__path__):
-      module = importlib.import_module("ige_tf.bin." + info.name)
-      own = sorted({f.name for m, fs in flags.FLAGS.flags_by_module_dict().items()
-                    if m.startswith("ige_tf") for f in fs})
-      program = "ige-" + info.name.replace("_", "-")
-      sys.argv = [program, "--help"]
-      out = io.StringIO()
-      with contextlib.redirect_stdout(out):
+    ERRORS, SEPARATOR = json.loads(sys.argv[1]), sys.argv[2]
+
+    def invoke(module, argv):
+      sys.argv = argv
+      out, err = io.StringIO(), io.StringIO()
+      with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
           module.run()
           code = "returned without exiting"
         except SystemExit as exit_:
           code = exit_.code
-      results[program] = {"code": code, "help": out.getvalue(), "flags": own,
+        except Exception as error:  # pylint: disable=broad-except
+          code = 1
+          err.write(f"{type(error).__name__}: {error}")
+      flags.FLAGS.unparse_flags()
+      return {"code": code, "out": out.getvalue(), "err": err.getvalue()}
+
+    results, errors = {}, {}
+    for info in pkgutil.iter_modules(ige_tf.bin.__path__):
+      module = importlib.import_module("ige_tf.bin." + info.name)
+      own = sorted({f.name for m, fs in flags.FLAGS.flags_by_module_dict().items()
+                    if m.startswith("ige_tf") for f in fs})
+      program = "ige-" + info.name.replace("_", "-")
+      helped = invoke(module, [program, "--help"])
+      results[program] = {"code": helped["code"], "help": helped["out"],
+                          "stderr": helped["err"], "flags": own,
                           "doc": module.__doc__.strip().splitlines()[0]}
       for name in own:
         delattr(flags.FLAGS, name)
-      flags.FLAGS.unparse_flags()
     results["tensorflow imported"] = "tensorflow" in sys.modules
-    print(json.dumps(results))
+    # TensorFlow's C++ lines of a real run (e.g. a failed cuInit) may follow.
+    os.write(2, SEPARATOR.encode())
+    for case, (name, args) in ERRORS.items():
+      before = set(flags.FLAGS)
+      module = importlib.reload(importlib.import_module("ige_tf.bin." + name))
+      errors[case] = invoke(module, ["ige-" + name.replace("_", "-"), *args])
+      for flag in set(flags.FLAGS) - before:
+        delattr(flags.FLAGS, flag)
+    print(json.dumps({"help": results, "errors": errors}))
 """)
 
 
@@ -56,14 +86,30 @@ def _clean_env():
 
 
 def test_every_program_help_exits_0_lists_its_flags_and_is_quiet(tmp_path):
-  proc = subprocess.run([sys.executable, "-c", HELP_ALL], cwd=tmp_path,
-                        env=_clean_env(), capture_output=True, text=True,
-                        timeout=300, check=False)
+  """Also: a bad command line of `ige-train` fails with a message naming
+  the problem (ERRORS)."""
+  proc = subprocess.run([sys.executable, "-c", HELP_ALL, json.dumps(ERRORS),
+                         ERRORS_START], cwd=tmp_path, env=_clean_env(),
+                        capture_output=True, text=True, timeout=300,
+                        check=False)
   assert proc.returncode == 0, proc.stderr
   # No TensorFlow start-up lines (oneDNN, CUDA drivers, CPU instructions,
-  # "All log messages before absl::InitializeLog()"), nor anything else.
-  assert proc.stderr == ""
-  results = json.loads(proc.stdout.strip().splitlines()[-1])
+  # "All log messages before absl::InitializeLog()"), nor anything else,
+  # before the bad command lines run.
+  assert proc.stderr.split(ERRORS_START)[0] == "", proc.stderr
+  assert ERRORS_START in proc.stderr
+  ran = json.loads(proc.stdout.strip().splitlines()[-1])
+  results, errors = ran["help"], ran["errors"]
+  assert errors.keys() == ERRORS.keys()
+  missing = errors["missing model_dir"]
+  assert missing["code"] == 1, missing
+  assert "Flag --model_dir must have a value other than None" in missing[
+      "err"], missing
+  unused = errors["unused macro"]
+  assert unused["code"] == 1, unused
+  assert unused["err"].startswith(
+      "GinMacroError: --gin_param 'EPOCHS=1': macro EPOCHS is not "
+      "referenced"), unused
   assert results.pop("tensorflow imported") is True  # the quiet import ran
   expected = {"ige-" + name.replace("_", "-") for name in
               ("train", "evaluate", "export", "model_stats", "lift",
@@ -74,6 +120,7 @@ def test_every_program_help_exits_0_lists_its_flags_and_is_quiet(tmp_path):
   assert expected <= set(results)  # the issue's list; more programs may come
   for program, result in results.items():
     assert result["code"] == 0, (program, result)
+    assert result["stderr"] == "", (program, result)
     assert result["doc"] in result["help"], program
     assert result["flags"], program
     for flag in result["flags"] + ["verbosity"]:

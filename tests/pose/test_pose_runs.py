@@ -4,8 +4,6 @@ resumed run with dropout continues bit for bit."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import gin
 import numpy as np
@@ -17,6 +15,7 @@ from ige_tf.train import loop
 from ige_tf.train import run
 
 from conftest import gin_overrides  # tests/pose/conftest.py
+import programs  # pylint: disable=import-error
 
 
 @pytest.fixture
@@ -55,15 +54,31 @@ def test_a_b128_run_evaluated_with_an_ige_config_is_refused(
     assert f.read() == '{"protocol2_mm": [51.0]}'
 
 
+@pytest.fixture(scope="module")
+def program_runs(baseline_run, build_once):
+  """In one process (`programs.run_programs`; built once per test run), in
+  an empty directory (no records/, no runs/): `bin/model_stats.py
+  --gin_file=pose/ige8.gin`, then `bin/visualize.py --model=<baseline_run>
+  --index=5 --out=<dir>/figure3.png`.
+  `(the directory, [result of each run])`."""
+  def build(root):
+    bin_dir = os.path.join(programs.REPO_DIR, "bin")
+    return programs.run_programs([
+        ("model_stats", [os.path.join(bin_dir, "model_stats.py"),
+                         "--gin_file=pose/ige8.gin"]),
+        ("visualize", [os.path.join(bin_dir, "visualize.py"),
+                       f"--model={baseline_run}",
+                       "--index=5",
+                       f"--out={os.path.join(root, 'figure3.png')}"])],
+                                 cwd=root)
+  return build_once("pose_program_runs", build)
+
+
 def test_model_stats_of_ige8_need_no_data_and_no_initial_run(
-    records_gt, baseline_run, repo_dir, tmp_path):
-  out = subprocess.run(
-      [sys.executable, os.path.join(repo_dir, "bin", "model_stats.py"),
-       "--gin_file=pose/ige8.gin"], capture_output=True, text=True,
-      timeout=300, cwd=str(tmp_path),  # no records/, no runs/ here
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-  assert out.returncode == 0, out.stderr[-3000:]
-  stats = json.loads(out.stdout.strip().splitlines()[-1])
+    records_gt, baseline_run, program_runs):
+  out = program_runs[1][0]
+  assert out["code"] == 0 and out["raised"] is None, out
+  stats = json.loads(out["out"].strip().splitlines()[-1])
   # The same counts as the model built from real statistics and baseline.
   cli.parse_gin(["pose/ige8.gin"], gin_overrides(
       records_gt, init_model_dir=baseline_run))
@@ -95,17 +110,12 @@ def test_resume_with_dropout_is_bit_identical(records_gt, tmp_path):
                                   readers[1].get_tensor(name), err_msg=name)
 
 
-def test_visualize_from_the_run_directory_alone(baseline_run, repo_dir,
-                                                tmp_path):
+def test_visualize_from_the_run_directory_alone(program_runs):
   """bin/visualize.py --model=<run> finds the run's records itself."""
-  out = str(tmp_path / "figure3.png")
-  proc = subprocess.run(
-      [sys.executable, os.path.join(repo_dir, "bin", "visualize.py"),
-       f"--model={baseline_run}", "--index=5", f"--out={out}"],
-      capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  root, (_, proc) = program_runs
+  assert proc["code"] == 0 and proc["raised"] is None, proc
+  out = os.path.join(root, "figure3.png")
+  result = json.loads(proc["out"].strip().splitlines()[-1])
   assert result["png"] == out and os.path.getsize(out) > 0
 
 

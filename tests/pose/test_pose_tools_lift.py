@@ -1,8 +1,6 @@
 """bin/lift.py and ige_tf.pose.lift: keypoint files -> 3D poses JSON."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ from ige_tf.pose import lift
 from ige_tf.pose import lifter as lifter_lib
 from ige_tf.pose import skeleton
 from ige_tf.pose.data import pipeline
+import programs  # pylint: disable=import-error
 
 CAMERA = {"f": [1145.0, 1144.0], "c": [512.0, 515.0],
           "k": [-0.207, 0.247, -0.003], "p": [-0.0011, -0.001],
@@ -62,21 +61,37 @@ def write(path, value):
   return str(path)
 
 
-def test_lift_binary_on_coco_detections(ige_run, mpii_poses, lifter,
-                                        tmp_path, repo_dir):
-  detections = [detection(coco_from_mpii(p), image_id=i)
-                for i, p in enumerate(mpii_poses)]
-  keypoints = write(tmp_path / "detections.json", detections)
-  intrinsics = write(tmp_path / "camera.json", CAMERA)
-  out = tmp_path / "poses.json"
-  cmd = [sys.executable, os.path.join(repo_dir, "bin", "lift.py"),
-         f"--model={os.path.join(ige_run, 'export')}",
-         f"--keypoints={keypoints}", f"--intrinsics={intrinsics}",
-         f"--out={out}", f"--png_dir={tmp_path / 'png'}", "--steps"]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(out.read_text())
+@pytest.fixture(scope="module")
+def lift_binary_runs(ige_run, mpii_poses, build_once):
+  """`bin/lift.py` on COCO detections (with --png_dir and --steps), then on
+  a detection with an undetected joint, in one process
+  (`programs.run_programs`; built once per test run): `(directory of the
+  inputs and outputs, [result of each run])`."""
+  def build(root):
+    detections = [detection(coco_from_mpii(p), image_id=i)
+                  for i, p in enumerate(mpii_poses)]
+    bad = detection(coco_from_mpii(mpii_poses[0]), image_id=5)
+    bad["keypoints"] = [0.0] * 34 + [0.9] * 17
+    program = os.path.join(programs.REPO_DIR, "bin", "lift.py")
+    model = f"--model={os.path.join(ige_run, 'export')}"
+    path = lambda name: os.path.join(root, name)  # noqa: E731
+    return programs.run_programs([
+        ("lift", [program, model,
+                  f"--keypoints={write(path('detections.json'), detections)}",
+                  f"--intrinsics={write(path('camera.json'), CAMERA)}",
+                  f"--out={path('poses.json')}", f"--png_dir={path('png')}",
+                  "--steps"]),
+        ("lift", [program, model,
+                  f"--keypoints={write(path('zero.json'), [bad])}",
+                  f"--out={path('o.json')}", "--image_size=640,480"])],
+                                 cwd=root)
+  return build_once("lift_binary_runs", build)
+
+
+def test_lift_binary_on_coco_detections(lift_binary_runs, mpii_poses, lifter):
+  root, (proc, _) = lift_binary_runs
+  assert proc["code"] == 0 and proc["raised"] is None, proc
+  result = json.loads(open(os.path.join(root, "poses.json")).read())
   assert result["joints"] == list(skeleton.H36M16.joints)
   assert [p["image_id"] for p in result["poses"]] == [0, 1, 2]
   assert result["skipped"] == []
@@ -89,11 +104,11 @@ def test_lift_binary_on_coco_detections(ige_run, mpii_poses, lifter,
   assert result["assumptions"] == []
   assert result["poses"][0]["camera"]["assumed"] is None
   assert all(p["reprojection_px"] >= 0 for p in result["poses"])
-  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  summary = json.loads(proc["out"].strip().splitlines()[-1])
   assert summary["poses"] == 3 and summary["skipped"] == 0
   assert np.array(result["poses"][0]["steps"]).shape == (5, 16, 3)
-  assert sorted(os.listdir(tmp_path / "png")) == ["0_0.png", "1_1.png",
-                                                  "2_2.png"]
+  assert sorted(os.listdir(os.path.join(root, "png"))) == [
+      "0_0.png", "1_1.png", "2_2.png"]
 
 
 def test_plain_mpii16_list_equals_the_model(mpii_poses, lifter, tmp_path):
@@ -255,21 +270,14 @@ def test_unknown_camera_is_assumed_from_the_image_size(mpii_poses, lifter,
   assert given["assumptions"][0].startswith("focal 900, 900 px as given")
 
 
-def test_binary_errors_are_one_line(ige_run, mpii_poses, tmp_path, repo_dir):
-  bad = detection(coco_from_mpii(mpii_poses[0]), image_id=5)
-  bad["keypoints"] = [0.0] * 34 + [0.9] * 17
-  keypoints = write(tmp_path / "zero.json", [bad])
-  cmd = [sys.executable, os.path.join(repo_dir, "bin", "lift.py"),
-         f"--model={os.path.join(ige_run, 'export')}",
-         f"--keypoints={keypoints}", f"--out={tmp_path / 'o.json'}",
-         "--image_size=640,480"]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-  assert proc.returncode == 1
-  last = proc.stderr.strip().splitlines()[-1]
+def test_binary_errors_are_one_line(lift_binary_runs):
+  root, (_, proc) = lift_binary_runs
+  keypoints = os.path.join(root, "zero.json")
+  assert proc["code"] == 1 and proc["raised"] is None, proc
+  last = proc["err"].strip().splitlines()[-1]
   assert last.startswith(f"lift.py: error: {keypoints}: detection 0 "
                          "(image_id 5): invalid joints: l_shoulder (at (0, "
                          "0), COCO's mark of an undetected keypoint)")
   assert last.endswith("Use --on_invalid=skip to leave such detections out.")
-  assert "Traceback" not in proc.stderr
-  assert not (tmp_path / "o.json").exists()
+  assert "Traceback" not in proc["err"]
+  assert not os.path.exists(os.path.join(root, "o.json"))

@@ -92,13 +92,6 @@ def test_resume_after_interruption_replays_the_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
 
 
-def _run_bin(repo_dir, name, *args, **popen):
-  cmd = [sys.executable, os.path.join(repo_dir, "bin", name), *args]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, **popen)
-
-
 def test_export_reloads_with_the_keras_outputs(tmp_path):
   """In process (bin/export.py's path, the binary itself runs in
   tests/pose/test_pose_lifter.py): `loop.export` of the gin-configured run."""
@@ -204,11 +197,8 @@ def test_unknown_gin_parameter_is_a_clear_error():
     cli.parse_gin(["nope.gin"])
 
 
-def test_missing_model_dir_is_a_clear_error(repo_dir, tmp_path):
-  proc = _run_bin(repo_dir, "train.py", "--gin_file=core/denoise.gin")
-  out, _ = proc.communicate(timeout=120)
-  assert proc.returncode != 0
-  assert "--model_dir" in out
+def test_missing_model_dir_is_a_clear_error(tmp_path):
+  """(`ige-train` without --model_dir: tests/bin/test_bin_programs.py.)"""
   with pytest.raises(FileNotFoundError, match="no checkpoint in model_dir"):
     loop.evaluate(small_problem(), str(tmp_path / "empty"))
   with pytest.raises(ValueError, match="model_dir is required"):

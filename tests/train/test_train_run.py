@@ -119,15 +119,22 @@ def test_open_run_leaves_a_notebook_gin_config_as_it_was(denoise_run):
     gin.query_parameter("DenoisingProblem.split_sizes")
 
 
-def test_a_config_that_changes_the_model_is_refused(denoise_run, repo_dir):
+def test_a_config_that_changes_the_model_is_refused(denoise_run):
+  """What `bin/evaluate.py --model_dir=... --gin_param=...` runs (its `main`:
+  `open_run`, then `loop.evaluate`), in this process: that a library error
+  ends a program non-zero with its message is checked on `ige-train`
+  (tests/bin/test_bin_programs.py) and the cluster's chief
+  (tests/train/test_distributed.py)."""
   metrics = os.path.join(denoise_run, "metrics.json")
   with open(metrics, "w") as f:
     f.write('{"mse": [1.0]}')
-  code, out = _bin(repo_dir, "evaluate.py", f"--model_dir={denoise_run}",
-                   "--gin_param=DenoisingProblem.num_steps = 4",
-                   "--gin_param=DenoisingProblem.output_units = 8")
-  assert code != 0
-  assert ("ConfigMismatchError" in out and "2 binding(s) differ" in out
+  with pytest.raises(run.ConfigMismatchError) as refused:
+    with run.open_run(denoise_run, [], [
+        "DenoisingProblem.num_steps = 4",
+        "DenoisingProblem.output_units = 8"], restore=False) as loaded:
+      loop.evaluate(loaded.problem, denoise_run)
+  out = str(refused.value)
+  assert ("2 binding(s) differ" in out
           and "DenoisingProblem.num_steps: run 2, given 4" in out
           and "DenoisingProblem.output_units: run 64, given 8" in out), out
   with open(metrics) as f:
@@ -165,7 +172,9 @@ def test_a_partial_checkpoint_is_refused_listing_the_variables(tmp_path):
                        str(tmp_path / "full"))
 
 
-def test_misspelled_macro_names_the_closest_macro(repo_dir):
+def test_misspelled_macro_names_the_closest_macro():
+  """(`ige-train` with an unreferenced macro:
+  tests/bin/test_bin_programs.py.)"""
   with pytest.raises(cli.GinMacroError,
                      match="macro EPOCH is not referenced .*did you mean EPOCHS"):
     cli.parse_gin(["pose/b128-1.gin"], ["EPOCH=1"])
@@ -175,23 +184,24 @@ def test_misspelled_macro_names_the_closest_macro(repo_dir):
   gin.clear_config()
   cli.parse_gin(["pose/b128-1.gin"], ["EPOCHS = 1"])  # the right name works
   assert run.current_bindings()["train.epochs"] == 1
-  code, out = _bin(repo_dir, "train.py", "--gin_file=core/denoise.gin",
-                   "--model_dir=/nonexistent/never", "--gin_param=EPOCHS=1")
-  assert code != 0 and "macro EPOCHS is not referenced" in out, out
 
 
 def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path,
                                                                repo_dir):
   """Killed right after the checkpoint of a random step (mid-epoch), resumed
   with `--model_dir` alone: weights, optimizer slots, step and random states
-  equal the uninterrupted run's, bit for bit."""
-  args = ["--gin_file=core/denoise.gin", "--gin_param=train.epochs = 6",
-          "--gin_param=train.checkpoint_every_steps = 3",
-          "--gin_param=train.progress = False",
-          "--gin_param=DenoisingProblem.split_sizes = {'train': 320}"]
+  equal the uninterrupted run's, bit for bit. The uninterrupted run is what
+  `bin/train.py` runs (`cli.parse_gin`, `loop.train`), in this process."""
+  params = ["train.epochs = 6", "train.checkpoint_every_steps = 3",
+            "train.progress = False",
+            "DenoisingProblem.split_sizes = {'train': 320}"]
+  args = ["--gin_file=core/denoise.gin",
+          *(f"--gin_param={p}" for p in params)]
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
-  code, out = _bin(repo_dir, "train.py", f"--model_dir={full}", *args)
-  assert code == 0, out
+  gin.clear_config()
+  cli.parse_gin(["core/denoise.gin"], params)
+  loop.train(cli.make_problem(), full)
+  gin.clear_config()
   kill_step = random.Random().choice(range(3, 30, 3))  # 5 steps per epoch
   proc = subprocess.Popen(
       [sys.executable, os.path.join(repo_dir, "bin", "train.py"),
