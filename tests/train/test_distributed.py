@@ -297,7 +297,9 @@ def test_two_workers_train_a_tiny_pose_run_sharded_by_file(
   worker_tmp = tmp_path / "worker_tmp"
   worker_tmp.mkdir()
   procs = _cluster(repo_dir, multi_dir, args, str(worker_tmp))
-  with caplog.at_level(logging.INFO):
+  # absl's logger holds its own level (WARNING until absl flags are parsed,
+  # whatever an earlier test in this process did): set it for the capture.
+  with caplog.at_level(logging.INFO, logger="absl"):
     _train_here(single_dir, args)  # while the workers run
   outs = _wait(procs)
   chosen = "input sharded by file: 6 record files, 2 workers, 6 steps per epoch each"

@@ -4,6 +4,7 @@ Two categories (plane, chair) x 3 generated models x 2 views, 128^2 images,
 frustum grids at 32 and 64, world grids at 32. A split file puts 2 models per
 category in train and 1 in test (train: 8 examples, test: 4).
 """
+import importlib.util
 import json
 import os
 
@@ -86,3 +87,15 @@ def category_records(build_once):
   root = build_once("voxel_categories", build)[0]
   return {name: os.path.join(root, f"shapenet_{name}")
           for name in CATEGORY_SYNSETS}
+
+
+@pytest.fixture(scope="session")
+def bench_voxel_scaling():
+  """`bench/bench_voxel_scaling.py` as a module, loaded once per process:
+  its absl flags can be defined only once."""
+  path = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir,
+                      "bench", "bench_voxel_scaling.py")
+  spec = importlib.util.spec_from_file_location("bench_voxel_scaling", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -1,21 +1,13 @@
 """`bench/bench_voxel_scaling.py --mode=kernels`: the per-kernel timing of
 the fused unroll records every call one unroll makes, in order, and its
 tables add up."""
-import importlib.util
-import os
-
 import pytest
-
-_BENCH = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir,
-                      "bench", "bench_voxel_scaling.py")
 
 
 @pytest.fixture(scope="module")
-def bench():
-  spec = importlib.util.spec_from_file_location("bench_voxel_scaling", _BENCH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def bench(bench_voxel_scaling):
+  """The bench module (tests/voxel/conftest.py loads it once)."""
+  return bench_voxel_scaling
 
 
 def test_kernel_timing_replays_every_call_of_one_unroll(bench):

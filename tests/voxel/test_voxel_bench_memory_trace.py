@@ -1,22 +1,14 @@
 """`bench/bench_voxel_scaling.py --mode=memory_trace`: the allocation trace
 and its per-phase breakdown, on a small step whose buffers are known."""
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
-_BENCH = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir,
-                      "bench", "bench_voxel_scaling.py")
-
 
 @pytest.fixture(scope="module")
-def bench():
-  spec = importlib.util.spec_from_file_location("bench_voxel_scaling", _BENCH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def bench(bench_voxel_scaling):
+  """The bench module (tests/voxel/conftest.py loads it once)."""
+  return bench_voxel_scaling
 
 
 def test_memory_trace_names_the_buffers_live_at_the_peak(bench, tmp_path):
