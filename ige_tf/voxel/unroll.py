@@ -314,7 +314,7 @@ class _Kernels:
       g = self._gradient(y, levels)[0]
       # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
       outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
-      clipped_part = tf.reduce_sum(adjoint * outside)
+      clipped_part = tf.reduce_sum(sum_per_example(adjoint * outside))
       d_lr -= clip * clipped_part
       d_clip = -lr * clipped_part
     return [-lr * q for q in pooled], d_lr, d_clip
