@@ -187,8 +187,8 @@ class _Kernels:
   # The kernels (each a `tf.function(jit_compile=True)` of the method named
   # with a leading underscore), in the order `fused_unroll` first calls
   # them; `bench/bench_voxel_scaling.py --mode=kernels` times each call.
-  NAMES = ("initial", "descent", "statistics_at", "loss_gradient",
-           "adjoint_levels", "adjoint_grid")
+  NAMES = ("initial", "step", "loss_gradient", "adjoint_levels",
+           "adjoint_grid")
 
   def __init__(self, energy, loss_fn, size, depth, clipped):
     self.level_sizes = energy.level_sizes
@@ -231,17 +231,15 @@ class _Kernels:
       y = y - lr * self._clip(g, clip)
     return y
 
-  def _sums(self, labels, y, *after):
-    """Per-example sums of the loss terms at `y`, one reduction at a time
-    (`_after`), each after `after`."""
+  def _shared_sums(self, labels, y):
+    """Per-example sums of the loss terms at `y`, unordered, in a kernel
+    that also pools `s(y)`: the pooling materializes `s(y)` (XLA on CPU
+    fuses no producer into a reduction over major axes), and the sums of
+    terms of `s(y)` (continuous IoU's `p y`, `p`) read that buffer (common
+    subexpression) instead of evaluating the sigmoid once more each;
+    `sum_per_example` holds no grid-sized operand of its own."""
     labels = tf.cast(labels, y.dtype)
-    count = len(self.statistics(labels, y))
-    sums = []
-    for index in range(count):
-      ordered = _after(y, *(list(after) + sums[-1:]))
-      sums.append(sum_per_example(
-          self.statistics(labels, ordered)[index]))
-    return sums
+    return [sum_per_example(term) for term in self.statistics(labels, y)]
 
   def _loss_terms_gradient(self, labels, y, d_sums):
     """`d L / d y` (elementwise) for upstream gradients `d_sums` of the sums."""
@@ -258,19 +256,20 @@ class _Kernels:
   def _initial(self, y, labels):
     """`(P(s(y_0)), loss sums at y_0)`."""
     pooled = self._pool(self._occupancy(y)[0])
-    return pooled, self._sums(labels, y, pooled[0])
+    return pooled, self._shared_sums(labels, y)
 
-  def _descent(self, y, levels, lr, clip):
-    """`y_{t+1}` from `y_t` and the level gradients `G_t`."""
-    return y - lr * self._clip(self._gradient(y, levels)[0], clip)
-
-  def _statistics_at(self, y, levels, y_next, labels):
-    """`(||g_t||^2 [B], P(s(y_{t+1})), loss sums at y_{t+1})`, one
-    reduction after the other (small outputs only)."""
+  def _step(self, y, levels, labels, lr, clip):
+    """One forward step: `(y_{t+1}, ||g_t||^2 [B], P(s(y_{t+1})), loss sums
+    at y_{t+1})` from `y_t` and the level gradients `G_t`; the norm first,
+    then `g_t` again for `y_{t+1}` (`_after`; sharing `g_t` made XLA
+    materialize it)."""
     g = self._gradient(y, levels)[0]
     squared = sum_per_example(g * g)
-    pooled = self._pool(self._occupancy(_after(y_next, squared))[0])
-    return squared, pooled, self._sums(labels, y_next, squared, pooled[0])
+    g = self._gradient(_after(y, squared), levels)[0]
+    y_next = y - lr * self._clip(g, clip)
+    pooled = self._pool(self._occupancy(y_next)[0])
+    return (y_next, squared, pooled,
+            self._shared_sums(labels, y_next))
 
   def _loss_gradient(self, y, history, labels, d_sums, lr, clip):
     """`d L / d y_t`, `y_t` recomputed from `y` and `history`."""
@@ -396,10 +395,8 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     y = y0
     for _ in range(num_steps):
       value, levels = cnn_first_order(energy, pooled, step_context)
-      y_next = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
-      squared, pooled, sums = kernels.statistics_at(y, levels, y_next,
-                                                    labels)
-      y = y_next
+      y, squared, pooled, sums = kernels.step(y, levels, labels, step_lr,
+                                              clip_arg(step_clip))
       history.append(levels)
       all_pooled.append(pooled)
       all_sums.append(sums)
