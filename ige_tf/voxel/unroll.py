@@ -110,23 +110,6 @@ def unsupported_reason(optimizer, loss_fn):
   return None
 
 
-def _after(grid, *values):
-  """`grid`, computed only once `values` exist (a data dependency).
-
-  XLA on CPU materializes the operand of every reduction over the grid;
-  independent reductions of one kernel then hold their operands at the same
-  time (measured: the three sums of continuous IoU, 4.0 grids at 128^3).
-  Adding `min(|v|, 0)` (zero unless v is NaN, which then propagates as it
-  would anyway) orders the next operand after the previous reduction, so
-  one grid-sized buffer serves them in turn. Float `x * 0` is not folded
-  away by XLA (NaN semantics), nor is this.
-  """
-  for value in values:
-    zero = tf.minimum(tf.abs(tf.reduce_sum(value)), 0.0)
-    grid = grid + tf.cast(zero, grid.dtype)
-  return grid
-
-
 def cnn_first_order(energy, levels, context):
   """The energy and its gradient at the pooled levels (the 2D CNNs' forward
   and backward pass; small tensors only).
@@ -260,12 +243,10 @@ class _Kernels:
 
   def _step(self, y, levels, labels, lr, clip):
     """One forward step: `(y_{t+1}, ||g_t||^2 [B], P(s(y_{t+1})), loss sums
-    at y_{t+1})` from `y_t` and the level gradients `G_t`; the norm first,
-    then `g_t` again for `y_{t+1}` (`_after`; sharing `g_t` made XLA
-    materialize it)."""
+    at y_{t+1})` from `y_t` and the level gradients `G_t` (`g_t` computed
+    once)."""
     g = self._gradient(y, levels)[0]
     squared = sum_per_example(g * g)
-    g = self._gradient(_after(y, squared), levels)[0]
     y_next = y - lr * self._clip(g, clip)
     pooled = self._pool(self._occupancy(y_next)[0])
     return (y_next, squared, pooled,
@@ -294,8 +275,7 @@ class _Kernels:
     second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
     `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`.
     """
-    start = y
-    y = self._recompute(start, history, lr, clip)
+    y = self._recompute(y, history, lr, clip)
     g, _, first, _ = self._gradient(y, levels)
     weighted = first * adjoint
     if self.clipped:
@@ -306,11 +286,6 @@ class _Kernels:
                       for q, level in zip(pooled, levels)])
     d_clip = tf.zeros_like(d_lr)
     if self.clipped:
-      # After the pooling (`_after`), with y_t recomputed once more: sharing
-      # the recomputed y_t with the pooling made XLA keep it and more
-      # (4 grids of temporaries at 256^3, B = 2).
-      y = self._recompute(_after(start, pooled[0]), history, lr, clip)
-      g = self._gradient(y, levels)[0]
       # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
       outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
       clipped_part = tf.reduce_sum(sum_per_example(adjoint * outside))
