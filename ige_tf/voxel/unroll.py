@@ -40,27 +40,31 @@ input `a` exists), so the grid-sized buffers of the backward pass are
 `y_0`, `a`, the new `a` and the labels. The CNNs' second order of step t
 waits for its upstream `d G_t` (a control dependency): otherwise the
 executor runs its forward half during the forward pass and keeps every
-step's CNN activations until the backward pass. The forward pass writes
-`y_{t+1}` (kernel `descent`) and reads it with `y_t` for the statistics;
-recomputing both there from `y_0` was tried and not kept (XLA wrote 3.25
-grids of temporaries in that kernel, and 20 % more CPU time). In
-`adjoint_levels` the clipped sum recomputes `y_t` once more rather than
-share it with the pooling (shared, XLA kept 4 grids of temporaries at
-256^3; now 3 at 256^3 and 1.25 at 128^3). Session 6 tried sharing one
-recomputed `y_t` between the two passes (a kernel writing it, y_{T-1} kept
-from the forward pass) and one forward kernel per step (descent and
-statistics): 18 % less CPU time in the inner loop's kernels at 128^3,
-but one grid more in the backward pass, and at 256^3 (where the pooling
-kernels ask XLA for 2.3 grids of temporaries) that broke the memory aim
-(docs/benchmarks.md, issue 11, "Round 3"); not kept. With
-`store_iterates=True` the forward pass keeps `y_1 .. y_{T-1}` too (T - 1
-more grids) and nothing is recomputed; both give the same values (tested).
+step's CNN activations until the backward pass.
 
-XLA on CPU materializes the operand of every reduction over the grid (a
-pooling, a per-example sum); the kernels therefore order their reductions
-one after another by data dependencies (`_after`) so that one grid-sized
-temporary serves them in turn: measured at 128^3, each kernel's peak is at
-most 1.7 grids including its output.
+Forward pass, per step t: the CNNs' first order (`cnn_first_order`: E_t,
+G_t from p_t), then one kernel `step`: `y_{t+1}`, `||g_t||^2`,
+`p_{t+1} = P(s(y_{t+1}))` and the loss sums at `y_{t+1}` (kernel
+`initial`: p_0 and the sums at y_0). Recomputing `y_t` there from `y_0`
+instead of writing `y_{t+1}` was tried and not kept (XLA wrote 3.25 grids
+of temporaries, 20 % more CPU time). Sharing one recomputed `y_t` between
+the two backward passes (a kernel writing it, `y_{T-1}` kept) saved ~9 %
+of the inner loop's kernel CPU time at 128^3 (round 3) but holds one grid more in the
+backward pass: traced at 256^3, B = 2, 842 MB against 726 (the aim has no
+room for it while `adjoint_levels` asks XLA for 2.25 grids of
+temporaries); not kept (docs/benchmarks.md, issue 11, "Round 3" and
+"Round 4"). With `store_iterates=True` the forward pass keeps
+`y_1 .. y_{T-1}` too (T - 1 more grids) and nothing is recomputed; both
+give the same values (tested).
+
+XLA on CPU materializes the operand of a pooling (a reduction over major
+axes) and fuses no expensive producer (a sigmoid) into several such
+reductions; per-example sums are products with ones
+(`losses.sum_per_example`) that read their producer in place. So each
+kernel computes `g_t` (and `s(y)`) once and lets the sums share it with
+the pooling: measured at 256^3 this costs no memory against ordering the
+reductions one after another by data dependencies (session 5's `_after`,
+removed in session 6 round 4), and saves the repeated recomputations.
 
 Every full-grid pass is one `tf.function(jit_compile=True)` kernel (CPU and
 GPU), compiled once per configuration and shape (`_KERNELS`). Values and
