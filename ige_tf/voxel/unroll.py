@@ -49,9 +49,9 @@ G_t from p_t), then one kernel `step`: `y_{t+1}`, `||g_t||^2`,
 instead of writing `y_{t+1}` was tried and not kept (XLA wrote 3.25 grids
 of temporaries, 20 % more CPU time). Sharing one recomputed `y_t` between
 the two backward passes (a kernel writing it, `y_{T-1}` kept) saved ~9 %
-of the inner loop's kernel CPU time at 128^3 (round 3) but holds one grid more in the
-backward pass: traced at 256^3, B = 2, 842 MB against 726 (the aim has no
-room for it while `adjoint_levels` asks XLA for 2.25 grids of
+of the inner loop's kernel CPU time at 128^3 (round 3) but holds one grid
+more in the backward pass: traced at 256^3, B = 2, 842 MB against 726 (the
+aim has no room for it while `adjoint_levels` asks XLA for 2.25 grids of
 temporaries); not kept (docs/benchmarks.md, issue 11, "Round 3" and
 "Round 4"). With `store_iterates=True` the forward pass keeps
 `y_1 .. y_{T-1}` too (T - 1 more grids) and nothing is recomputed; both
