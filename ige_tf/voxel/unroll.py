@@ -40,27 +40,31 @@ input `a` exists), so the grid-sized buffers of the backward pass are
 `y_0`, `a`, the new `a` and the labels. The CNNs' second order of step t
 waits for its upstream `d G_t` (a control dependency): otherwise the
 executor runs its forward half during the forward pass and keeps every
-step's CNN activations until the backward pass. The forward pass writes
-`y_{t+1}` (kernel `descent`) and reads it with `y_t` for the statistics;
-recomputing both there from `y_0` was tried and not kept (XLA wrote 3.25
-grids of temporaries in that kernel, and 20 % more CPU time). In
-`adjoint_levels` the clipped sum recomputes `y_t` once more rather than
-share it with the pooling (shared, XLA kept 4 grids of temporaries at
-256^3; now 3 at 256^3 and 1.25 at 128^3). Session 6 tried sharing one
-recomputed `y_t` between the two passes (a kernel writing it, y_{T-1} kept
-from the forward pass) and one forward kernel per step (descent and
-statistics): 18 % less CPU time in the inner loop's kernels at 128^3,
-but one grid more in the backward pass, and at 256^3 (where the pooling
-kernels ask XLA for 2.3 grids of temporaries) that broke the memory aim
-(docs/benchmarks.md, issue 11, "Round 3"); not kept. With
-`store_iterates=True` the forward pass keeps `y_1 .. y_{T-1}` too (T - 1
-more grids) and nothing is recomputed; both give the same values (tested).
+step's CNN activations until the backward pass.
 
-XLA on CPU materializes the operand of every reduction over the grid (a
-pooling, a per-example sum); the kernels therefore order their reductions
-one after another by data dependencies (`_after`) so that one grid-sized
-temporary serves them in turn: measured at 128^3, each kernel's peak is at
-most 1.7 grids including its output.
+Forward pass, per step t: the CNNs' first order (`cnn_first_order`: E_t,
+G_t from p_t), then one kernel `step`: `y_{t+1}`, `||g_t||^2`,
+`p_{t+1} = P(s(y_{t+1}))` and the loss sums at `y_{t+1}` (kernel
+`initial`: p_0 and the sums at y_0). Recomputing `y_t` there from `y_0`
+instead of writing `y_{t+1}` was tried and not kept (XLA wrote 3.25 grids
+of temporaries, 20 % more CPU time). Sharing one recomputed `y_t` between
+the two backward passes (a kernel writing it, `y_{T-1}` kept) saved ~9 %
+of the inner loop's kernel CPU time at 128^3 (round 3) but holds one grid
+more in the backward pass: traced at 256^3, B = 2, 842 MB against 726 (the
+aim has no room for it while `adjoint_levels` asks XLA for 2.25 grids of
+temporaries); not kept (docs/benchmarks.md, issue 11, "Round 3" and
+"Round 4"). With `store_iterates=True` the forward pass keeps
+`y_1 .. y_{T-1}` too (T - 1 more grids) and nothing is recomputed; both
+give the same values (tested).
+
+XLA on CPU materializes the operand of a pooling (a reduction over major
+axes) and fuses no expensive producer (a sigmoid) into several such
+reductions; per-example sums are products with ones
+(`losses.sum_per_example`) that read their producer in place. So each
+kernel computes `g_t` (and `s(y)`) once and lets the sums share it with
+the pooling: measured at 256^3 this costs no memory against ordering the
+reductions one after another by data dependencies (session 5's `_after`,
+removed in session 6 round 4), and saves the repeated recomputations.
 
 Every full-grid pass is one `tf.function(jit_compile=True)` kernel (CPU and
 GPU), compiled once per configuration and shape (`_KERNELS`). Values and
@@ -108,23 +112,6 @@ def unsupported_reason(optimizer, loss_fn):
             "(elementwise_statistics, label_statistics, "
             "loss_from_statistics)")
   return None
-
-
-def _after(grid, *values):
-  """`grid`, computed only once `values` exist (a data dependency).
-
-  XLA on CPU materializes the operand of every reduction over the grid;
-  independent reductions of one kernel then hold their operands at the same
-  time (measured: the three sums of continuous IoU, 4.0 grids at 128^3).
-  Adding `min(|v|, 0)` (zero unless v is NaN, which then propagates as it
-  would anyway) orders the next operand after the previous reduction, so
-  one grid-sized buffer serves them in turn. Float `x * 0` is not folded
-  away by XLA (NaN semantics), nor is this.
-  """
-  for value in values:
-    zero = tf.minimum(tf.abs(tf.reduce_sum(value)), 0.0)
-    grid = grid + tf.cast(zero, grid.dtype)
-  return grid
 
 
 def cnn_first_order(energy, levels, context):
@@ -187,8 +174,8 @@ class _Kernels:
   # The kernels (each a `tf.function(jit_compile=True)` of the method named
   # with a leading underscore), in the order `fused_unroll` first calls
   # them; `bench/bench_voxel_scaling.py --mode=kernels` times each call.
-  NAMES = ("initial", "descent", "statistics_at", "loss_gradient",
-           "adjoint_levels", "adjoint_grid")
+  NAMES = ("initial", "step", "loss_gradient", "adjoint_levels",
+           "adjoint_grid")
 
   def __init__(self, energy, loss_fn, size, depth, clipped):
     self.level_sizes = energy.level_sizes
@@ -231,17 +218,15 @@ class _Kernels:
       y = y - lr * self._clip(g, clip)
     return y
 
-  def _sums(self, labels, y, *after):
-    """Per-example sums of the loss terms at `y`, one reduction at a time
-    (`_after`), each after `after`."""
+  def _shared_sums(self, labels, y):
+    """Per-example sums of the loss terms at `y`, unordered, in a kernel
+    that also pools `s(y)`: the pooling materializes `s(y)` (XLA on CPU
+    fuses no producer into a reduction over major axes), and the sums of
+    terms of `s(y)` (continuous IoU's `p y`, `p`) read that buffer (common
+    subexpression) instead of evaluating the sigmoid once more each;
+    `sum_per_example` holds no grid-sized operand of its own."""
     labels = tf.cast(labels, y.dtype)
-    count = len(self.statistics(labels, y))
-    sums = []
-    for index in range(count):
-      ordered = _after(y, *(list(after) + sums[-1:]))
-      sums.append(sum_per_example(
-          self.statistics(labels, ordered)[index]))
-    return sums
+    return [sum_per_example(term) for term in self.statistics(labels, y)]
 
   def _loss_terms_gradient(self, labels, y, d_sums):
     """`d L / d y` (elementwise) for upstream gradients `d_sums` of the sums."""
@@ -258,19 +243,18 @@ class _Kernels:
   def _initial(self, y, labels):
     """`(P(s(y_0)), loss sums at y_0)`."""
     pooled = self._pool(self._occupancy(y)[0])
-    return pooled, self._sums(labels, y, pooled[0])
+    return pooled, self._shared_sums(labels, y)
 
-  def _descent(self, y, levels, lr, clip):
-    """`y_{t+1}` from `y_t` and the level gradients `G_t`."""
-    return y - lr * self._clip(self._gradient(y, levels)[0], clip)
-
-  def _statistics_at(self, y, levels, y_next, labels):
-    """`(||g_t||^2 [B], P(s(y_{t+1})), loss sums at y_{t+1})`, one
-    reduction after the other (small outputs only)."""
+  def _step(self, y, levels, labels, lr, clip):
+    """One forward step: `(y_{t+1}, ||g_t||^2 [B], P(s(y_{t+1})), loss sums
+    at y_{t+1})` from `y_t` and the level gradients `G_t` (`g_t` computed
+    once)."""
     g = self._gradient(y, levels)[0]
     squared = sum_per_example(g * g)
-    pooled = self._pool(self._occupancy(_after(y_next, squared))[0])
-    return squared, pooled, self._sums(labels, y_next, squared, pooled[0])
+    y_next = y - lr * self._clip(g, clip)
+    pooled = self._pool(self._occupancy(y_next)[0])
+    return (y_next, squared, pooled,
+            self._shared_sums(labels, y_next))
 
   def _loss_gradient(self, y, history, labels, d_sums, lr, clip):
     """`d L / d y_t`, `y_t` recomputed from `y` and `history`."""
@@ -295,8 +279,7 @@ class _Kernels:
     second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
     `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`.
     """
-    start = y
-    y = self._recompute(start, history, lr, clip)
+    y = self._recompute(y, history, lr, clip)
     g, _, first, _ = self._gradient(y, levels)
     weighted = first * adjoint
     if self.clipped:
@@ -307,14 +290,9 @@ class _Kernels:
                       for q, level in zip(pooled, levels)])
     d_clip = tf.zeros_like(d_lr)
     if self.clipped:
-      # After the pooling (`_after`), with y_t recomputed once more: sharing
-      # the recomputed y_t with the pooling made XLA keep it and more
-      # (4 grids of temporaries at 256^3, B = 2).
-      y = self._recompute(_after(start, pooled[0]), history, lr, clip)
-      g = self._gradient(y, levels)[0]
       # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
       outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
-      clipped_part = tf.reduce_sum(adjoint * outside)
+      clipped_part = tf.reduce_sum(sum_per_example(adjoint * outside))
       d_lr -= clip * clipped_part
       d_clip = -lr * clipped_part
     return [-lr * q for q in pooled], d_lr, d_clip
@@ -396,10 +374,8 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     y = y0
     for _ in range(num_steps):
       value, levels = cnn_first_order(energy, pooled, step_context)
-      y_next = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
-      squared, pooled, sums = kernels.statistics_at(y, levels, y_next,
-                                                    labels)
-      y = y_next
+      y, squared, pooled, sums = kernels.step(y, levels, labels, step_lr,
+                                              clip_arg(step_clip))
       history.append(levels)
       all_pooled.append(pooled)
       all_sums.append(sums)

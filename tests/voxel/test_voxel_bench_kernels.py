@@ -16,15 +16,14 @@ def test_kernel_timing_replays_every_call_of_one_unroll(bench):
                              calls=1)
   calls = [(row["name"], row["pass"]) for row in result["calls"]]
   forward = [("initial", "forward")] + [
-      ("cnn_first_order", "forward"), ("descent", "forward"),
-      ("statistics_at", "forward")] * num_steps
+      ("cnn_first_order", "forward"), ("step", "forward")] * num_steps
   backward = [("loss_gradient", "backward")] + [
       ("adjoint_levels", "backward"), ("cnn_second_order", "backward"),
       ("adjoint_grid", "backward")] * num_steps
   # The second order's own first-order call is not counted again.
   assert calls == forward + backward
   assert [row["index"] for row in result["calls"]
-          if row["name"] == "descent"] == list(range(num_steps))
+          if row["name"] == "step"] == list(range(num_steps))
   assert all(row["cpu_ms"] >= 0 and row["peak_grids"] >= 0
              for row in result["calls"])
   assert result["total_cpu_ms"] == pytest.approx(

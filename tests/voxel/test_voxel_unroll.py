@@ -195,7 +195,8 @@ def test_clip_bounds_follow_clipped_descent():
   assert np.all(d_levels[0].numpy().flat[:4] != 0)  # The bounds pass.
   np.testing.assert_allclose(d_lr, want_lr, rtol=1e-14)
   np.testing.assert_allclose(d_clip, want_clip, rtol=1e-14)
-  next_y = kernels.descent(y, [g], lr, clip)
+  labels = tf.constant(rng.random((2, 4, 4, 4)) > 0.5, tf.uint8)
+  next_y = kernels.step(y, [g], labels, lr, clip)[0]
   np.testing.assert_allclose(
       next_y, y - lr * tf.clip_by_value(g, -clip, clip), rtol=1e-14)
 
