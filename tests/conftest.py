@@ -8,17 +8,6 @@ import shutil
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Under `pytest -n N` each worker gets its share of the cores: TensorFlow
-# sizes its intra- and inter-op thread pools for the whole machine, so N
-# workers would oversubscribe it (threads spinning and switching on shared
-# cores). Set before TensorFlow is imported; the programs the tests start
-# inherit it; an explicit setting in the environment wins (0 restores
-# TensorFlow's default). Measured in docs/benchmarks.md ("Tests").
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-  _THREADS = str(max(1, (os.cpu_count() or 1)
-                     // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
-  for _name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
-    os.environ.setdefault(_name, _THREADS)
 
 import struct  # noqa: E402
 
