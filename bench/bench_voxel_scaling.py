@@ -122,15 +122,17 @@ flags.DEFINE_list("inputs", [],
                   "plot) of these earlier results.")
 flags.DEFINE_list("resolutions", ["32", "64", "128", "256"],
                   "Resolutions R to measure.")
-flags.DEFINE_list("batch_sizes", ["2", "4"],
-                  "Two batch sizes; time is reported for the larger one.")
-flags.DEFINE_list("batch_sizes_256", ["1", "2"],
+flags.DEFINE_list("batch_sizes", ["1", "2", "3", "4"],
+                  "Batch sizes (at least two; three or more give the "
+                  "memory slope's spread); time is reported for the "
+                  "largest.")
+flags.DEFINE_list("batch_sizes_256", ["1", "2", "3"],
                   "Batch sizes used instead at R >= 256 (memory).")
 MODELS = ("ige", "ige_recompute", "ige_fold", "base")
 flags.DEFINE_list("models", list(MODELS), f"Models to measure, of {MODELS}.")
 flags.DEFINE_integer("num_steps", 3, "IGE inner steps T.")
 flags.DEFINE_integer("timed_steps", 3, "Timed training steps per run.")
-flags.DEFINE_integer("repeats", 1,
+flags.DEFINE_integer("repeats", 2,
                      "Interleaved rounds per (model, R, B); figures are the "
                      "median over rounds.")
 flags.DEFINE_string("output_dir", os.path.join(
@@ -354,42 +356,130 @@ def run_scaling():
           if model_name in stopped:
             continue
           run = _spawn(model_name, resolution, batch_size)
-          print(json.dumps(run)[:400], flush=True)
+          print(json.dumps(run), flush=True)
           rounds.setdefault((model_name, batch_size), []).append(run)
           if "error" in run or run["peak_rss_mb"] > FLAGS.max_rss_gb * 1024:
             stopped.add(model_name)
     runs.extend(_median_run(r) for r in rounds.values())
+  _write_scaling(runs, summarize_scaling(runs, FLAGS.models))
+
+
+def fit_line(x, y):
+  """Least-squares line `y = intercept + slope * x` (`numpy.polyfit`).
+
+  Args:
+    x, y: sequences of floats of one length n >= 2 (distinct x).
+
+  Returns:
+    dict: `slope`, `intercept`, `residuals` (list of y - fit, per point)
+    and, for n >= 3, `slope_range` `[min, max]` of the slopes of the n
+    fits that leave one point out (None for n = 2): how far one point
+    moves the slope.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if x.shape != y.shape or x.size < 2 or np.unique(x).size < 2:
+    raise ValueError(f"fit_line needs >= 2 points at distinct x, got x={x} "
+                     f"y={y}")
+  slope, intercept = np.polyfit(x, y, 1)
+  result = {"slope": float(slope), "intercept": float(intercept),
+            "residuals": [float(r) for r in y - (intercept + slope * x)],
+            "slope_range": None}
+  if x.size >= 3:
+    slopes = [np.polyfit(np.delete(x, i), np.delete(y, i), 1)[0]
+              for i in range(x.size)]
+    result["slope_range"] = [float(min(slopes)), float(max(slopes))]
+  return result
+
+
+def _memory_fit(by_batch):
+  """The memory-per-example figures of one (model, R) from its runs by B.
+
+  Args:
+    by_batch: dict B -> run (`_median_run` output: `tf_step_peak_mb` the
+      median over rounds, `rounds` the rounds' runs).
+
+  Returns:
+    dict of the summary keys below (`mb_per_example` the least-squares
+    slope of the per-B median peaks, ...).
+  """
+  batches = sorted(by_batch)
+  peaks = [by_batch[b]["tf_step_peak_mb"] for b in batches]
+  fit = fit_line(batches, peaks)
+  round_peaks = [[r["tf_step_peak_mb"] for r in by_batch[b].get(
+      "rounds", [by_batch[b]])] for b in batches]
+  # The slope of each round alone (its own peak at every B).
+  by_round = [fit_line(batches, [p[i] for p in round_peaks])["slope"]
+              for i in range(min(len(p) for p in round_peaks))]
+  return {
+      "mb_per_example": fit["slope"],
+      "mb_intercept": fit["intercept"],
+      "mb_residuals": fit["residuals"],
+      "mb_per_example_range": fit["slope_range"],
+      "mb_per_example_by_round": by_round if len(by_round) > 1 else None,
+      "peaks_mb_by_batch": {str(b): p for b, p in zip(batches, round_peaks)},
+      "rss_mb_per_example": fit_line(
+          batches, [by_batch[b]["peak_rss_mb"] for b in batches])["slope"],
+      "cpu_seconds_by_batch": {str(b): by_batch[b]["step_cpu_seconds"]
+                               for b in batches},
+  }
+
+
+def summarize_scaling(runs, model_names):
+  """Per resolution, per model: the table's figures, ratios to "base".
+
+  Args:
+    runs: `_median_run` outputs (one per model, R, B; possibly errors).
+    model_names: the models, in table order.
+
+  Returns:
+    list of rows `{"resolution", "batch_sizes", <model>: {...}}`: time and
+    peak at the largest B (`step_seconds`, `step_cpu_seconds`,
+    `tf_step_peak_mb`, `peak_rss_mb`, `batch_size`), the memory fit
+    (`_memory_fit`), and for models other than "base" `memory_over_base`
+    (ratio of the least-squares slopes), `memory_over_base_range` (the
+    leave-one-batch-out slope ranges combined: [lowest / highest, highest /
+    lowest]), `time_over_base` (wall) and `cpu_time_over_base`. A model
+    with a failed or missing batch (of those any model ran at R) is left
+    out of its row.
+  """
   summary = []
   for resolution in sorted({r["resolution"] for r in runs}):
-    batches = _batches(resolution)
+    batches = sorted({r["batch_size"] for r in runs
+                      if r["resolution"] == resolution})
     row = {"resolution": resolution, "batch_sizes": batches}
-    for model_name in FLAGS.models:
+    for model_name in model_names:
       by_batch = {r["batch_size"]: r for r in runs
                   if r["model"] == model_name and r["resolution"] == resolution
                   and "error" not in r}
-      if len(by_batch) == len(batches):
-        low, high = by_batch[batches[0]], by_batch[batches[-1]]
-        span = batches[-1] - batches[0]
-        row[model_name] = {
-            "step_seconds": high["step_seconds"],
-            "step_cpu_seconds": high["step_cpu_seconds"],
-            "peak_rss_mb": high["peak_rss_mb"],
-            "tf_step_peak_mb": high["tf_step_peak_mb"],
-            "mb_per_example": (high["tf_step_peak_mb"]
-                               - low["tf_step_peak_mb"]) / span,
-            "rss_mb_per_example": (high["peak_rss_mb"]
-                                   - low["peak_rss_mb"]) / span}
-    for model_name in FLAGS.models:
-      if model_name != "base" and model_name in row and "base" in row:
-        row[model_name]["memory_over_base"] = (
-            row[model_name]["mb_per_example"] / row["base"]["mb_per_example"])
-        row[model_name]["time_over_base"] = (
-            row[model_name]["step_seconds"] / row["base"]["step_seconds"])
-        row[model_name]["cpu_time_over_base"] = (
-            row[model_name]["step_cpu_seconds"]
-            / row["base"]["step_cpu_seconds"])
+      if len(by_batch) != len(batches):
+        continue
+      high = by_batch[batches[-1]]
+      row[model_name] = {
+          "batch_size": batches[-1],
+          "step_seconds": high["step_seconds"],
+          "step_cpu_seconds": high["step_cpu_seconds"],
+          "peak_rss_mb": high["peak_rss_mb"],
+          "tf_step_peak_mb": high["tf_step_peak_mb"]}
+      row[model_name].update(_memory_fit(by_batch))
+    base = row.get("base")
+    for model_name in model_names:
+      if model_name == "base" or model_name not in row or base is None:
+        continue
+      cells = row[model_name]
+      cells["memory_over_base"] = (cells["mb_per_example"]
+                                   / base["mb_per_example"])
+      if cells["mb_per_example_range"] and base["mb_per_example_range"]:
+        low, high = cells["mb_per_example_range"]
+        base_low, base_high = base["mb_per_example_range"]
+        cells["memory_over_base_range"] = [low / base_high, high / base_low]
+      else:
+        cells["memory_over_base_range"] = None
+      cells["time_over_base"] = cells["step_seconds"] / base["step_seconds"]
+      cells["cpu_time_over_base"] = (cells["step_cpu_seconds"]
+                                     / base["step_cpu_seconds"])
     summary.append(row)
-  _write_scaling(runs, summary)
+  return summary
 
 
 def _rounds(runs, resolution, model_name):
@@ -401,33 +491,65 @@ def _rounds(runs, resolution, model_name):
 
 def _write_scaling(runs, summary, sources=None):
   """voxel_scaling.{json,md,png} from the runs and their summary rows."""
+  def number(value, digits=0):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+  def span(values, digits=0):
+    return ("-" if not values else
+            f"{values[0]:.{digits}f}-{values[1]:.{digits}f}")
+
   lines = [
       f"IGE T = {FLAGS.num_steps}, 128^2 images, CPU, {os.cpu_count()} "
-      f"cores{', XLA on the whole step' if FLAGS.jit_compile else ''}, "
-      "median over the interleaved rounds of each R. Time and peak at "
-      "the larger batch B; MB/example is the peak slope between the two "
-      "batches; ratios are to the baseline at the same R; CPU s is the "
-      "process CPU time (user + system) per step.", "",
+      f"cores{', XLA on the whole step' if FLAGS.jit_compile else ''}. "
+      "Each (model, R, B) runs in a fresh process, models interleaved batch "
+      "by batch, once per round; every figure of one B is the median over "
+      "the rounds. Time and step peak at the largest batch B. MB/example: "
+      "least-squares slope (numpy.polyfit) of the allocator's step peak "
+      "against B; its range is the lowest and highest slope of the fits "
+      "that leave one batch size out, 'by round' the slope of each round's "
+      "own peaks; intercept and the largest |residual| of the fit in MB. "
+      "memory / base: ratio of the slopes (range: lowest IGE over highest "
+      "base slope, and the reverse). Ratios are to the baseline at the "
+      "same R; CPU s is the process CPU time (user + system) per step.", "",
       "| R | B | rounds | model | s/step | CPU s/step | MB/example "
-      "| memory / base | time / base | CPU time / base | step peak MB "
-      "| RSS MB/example |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+      "| slope range | by round | intercept MB | max abs residual MB "
+      "| memory / base | memory / base range | time / base "
+      "| CPU time / base | step peak MB | RSS MB/example |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in summary:
     for model_name in FLAGS.models:
       if model_name not in row:
         continue
       cells = row[model_name]
-      ratio = lambda key: (f"{cells[key]:.2f}" if key in cells else "-")  # pylint: disable=cell-var-from-loop
+      by_round = cells.get("mb_per_example_by_round")
+      residuals = cells.get("mb_residuals")
       lines.append(
           f"| {row['resolution']} | "
           f"{'/'.join(str(b) for b in row['batch_sizes'])} | "
           f"{_rounds(runs, row['resolution'], model_name)} | {model_name} | "
           f"{cells['step_seconds']:.2f} | {cells['step_cpu_seconds']:.2f} | "
           f"{cells['mb_per_example']:.0f} | "
-          f"{ratio('memory_over_base')} | {ratio('time_over_base')} | "
-          f"{ratio('cpu_time_over_base')} | "
+          f"{span(cells.get('mb_per_example_range'))} | "
+          f"{', '.join(f'{s:.0f}' for s in by_round) if by_round else '-'} | "
+          f"{number(cells.get('mb_intercept'))} | "
+          f"{number(max(map(abs, residuals)) if residuals else None, 1)} | "
+          f"{number(cells.get('memory_over_base'), 2)} | "
+          f"{span(cells.get('memory_over_base_range'), 2)} | "
+          f"{number(cells.get('time_over_base'), 2)} | "
+          f"{number(cells.get('cpu_time_over_base'), 2)} | "
           f"{cells['tf_step_peak_mb']:.0f} | "
           f"{cells['rss_mb_per_example']:.0f} |")
+  peak_rows = [(row, m) for row in summary for m in FLAGS.models
+               if m in row and "peaks_mb_by_batch" in row[m]]
+  if peak_rows:
+    lines += ["", "Step peaks (allocator, MB above the step's start) per "
+              "batch size, every round:", "",
+              "| R | model | B: peak MB per round |", "|---|---|---|"]
+    for row, model_name in peak_rows:
+      peaks = row[model_name]["peaks_mb_by_batch"]
+      lines.append(f"| {row['resolution']} | {model_name} | " + "; ".join(
+          f"{b}: {', '.join(f'{p:.0f}' for p in values)}"
+          for b, values in peaks.items()) + " |")
   failed = [r for r in runs if "error" in r]
   for r in failed:
     lines.append(f"\nFailed: {r['model']} R={r['resolution']} "
@@ -446,7 +568,8 @@ _LABELS = {"ige": "IGE-MN (inner steps stored)",
 
 
 def _plot_scaling(summary, path):
-  """Log-log plot of memory per example and time per step against R."""
+  """Log-log plot of memory per example and time per step against R; the
+  memory error bars span the leave-one-batch-out slopes."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -458,8 +581,14 @@ def _plot_scaling(summary, path):
       continue
     resolutions = [r["resolution"] for r in rows]
     style = "s--" if model_name == "base" else "o-"
-    axes[0].plot(resolutions, [r[model_name]["mb_per_example"] for r in rows],
-                 style, label=_LABELS[model_name])
+    slopes = [r[model_name]["mb_per_example"] for r in rows]
+    ranges = [r[model_name].get("mb_per_example_range") or [s, s]
+              for r, s in zip(rows, slopes)]
+    axes[0].errorbar(
+        resolutions, slopes, fmt=style, capsize=4,
+        yerr=[[s - lo for s, (lo, _) in zip(slopes, ranges)],
+              [hi - s for s, (_, hi) in zip(slopes, ranges)]],
+        label=_LABELS[model_name])
     line, = axes[1].plot(resolutions,
                          [r[model_name]["step_seconds"] for r in rows],
                          style, label=_LABELS[model_name] + ", wall")
@@ -471,9 +600,10 @@ def _plot_scaling(summary, path):
                    label=_LABELS[model_name] + ", CPU")
   batches = {tuple(r["batch_sizes"]) for r in summary}
   for ax, title, unit in (
-      (axes[0], "Training-step memory per example", "MB per example "
-       "(allocator peak slope)"),
-      (axes[1], "Training-step time (larger batch, median)",
+      (axes[0], "Training-step memory per example",
+       "MB per example (least-squares slope of the\nallocator peak over B; "
+       "bars: leave-one-B-out range)"),
+      (axes[1], "Training-step time (largest batch, median)",
        "seconds per step (wall; CPU = process CPU time)")):
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -486,7 +616,8 @@ def _plot_scaling(summary, path):
     ax.legend(fontsize=8)
   figure.suptitle(
       f"IGE-MN (T = {FLAGS.num_steps}) vs 3D-deconv baseline, 128^2 images, "
-      f"CPU; batches {', '.join('/'.join(map(str, b)) for b in sorted(batches))}",
+      f"CPU; batches B = "
+      f"{', '.join('/'.join(map(str, b)) for b in sorted(batches))}",
       fontsize=10)
   figure.tight_layout()
   figure.savefig(path + ".tmp.png", dpi=110)
