@@ -107,14 +107,16 @@ from absl import flags
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "scaling",
                   ["scaling", "merge", "params", "macs", "inner", "profile",
-                   "memory_trace", "kernels", "worker", "inner_worker",
-                   "profile_worker"],
+                   "memory_trace", "kernels", "fit", "traffic", "worker",
+                   "inner_worker", "profile_worker"],
                   "scaling: the time/memory sweep; params: Table 2 counts; "
                   "merge: one table and plot from --inputs; "
                   "macs: multiply-adds per R; "
                   "inner: the inner loop alone; profile: one step's parts; "
                   "memory_trace: one step's allocations by phase; "
                   "kernels: CPU ms of each kernel of the fused unroll; "
+                  "fit: F + G R^3 of time and memory from --inputs; "
+                  "traffic: grid reads/writes per voxel of each part; "
                   "worker, inner_worker: one configuration (internal).")
 flags.DEFINE_list("inputs", [],
                   "--mode=merge: voxel_scaling.json files of earlier runs; "
@@ -155,7 +157,10 @@ flags.DEFINE_bool("fused", False, "Inner worker: the fused unroll "
                   "(`ige_tf.voxel.unroll.fused_unroll`, loss folded in).")
 flags.DEFINE_bool("store_iterates", False, "Inner worker with --fused: keep "
                   "the iterates instead of recomputing them from y_0.")
-flags.DEFINE_integer("kernel_calls", 5, "--mode=kernels: calls per median.")
+flags.DEFINE_integer("kernel_calls", 5, "--mode=kernels (and traffic's "
+                     "streaming kernel): calls per median.")
+flags.DEFINE_integer("fit_batch_size", 2, "--mode=fit: the batch size whose "
+                     "CPU time per step is fitted against R^3.")
 flags.DEFINE_bool("jit_compile", False,
                   "XLA (jit_compile) on the whole training step of every "
                   "model (scaling) or on the inner loop (inner worker).")
@@ -482,6 +487,157 @@ def summarize_scaling(runs, model_names):
   return summary
 
 
+def fit_scaling(summary, batch_size, model_names):
+  """Each model's CPU time per step at one batch size, and memory per
+  example, against the voxel count: least-squares `F + G * R^3`.
+
+  If every step costs a fixed part F and a part G per voxel, IGE's time
+  ratio to the baseline tends to `G_ige / G_base` as R grows, and falls
+  with R only where `G_ige / G_base < F_ige / F_base`.
+
+  Args:
+    summary: `summarize_scaling` rows (at least two resolutions with
+      `cpu_seconds_by_batch[batch_size]` for the model).
+    batch_size: B of the time points.
+    model_names: models to fit; ratios to "base" where it is among them.
+
+  Returns:
+    dict: per model `time` (`F_seconds`, `G_ns_per_voxel_per_example`
+    (= G / B), their leave-one-R-out ranges, residuals per R in seconds,
+    the points) and `memory` (`F_mb_per_example`, `G_bytes_per_voxel`, the
+    same ranges and residuals); per other model `ratios`: `G_over_base`,
+    `F_over_base` (time and memory) and the fitted and measured time ratio
+    at each R.
+  """
+  result = {"batch_size": batch_size, "models": {}}
+  for model_name in model_names:
+    rows = [r for r in summary if model_name in r and str(batch_size) in
+            r[model_name].get("cpu_seconds_by_batch", {})]
+    if len(rows) < 2:
+      raise ValueError(f"fit_scaling: {model_name!r} has CPU times at B = "
+                       f"{batch_size} for {len(rows)} resolution(s); needs "
+                       "at least two (rerun with more --resolutions)")
+    resolutions = [r["resolution"] for r in rows]
+    voxels = [float(r) ** 3 for r in resolutions]
+    seconds = [r[model_name]["cpu_seconds_by_batch"][str(batch_size)]
+               for r in rows]
+    memory = [r[model_name]["mb_per_example"] for r in rows]
+    time_fit, memory_fit = fit_line(voxels, seconds), fit_line(voxels, memory)
+    ns = 1e9 / batch_size  # s per voxel per step -> ns per voxel per example
+
+    def scaled(values, factor):
+      return None if values is None else [v * factor for v in values]
+
+    result["models"][model_name] = {
+        "resolutions": resolutions, "cpu_seconds": seconds,
+        "mb_per_example": memory,
+        "time": {"F_seconds": time_fit["intercept"],
+                 "G_ns_per_voxel_per_example": time_fit["slope"] * ns,
+                 "G_range": scaled(time_fit["slope_range"], ns),
+                 "residual_seconds": time_fit["residuals"]},
+        "memory": {"F_mb_per_example": memory_fit["intercept"],
+                   "G_bytes_per_voxel": memory_fit["slope"] * 2 ** 20,
+                   "G_range": scaled(memory_fit["slope_range"], 2 ** 20),
+                   "residual_mb": memory_fit["residuals"]}}
+  base = result["models"].get("base")
+  for model_name, fit in result["models"].items():
+    if model_name == "base" or base is None:
+      continue
+    time, base_time = fit["time"], base["time"]
+    ratios = {
+        "time_G_over_base": time["G_ns_per_voxel_per_example"]
+                            / base_time["G_ns_per_voxel_per_example"],
+        "time_F_over_base": time["F_seconds"] / base_time["F_seconds"],
+        "memory_G_over_base": fit["memory"]["G_bytes_per_voxel"]
+                              / base["memory"]["G_bytes_per_voxel"],
+        "memory_F_over_base": fit["memory"]["F_mb_per_example"]
+                              / base["memory"]["F_mb_per_example"]}
+    if time["G_range"] and base_time["G_range"]:
+      ratios["time_G_over_base_range"] = [
+          time["G_range"][0] / base_time["G_range"][1],
+          time["G_range"][1] / base_time["G_range"][0]]
+    by_r = {}
+    g = lambda t: t["G_ns_per_voxel_per_example"] * batch_size / 1e9  # pylint: disable=unnecessary-lambda-assignment
+    for r, s in zip(fit["resolutions"], fit["cpu_seconds"]):
+      if r in base["resolutions"]:
+        v = float(r) ** 3
+        by_r[str(r)] = {
+            "measured": s / base["cpu_seconds"][base["resolutions"].index(r)],
+            "fitted": (time["F_seconds"] + g(time) * v)
+                      / (base_time["F_seconds"] + g(base_time) * v)}
+    ratios["time_ratio_by_resolution"] = by_r
+    fit["ratios"] = ratios
+  return result
+
+
+def _fit_markdown(result, sources):
+  """The markdown tables of `fit_scaling`."""
+  b = result["batch_size"]
+
+  def span(values, digits):
+    return "-" if not values else (f"{values[0]:.{digits}f} to "
+                                   f"{values[1]:.{digits}f}")
+
+  lines = [
+      f"Least-squares fits `F + G * R^3` (numpy.polyfit over the "
+      f"resolutions) of each model's process CPU seconds per training step "
+      f"at B = {b} and of its memory per example (the least-squares slope "
+      "over batch sizes of `summarize_scaling`). G range: lowest and "
+      "highest slope of the fits that leave one resolution out. From: "
+      + ", ".join(sources) + ".", "",
+      "| model | R | CPU s/step | fit residual s | MB/example | fit residual MB |",
+      "|---|---|---|---|---|---|"]
+  for name, fit in result["models"].items():
+    for i, r in enumerate(fit["resolutions"]):
+      lines.append(
+          f"| {name} | {r} | {fit['cpu_seconds'][i]:.3f} | "
+          f"{fit['time']['residual_seconds'][i]:+.3f} | "
+          f"{fit['mb_per_example'][i]:.1f} | "
+          f"{fit['memory']['residual_mb'][i]:+.1f} |")
+  lines += ["", "| model | F (CPU s/step) | G (CPU ns per voxel per example) "
+            "| G range | F memory (MB/example) | G memory (bytes per voxel) "
+            "| G memory range |", "|---|---|---|---|---|---|---|"]
+  for name, fit in result["models"].items():
+    t, m = fit["time"], fit["memory"]
+    lines.append(
+        f"| {name} | {t['F_seconds']:.3f} | "
+        f"{t['G_ns_per_voxel_per_example']:.2f} | {span(t['G_range'], 2)} | "
+        f"{m['F_mb_per_example']:.1f} | {m['G_bytes_per_voxel']:.1f} | "
+        f"{span(m['G_range'], 1)} |")
+  for name, fit in result["models"].items():
+    ratios = fit.get("ratios")
+    if not ratios:
+      continue
+    lines += [
+        "", f"{name} over base: time G {ratios['time_G_over_base']:.2f} "
+        f"(range {span(ratios.get('time_G_over_base_range'), 2)}; the CPU "
+        f"time ratio's limit as R grows), time F "
+        f"{ratios['time_F_over_base']:.2f}; memory G "
+        f"{ratios['memory_G_over_base']:.2f}, memory F "
+        f"{ratios['memory_F_over_base']:.2f}. The time ratio falls with R "
+        f"only if G's ratio is below F's: "
+        f"{'yes' if ratios['time_G_over_base'] < ratios['time_F_over_base'] else 'no'}.",
+        "", "| R | CPU time ratio measured | fitted |", "|---|---|---|"]
+    for r, entry in ratios["time_ratio_by_resolution"].items():
+      lines.append(f"| {r} | {entry['measured']:.2f} | "
+                   f"{entry['fitted']:.2f} |")
+  return "\n".join(lines)
+
+
+def run_fit():
+  """`--mode=fit`: `fit_scaling` of the summaries in `--inputs` (merged as
+  `--mode=merge` does: a resolution in several inputs from the last)."""
+  by_resolution = {}
+  for path in FLAGS.inputs:
+    with open(path) as f:
+      for row in json.load(f)["summary"]:
+        by_resolution[row["resolution"]] = row
+  summary = [by_resolution[r] for r in sorted(by_resolution)]
+  result = fit_scaling(summary, FLAGS.fit_batch_size, FLAGS.models)
+  result["sources"] = FLAGS.inputs
+  _write("voxel_scaling_fit", result, _fit_markdown(result, FLAGS.inputs))
+
+
 def _rounds(runs, resolution, model_name):
   """How many interleaved rounds the figures of (R, model) are medians of."""
   return max([len(r.get("rounds", [r])) for r in runs
@@ -737,30 +893,22 @@ def run_inner():
   _write("voxel_inner_memory", {"runs": runs}, "\n".join(lines))
 
 
-def run_kernels(resolution, batch_size, num_steps, calls):
-  """Every call of one fused unroll (forward + backward), replayed alone.
-
-  Runs `unroll.fused_unroll` once eagerly on `_inner_loop_inputs` (IGE-MN's
-  energy, continuous IoU, clipped) while recording each call of a kernel of
-  `unroll._Kernels` (`_Kernels.NAMES`) and of the CNNs' first and second
-  order (`unroll.cnn_first_order`, `unroll.cnn_second_order`, replayed as a
-  `tf.function`, as inside the training step) with its arguments; then
-  calls each recorded call again `calls` times after one warm-up. Also times
-  the primitives the kernels are made of (XLA kernels on one grid).
+def _record_unroll_calls(resolution, batch_size, num_steps):
+  """Runs one fused unroll (forward + backward) of IGE-MN's inner loop
+  eagerly on `_inner_loop_inputs` (continuous IoU, clipped) and records
+  every call of a kernel of `unroll._Kernels` (`_Kernels.NAMES`) and of the
+  CNNs' first and second order (`unroll.cnn_first_order`,
+  `unroll.cnn_second_order`), with its arguments, in call order.
 
   Returns:
-    dict with per call `name`, `pass` (forward/backward), `index` (the k-th
-    call of that name), median process CPU ms and wall ms, and the
-    allocator peak above what was in use before the calls (MB and float32
-    `[B, R, R, R]` grids; outputs included); per name the sums over the
-    step; and the total, which is what one inner loop costs if nothing
-    overlaps.
+    `(recorded, cnn_functions, inner, initial)`: list of `{"name", "pass"
+    (forward/backward), "fn", "args"}`; dict name -> the CNN function
+    (Python, not compiled); the `UnrolledSGD`; the initial estimate float32
+    `[B, R, R, R]`.
   """
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from ige_tf.voxel import energy, losses, unroll  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import losses, unroll  # pylint: disable=g-import-not-at-top
 
   inner, initial, context, labels = _inner_loop_inputs(
       resolution, batch_size, num_steps)
@@ -802,6 +950,34 @@ def run_kernels(resolution, batch_size, num_steps, calls):
       setattr(kernels, name, fn)
     for name, fn in saved_cnn.items():
       setattr(unroll, name, fn)
+  return recorded, saved_cnn, inner, initial
+
+
+def run_kernels(resolution, batch_size, num_steps, calls):
+  """Every call of one fused unroll (forward + backward), replayed alone.
+
+  Records every call of one fused unroll (`_record_unroll_calls`; the CNNs'
+  calls are replayed as a `tf.function`, as inside the training step), then
+  calls each recorded call again `calls` times after one warm-up. Also times
+  the primitives the kernels are made of (XLA kernels on one grid).
+
+  Returns:
+    dict with per call `name`, `pass` (forward/backward), `index` (the k-th
+    call of that name), median process CPU ms and wall ms, and the
+    allocator peak above what was in use before the calls (MB and float32
+    `[B, R, R, R]` grids; outputs included); per name the sums over the
+    step; and the total, which is what one inner loop costs if nothing
+    overlaps.
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  from ige_tf.voxel import energy, losses  # pylint: disable=g-import-not-at-top
+
+  recorded, saved_cnn, inner, initial = _record_unroll_calls(
+      resolution, batch_size, num_steps)
+  cnn_names = tuple(saved_cnn)
   compiled_cnn = {name: tf.function(fn, autograph=False)
                   for name, fn in saved_cnn.items()}
   grid_mb = batch_size * resolution ** 3 * 4 / 2 ** 20
@@ -906,6 +1082,307 @@ def _kernels_markdown(result):
   for name, row in result["primitives"].items():
     lines.append(f"| {name} | {row['cpu_ms']:.1f} | {row['wall_ms']:.1f} | "
                  f"{row['peak_grids']:.2f} |")
+  return "\n".join(lines)
+
+
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2,
+                "bf16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8,
+                "f64": 8}
+# HLO instructions that move no data (views, bookkeeping).
+_HLO_NO_DATA = ("parameter", "constant", "tuple", "get-tuple-element",
+                "bitcast", "after-all", "partition-id", "replica-id")
+# The smallest array counted as grid-sized, in float32 grids.
+GRID_FRACTION = 1.0 / 16
+
+
+def _array_bytes(shape):
+  """Bytes of every array in an HLO shape string (`f32[2,8]{1,0}` or a tuple
+  of them)."""
+  import math  # pylint: disable=g-import-not-at-top
+  return [_DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+          for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", shape)
+          if dtype in _DTYPE_BYTES]
+
+
+def _split_hlo_instruction(line):
+  """`(name, shape, opcode, operand names)` of an HLO instruction line, or
+  None. Shapes may be tuples (parenthesized, with spaces)."""
+  match = re.match(r"\s*(?:ROOT\s+)?%([\w.\-]+) = (.*)$", line)
+  if not match:
+    return None
+  name, rest = match.groups()
+  if rest.startswith("("):  # Tuple shape: up to its closing parenthesis.
+    depth = 0
+    for end, char in enumerate(rest):
+      depth += {"(": 1, ")": -1}.get(char, 0)
+      if depth == 0:
+        break
+    shape, rest = rest[:end + 1], rest[end + 1:].lstrip()
+  else:
+    shape, _, rest = rest.partition(" ")
+  opcode, _, rest = rest.partition("(")
+  depth, end = 1, 0
+  for end, char in enumerate(rest):
+    depth += {"(": 1, ")": -1}.get(char, 0)
+    if depth == 0:
+      break
+  operands = re.findall(r"%([\w.\-]+)", rest[:end])
+  return name, shape, opcode, operands
+
+
+def hlo_grid_traffic(hlo_text, grid_bytes):
+  """Grid-sized reads and writes of one XLA kernel, from its optimized HLO.
+
+  Every instruction of the entry computation that moves data (a fusion, a
+  reduce, a copy, ...; not a parameter, tuple, get-tuple-element or bitcast)
+  is taken to read each of its operands once and write its output once, as
+  XLA's CPU backend materializes every entry-level instruction's output.
+  Only arrays of at least `GRID_FRACTION` grids count. A lower bound on the
+  memory traffic: a fusion that reads an operand more than once (e.g. a
+  reduction over non-minor axes) is counted once.
+
+  Args:
+    hlo_text: `experimental_get_compiler_ir(...)(stage="optimized_hlo")`.
+    grid_bytes: bytes of one float32 `[B, R, R, R]` grid.
+
+  Returns:
+    dict, in float32 grids (bytes / grid_bytes): `parameters`, `outputs`
+    (the entry's result), `temporaries` (grid-sized entry outputs that are
+    not results), `reads`, `writes`, `accesses` (reads + writes), and
+    `instructions` (per counted instruction: name, opcode, reads, writes).
+  """
+  lines = hlo_text.splitlines()
+  start = next(i for i, line in enumerate(lines) if line.startswith("ENTRY"))
+  shapes, parsed = {}, []
+  for line in lines[start + 1:]:
+    if line.startswith("}"):
+      break
+    instruction = _split_hlo_instruction(line)
+    if instruction:
+      shapes[instruction[0]] = instruction[1]
+      parsed.append((line.lstrip().startswith("ROOT"),) + instruction)
+
+  def grids(shape):
+    return sum(b for b in _array_bytes(shape)
+               if b >= GRID_FRACTION * grid_bytes) / grid_bytes
+
+  result = {"parameters": 0.0, "outputs": 0.0, "reads": 0.0, "writes": 0.0,
+            "instructions": []}
+  for is_root, name, shape, opcode, operands in parsed:
+    if is_root:
+      result["outputs"] = grids(shape)
+    if opcode == "parameter":
+      result["parameters"] += grids(shape)
+    if opcode in _HLO_NO_DATA:
+      continue
+    reads = sum(grids(shapes[o]) for o in dict.fromkeys(operands)
+                if o in shapes)
+    writes = grids(shape)
+    if reads or writes:
+      result["instructions"].append({"name": name, "opcode": opcode,
+                                     "reads": reads, "writes": writes})
+    result["reads"] += reads
+    result["writes"] += writes
+  result["temporaries"] = max(result["writes"] - result["outputs"], 0.0)
+  result["accesses"] = result["reads"] + result["writes"]
+  return result
+
+
+# Graph ops that move no data (views, bookkeeping, variables).
+_GRAPH_NO_DATA = ("Const", "Identity", "IdentityN", "Reshape", "Squeeze",
+                  "ExpandDims", "Shape", "ShapeN", "Size", "Rank", "NoOp",
+                  "Placeholder", "ReadVariableOp", "StopGradient",
+                  "VarHandleOp", "AssignVariableOp", "ZerosLike",
+                  "BroadcastGradientArgs", "PreventGradient")
+
+
+def graph_grid_traffic(graph, grid_bytes, exclude=None):
+  """Grid-sized reads and writes of the ops of a TensorFlow graph (a traced
+  `tf.function`, before Grappler's rewrites): every op but views and
+  bookkeeping (`_GRAPH_NO_DATA`) reads each input and writes each output
+  once. Only tensors of static shape and at least `GRID_FRACTION` grids
+  count.
+
+  Args:
+    graph: a `tf.Graph` (`concrete_function.graph`).
+    grid_bytes: bytes of one float32 `[B, R, R, R]` grid.
+    exclude: optional regular expression; ops whose name matches it are
+      left out (e.g. "image_encoder": its 2D tensors do not grow with R but
+      are as large as a grid at small R).
+
+  Returns:
+    dict, in float32 grids: `reads`, `writes`, `accesses`, and `ops` (per
+    counting op: name, type, reads, writes), `calls` (the subset of `ops`
+    that call functions, e.g. XLA kernels: their own temporaries are not in
+    these figures).
+  """
+  def grids(tensor):
+    dims = tensor.shape.as_list() if tensor.shape.rank is not None else None
+    if dims is None or any(d is None for d in dims):
+      return 0.0
+    count = 1
+    for d in dims:
+      count *= d
+    value = count * tensor.dtype.size / grid_bytes
+    return value if value >= GRID_FRACTION else 0.0
+
+  result = {"reads": 0.0, "writes": 0.0, "ops": [], "calls": []}
+  for op in graph.get_operations():
+    if op.type in _GRAPH_NO_DATA or (exclude and re.search(exclude, op.name)):
+      continue
+    reads = sum(grids(ref.deref()) for ref in dict.fromkeys(
+        t.ref() for t in op.inputs))
+    writes = sum(grids(t) for t in op.outputs)
+    if not (reads or writes):
+      continue
+    row = {"name": op.name, "type": op.type, "reads": reads, "writes": writes}
+    result["ops"].append(row)
+    if "PartitionedCall" in op.type:
+      result["calls"].append(row)
+    result["reads"] += reads
+    result["writes"] += writes
+  result["accesses"] = result["reads"] + result["writes"]
+  return result
+
+
+def run_traffic(resolution, batch_size, num_steps, calls):
+  """Grid-sized reads and writes per voxel of one training step, per part.
+
+  IGE-MN: every call of one fused unroll (`_record_unroll_calls`), counted
+  on its kernel's optimized HLO (`hlo_grid_traffic`; the CNNs' calls on
+  their graphs, `graph_grid_traffic`), and the rest of IGE's training step
+  (decoders, loss, Adam: `graph_grid_traffic` of the traced step without
+  its function calls and without the image encoder, whose cost does not
+  grow with R). The baseline: the ops of its traced training step but the
+  encoder (what is grid-sized there: the last transposed convolutions,
+  their batch norms, the loss, and their gradients). Meant for R >= 128,
+  where the energy's level tensors are below `GRID_FRACTION` grids. Also times a streaming XLA
+  kernel (`0.5 y + 1` on one grid: one read, one write) at R, B, which
+  converts grid accesses into CPU time.
+
+  Returns:
+    dict: `ige_kernels` (per call: name, pass, traffic), `ige_kernels_total`
+    (reads, writes, accesses summed over the calls), `ige_rest`,
+    `base_step` (graph traffic; `ops` listed), `stream_ns_per_access` (CPU
+    ns per grid access per voxel of the streaming kernel, median of `calls`
+    calls), `grid_mb`.
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  grid_elements = batch_size * resolution ** 3
+  grid_bytes = 4 * grid_elements
+  recorded, _, _, initial = _record_unroll_calls(resolution, batch_size,
+                                                 num_steps)
+  kernel_rows = []
+  for call in recorded:
+    fn = call["fn"]
+    if hasattr(fn, "experimental_get_compiler_ir") and getattr(
+        fn, "_jit_compile", False):
+      hlo = fn.experimental_get_compiler_ir(*call["args"])(
+          stage="optimized_hlo")
+      traffic = hlo_grid_traffic(hlo, grid_bytes)
+      source = "optimized HLO"
+    else:
+      graph = tf.function(fn, autograph=False).get_concrete_function(
+          *call["args"]).graph
+      traffic = graph_grid_traffic(graph, grid_bytes)
+      source = "graph"
+    kernel_rows.append({"name": call["name"], "pass": call["pass"],
+                        "source": source, "traffic": traffic})
+  recorded.clear()
+  total = {key: sum(r["traffic"][key] for r in kernel_rows)
+           for key in ("reads", "writes", "accesses")}
+
+  steps = {}
+  for model_name in ("ige_fold", "base"):
+    train_step, images, labels, _ = _train_step(model_name, resolution,
+                                                batch_size, num_steps)
+    graph = train_step.get_concrete_function(images, labels).graph
+    steps[model_name] = graph_grid_traffic(graph, grid_bytes,
+                                           exclude="image_encoder")
+  rest = steps["ige_fold"]
+  call_totals = {key: sum(r[key] for r in rest["calls"])
+                 for key in ("reads", "writes")}
+  ige_rest = {"reads": rest["reads"] - call_totals["reads"],
+              "writes": rest["writes"] - call_totals["writes"],
+              "ops": [r for r in rest["ops"] if r not in rest["calls"]],
+              "calls": rest["calls"]}
+  ige_rest["accesses"] = ige_rest["reads"] + ige_rest["writes"]
+
+  stream = tf.function(lambda y: 0.5 * y + 1.0, jit_compile=True,
+                       autograph=False)
+  stream(initial).numpy()
+  cpu_ms = []
+  for _ in range(calls):
+    cpu_start = _cpu_seconds()
+    stream(initial).numpy()
+    cpu_ms.append(1e3 * (_cpu_seconds() - cpu_start))
+  stream_ns = float(np.median(cpu_ms)) * 1e6 / (2 * grid_elements)
+  return {"resolution": resolution, "batch_size": batch_size,
+          "num_steps": num_steps, "grid_mb": grid_bytes / 2 ** 20,
+          "grid_fraction": GRID_FRACTION, "ige_kernels": kernel_rows,
+          "ige_kernels_total": total, "ige_rest": ige_rest,
+          "base_step": steps["base"], "stream_cpu_ms": float(np.median(cpu_ms)),
+          "stream_ns_per_access": stream_ns}
+
+
+def _traffic_markdown(result):
+  """The markdown tables of `run_traffic`."""
+  ns = result["stream_ns_per_access"]
+  lines = [
+      f"Grid-sized reads and writes of one training step at R = "
+      f"{result['resolution']}, B = {result['batch_size']}, T = "
+      f"{result['num_steps']}, in float32 grids of {result['grid_mb']:.1f} "
+      f"MB (arrays of at least {result['grid_fraction']:.4g} grid count; "
+      "one read per operand and one write per output of every "
+      "materialized instruction: a lower bound on the memory traffic). "
+      "IGE-MN's fused-unroll kernels from their optimized HLO; the CNNs, "
+      "the rest of IGE's step and the baseline's step from their traced "
+      "TensorFlow graphs (before Grappler), without the image encoder. One "
+      "grid access is one float32 per voxel per example.", "",
+      "| IGE-MN call | pass | from | parameters | outputs | temporaries "
+      "| reads | writes | accesses |", "|---|---|---|---|---|---|---|---|---|"]
+  for row in result["ige_kernels"]:
+    t = row["traffic"]
+    lines.append(
+        f"| {row['name']} | {row['pass']} | {row['source']} | "
+        f"{t.get('parameters', 0):.2f} | {t.get('outputs', 0):.2f} | "
+        f"{t.get('temporaries', 0):.2f} | {t['reads']:.2f} | "
+        f"{t['writes']:.2f} | {t['accesses']:.2f} |")
+  total = result["ige_kernels_total"]
+  rest, base = result["ige_rest"], result["base_step"]
+  ige_all = total["accesses"] + rest["accesses"]
+  lines += [
+      f"| **fused unroll, all calls** | | | | | | **{total['reads']:.2f}** "
+      f"| **{total['writes']:.2f}** | **{total['accesses']:.2f}** |", "",
+      "Whole training step (grid accesses per voxel per example):", "",
+      "| part | reads | writes | accesses | at the streaming kernel's "
+      "CPU ns per access |", "|---|---|---|---|---|",
+      f"| IGE-MN fused unroll (kernels above) | {total['reads']:.2f} | "
+      f"{total['writes']:.2f} | {total['accesses']:.2f} | "
+      f"{total['accesses'] * ns:.2f} |",
+      f"| IGE-MN rest of the step (graph ops outside the unroll's kernels) "
+      f"| {rest['reads']:.2f} | {rest['writes']:.2f} | "
+      f"{rest['accesses']:.2f} | {rest['accesses'] * ns:.2f} |",
+      f"| **IGE-MN step** | | | **{ige_all:.2f}** | **{ige_all * ns:.2f}** |",
+      f"| **baseline step** (graph ops) | {base['reads']:.2f} | "
+      f"{base['writes']:.2f} | **{base['accesses']:.2f}** | "
+      f"**{base['accesses'] * ns:.2f}** |", "",
+      f"Streaming kernel (`0.5 y + 1`, XLA, one read and one write per "
+      f"voxel): {result['stream_cpu_ms']:.1f} CPU ms, i.e. {ns:.3f} CPU ns "
+      "per grid access per voxel (median).", "",
+      "IGE-MN's step outside the unroll's kernels, grid-sized ops:", "",
+      "| op | type | reads | writes |", "|---|---|---|---|"]
+  for row in rest["ops"]:
+    lines.append(f"| {row['name']} | {row['type']} | {row['reads']:.2f} | "
+                 f"{row['writes']:.2f} |")
+  lines += ["", "Baseline step, grid-sized ops:", "",
+            "| op | type | reads | writes |", "|---|---|---|---|"]
+  for row in base["ops"]:
+    lines.append(f"| {row['name']} | {row['type']} | {row['reads']:.2f} | "
+                 f"{row['writes']:.2f} |")
   return "\n".join(lines)
 
 
@@ -1799,6 +2276,13 @@ def main(argv):
                          FLAGS.kernel_calls)
     _write(f"voxel_kernels_{FLAGS.resolution}", result,
            _kernels_markdown(result))
+  elif FLAGS.mode == "traffic":
+    result = run_traffic(FLAGS.resolution, FLAGS.batch_size, FLAGS.num_steps,
+                         FLAGS.kernel_calls)
+    _write(f"voxel_traffic_{FLAGS.resolution}", result,
+           _traffic_markdown(result))
+  elif FLAGS.mode == "fit":
+    run_fit()
   elif FLAGS.mode == "params":
     run_params()
   elif FLAGS.mode == "macs":
