@@ -16,19 +16,36 @@ through the unrolled inner optimizer, Adam update) of
   features doubled, channels halving down to 4, continuous-IoU loss).
 
 Every configuration runs in a fresh subprocess. Memory per example is the
-slope between two batch sizes, `(peak(B2) - peak(B1)) / (B2 - B1)`, which
-cancels the weights, optimizer slots, traced graph and runtime, for two
-peaks: the TensorFlow CPU allocator's peak during the timed training steps
-above what was allocated before them (`tf.config.experimental.
-get_memory_info`; the precise figure) and the process's peak resident set
-size (includes tracing and allocator slack). Time per step is the median of
-the timed steps after one warm-up (tracing) step, as wall time and as the
-process's CPU time (user + system, all threads; on a shared machine the
-steadier measure of work). At each R the models alternate batch by batch;
-`--repeats=N` runs N such interleaved rounds and reports medians. The
-summary is also drawn as a log-log plot (voxel_scaling.png) of memory per
-example and time per step against R. `--jit_compile` puts XLA on the whole
-step of every model.
+least-squares slope (`numpy.polyfit`) of the step peak against the batch
+size over `--batch_sizes` (1, 2, 3, 4; 1, 2, 3 at R >= 256), which cancels
+the weights, optimizer slots, traced graph and runtime, for two peaks: the
+TensorFlow CPU allocator's peak during the timed training steps above what
+was allocated before them (`tf.config.experimental.get_memory_info`; the
+precise figure) and the process's peak resident set size (includes tracing
+and allocator slack). Its spread: the range of the slopes of the fits that
+leave one batch size out, and each round's own slope; the intercept and the
+residuals are reported too. Time per step is the median of the timed steps
+after one warm-up (tracing) step, as wall time and as the process's CPU
+time (user + system, all threads; on a shared machine the steadier measure
+of work), at the largest batch. At each R the models alternate batch by
+batch; `--repeats=N` (default 2) runs N such interleaved rounds and every
+figure of one (model, R, B) is the median over them. The summary is also
+drawn as a log-log plot (voxel_scaling.png) of memory per example (error
+bars: the leave-one-batch-out range) and time per step against R.
+`--jit_compile` puts XLA on the whole step of every model.
+
+`--mode=fit --inputs=voxel_scaling.json` fits each model's CPU time per
+step at `--fit_batch_size` and its memory per example against the voxel
+count, `F + G * R^3` (least squares, residuals, leave-one-R-out ranges of
+G), and reports `G_ige / G_base` (the time ratio's limit as R grows) beside
+`F_ige / F_base` (voxel_scaling_fit.{json,md}).
+
+`--mode=traffic` counts the grid-sized reads and writes per voxel of one
+training step at `--resolution`, `--batch_size`: each fused-unroll kernel
+call of IGE-MN from its optimized HLO, the rest of IGE's step and the
+baseline's step from their traced graphs (the image encoder left out), and
+times a streaming XLA kernel (one read, one write per voxel) to price a
+grid access (voxel_traffic_<R>.{json,md}).
 
 `--mode=params` instead builds every Table 2 model at 32^3 and writes the
 measured trainable parameters per component and multiply-adds per example.
@@ -91,6 +108,10 @@ Usage (writes bench/results/voxel_scaling.{json,md,png}):
       # voxel_memory_trace_ige_fold_128.{json,md}
   python bench/bench_voxel_scaling.py --mode=kernels --resolution=128 \
       --batch_size=4   # voxel_kernels_128.{json,md}
+  python bench/bench_voxel_scaling.py --mode=fit --models=ige_fold,base \
+      --inputs=bench/results/voxel_scaling.json   # voxel_scaling_fit.{json,md}
+  python bench/bench_voxel_scaling.py --mode=traffic --resolution=128 \
+      --batch_size=1   # voxel_traffic_128.{json,md}
 """
 import contextlib
 import json
@@ -326,23 +347,22 @@ def _median_run(rounds):
 
 
 def run_merge():
-  """Merges the summaries of several scaling runs (`--inputs`) into one
-  table and plot (e.g. a repeated 128^3 run beside a sweep of the others).
-  A resolution present in several inputs is taken from the last."""
-  by_resolution, runs_by_resolution = {}, {}
+  """Merges several scaling runs (`--inputs`) into one table and plot (e.g.
+  a repeated 128^3 run beside a sweep of the others). A resolution present
+  in several inputs is taken from the last; the summary is recomputed from
+  the runs (`summarize_scaling`), so an older input gets today's fits."""
+  runs_by_resolution = {}
   for path in FLAGS.inputs:
     with open(path) as f:
       payload = json.load(f)
-    for row in payload["summary"]:
-      resolution = row["resolution"]
-      by_resolution[resolution] = row
+    for resolution in {r["resolution"] for r in payload["runs"]}:
       # That input's runs only (their count is the table's "rounds").
       runs_by_resolution[resolution] = [
           r for r in payload["runs"] if r["resolution"] == resolution]
-  summary = [by_resolution[r] for r in sorted(by_resolution)]
   runs = [run for r in sorted(runs_by_resolution)
           for run in runs_by_resolution[r]]
-  _write_scaling(runs, summary, sources=FLAGS.inputs)
+  _write_scaling(runs, summarize_scaling(runs, FLAGS.models),
+                 sources=FLAGS.inputs)
 
 
 def run_scaling():
@@ -377,9 +397,9 @@ def fit_line(x, y):
 
   Returns:
     dict: `slope`, `intercept`, `residuals` (list of y - fit, per point)
-    and, for n >= 3, `slope_range` `[min, max]` of the slopes of the n
-    fits that leave one point out (None for n = 2): how far one point
-    moves the slope.
+    and, for n >= 3, `left_out_slopes` (the slope of the fit without point
+    i, per i) and `slope_range` `[min, max]` of them (both None for n = 2):
+    how far one point moves the slope.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -389,12 +409,22 @@ def fit_line(x, y):
   slope, intercept = np.polyfit(x, y, 1)
   result = {"slope": float(slope), "intercept": float(intercept),
             "residuals": [float(r) for r in y - (intercept + slope * x)],
-            "slope_range": None}
+            "left_out_slopes": None, "slope_range": None}
   if x.size >= 3:
-    slopes = [np.polyfit(np.delete(x, i), np.delete(y, i), 1)[0]
+    slopes = [float(np.polyfit(np.delete(x, i), np.delete(y, i), 1)[0])
               for i in range(x.size)]
-    result["slope_range"] = [float(min(slopes)), float(max(slopes))]
+    result["left_out_slopes"] = slopes
+    result["slope_range"] = [min(slopes), max(slopes)]
   return result
+
+
+def _paired_ratio_range(slopes, base_slopes):
+  """`[min, max]` over i of `slopes[i] / base_slopes[i]` (the ratio of two
+  leave-one-out fits that leave the same point out), or None."""
+  if not slopes or not base_slopes or len(slopes) != len(base_slopes):
+    return None
+  ratios = [a / b for a, b in zip(slopes, base_slopes)]
+  return [min(ratios), max(ratios)]
 
 
 def _memory_fit(by_batch):
@@ -421,6 +451,7 @@ def _memory_fit(by_batch):
       "mb_intercept": fit["intercept"],
       "mb_residuals": fit["residuals"],
       "mb_per_example_range": fit["slope_range"],
+      "mb_left_out_slopes": fit["left_out_slopes"],
       "mb_per_example_by_round": by_round if len(by_round) > 1 else None,
       "peaks_mb_by_batch": {str(b): p for b, p in zip(batches, round_peaks)},
       "rss_mb_per_example": fit_line(
@@ -442,9 +473,9 @@ def summarize_scaling(runs, model_names):
     peak at the largest B (`step_seconds`, `step_cpu_seconds`,
     `tf_step_peak_mb`, `peak_rss_mb`, `batch_size`), the memory fit
     (`_memory_fit`), and for models other than "base" `memory_over_base`
-    (ratio of the least-squares slopes), `memory_over_base_range` (the
-    leave-one-batch-out slope ranges combined: [lowest / highest, highest /
-    lowest]), `time_over_base` (wall) and `cpu_time_over_base`. A model
+    (ratio of the least-squares slopes), `memory_over_base_range` (lowest
+    and highest ratio of the two models' fits that leave the same batch
+    size out), `time_over_base` (wall) and `cpu_time_over_base`. A model
     with a failed or missing batch (of those any model ran at R) is left
     out of its row.
   """
@@ -474,12 +505,8 @@ def summarize_scaling(runs, model_names):
       cells = row[model_name]
       cells["memory_over_base"] = (cells["mb_per_example"]
                                    / base["mb_per_example"])
-      if cells["mb_per_example_range"] and base["mb_per_example_range"]:
-        low, high = cells["mb_per_example_range"]
-        base_low, base_high = base["mb_per_example_range"]
-        cells["memory_over_base_range"] = [low / base_high, high / base_low]
-      else:
-        cells["memory_over_base_range"] = None
+      cells["memory_over_base_range"] = _paired_ratio_range(
+          cells["mb_left_out_slopes"], base["mb_left_out_slopes"])
       cells["time_over_base"] = cells["step_seconds"] / base["step_seconds"]
       cells["cpu_time_over_base"] = (cells["step_cpu_seconds"]
                                      / base["step_cpu_seconds"])
@@ -506,8 +533,9 @@ def fit_scaling(summary, batch_size, model_names):
     (= G / B), their leave-one-R-out ranges, residuals per R in seconds,
     the points) and `memory` (`F_mb_per_example`, `G_bytes_per_voxel`, the
     same ranges and residuals); per other model `ratios`: `G_over_base`,
-    `F_over_base` (time and memory) and the fitted and measured time ratio
-    at each R.
+    `F_over_base` (time and memory), the G ratios' ranges over the fits
+    that leave the same resolution out of both models, and the fitted and
+    measured time ratio at each R.
   """
   result = {"batch_size": batch_size, "models": {}}
   for model_name in model_names:
@@ -534,10 +562,13 @@ def fit_scaling(summary, batch_size, model_names):
         "time": {"F_seconds": time_fit["intercept"],
                  "G_ns_per_voxel_per_example": time_fit["slope"] * ns,
                  "G_range": scaled(time_fit["slope_range"], ns),
+                 "G_left_out": scaled(time_fit["left_out_slopes"], ns),
                  "residual_seconds": time_fit["residuals"]},
         "memory": {"F_mb_per_example": memory_fit["intercept"],
                    "G_bytes_per_voxel": memory_fit["slope"] * 2 ** 20,
                    "G_range": scaled(memory_fit["slope_range"], 2 ** 20),
+                   "G_left_out": scaled(memory_fit["left_out_slopes"],
+                                        2 ** 20),
                    "residual_mb": memory_fit["residuals"]}}
   base = result["models"].get("base")
   for model_name, fit in result["models"].items():
@@ -552,10 +583,11 @@ def fit_scaling(summary, batch_size, model_names):
                               / base["memory"]["G_bytes_per_voxel"],
         "memory_F_over_base": fit["memory"]["F_mb_per_example"]
                               / base["memory"]["F_mb_per_example"]}
-    if time["G_range"] and base_time["G_range"]:
-      ratios["time_G_over_base_range"] = [
-          time["G_range"][0] / base_time["G_range"][1],
-          time["G_range"][1] / base_time["G_range"][0]]
+    if fit["resolutions"] == base["resolutions"]:
+      ratios["time_G_over_base_range"] = _paired_ratio_range(
+          time["G_left_out"], base_time["G_left_out"])
+      ratios["memory_G_over_base_range"] = _paired_ratio_range(
+          fit["memory"]["G_left_out"], base["memory"]["G_left_out"])
     by_r = {}
     g = lambda t: t["G_ns_per_voxel_per_example"] * batch_size / 1e9  # pylint: disable=unnecessary-lambda-assignment
     for r, s in zip(fit["resolutions"], fit["cpu_seconds"]):
@@ -583,7 +615,9 @@ def _fit_markdown(result, sources):
       f"resolutions) of each model's process CPU seconds per training step "
       f"at B = {b} and of its memory per example (the least-squares slope "
       "over batch sizes of `summarize_scaling`). G range: lowest and "
-      "highest slope of the fits that leave one resolution out. From: "
+      "highest slope of the fits that leave one resolution out; a ratio's "
+      "range: over the pairs of fits that leave the same resolution out. "
+      "From: "
       + ", ".join(sources) + ".", "",
       "| model | R | CPU s/step | fit residual s | MB/example | fit residual MB |",
       "|---|---|---|---|---|---|"]
@@ -613,7 +647,8 @@ def _fit_markdown(result, sources):
         f"(range {span(ratios.get('time_G_over_base_range'), 2)}; the CPU "
         f"time ratio's limit as R grows), time F "
         f"{ratios['time_F_over_base']:.2f}; memory G "
-        f"{ratios['memory_G_over_base']:.2f}, memory F "
+        f"{ratios['memory_G_over_base']:.2f} (range "
+        f"{span(ratios.get('memory_G_over_base_range'), 2)}), memory F "
         f"{ratios['memory_F_over_base']:.2f}. The time ratio falls with R "
         f"only if G's ratio is below F's: "
         f"{'yes' if ratios['time_G_over_base'] < ratios['time_F_over_base'] else 'no'}.",
@@ -664,8 +699,8 @@ def _write_scaling(runs, summary, sources=None):
       "against B; its range is the lowest and highest slope of the fits "
       "that leave one batch size out, 'by round' the slope of each round's "
       "own peaks; intercept and the largest |residual| of the fit in MB. "
-      "memory / base: ratio of the slopes (range: lowest IGE over highest "
-      "base slope, and the reverse). Ratios are to the baseline at the "
+      "memory / base: ratio of the slopes (range: lowest and highest ratio "
+      "of the two models' fits that leave the same batch size out). Ratios are to the baseline at the "
       "same R; CPU s is the process CPU time (user + system) per step.", "",
       "| R | B | rounds | model | s/step | CPU s/step | MB/example "
       "| slope range | by round | intercept MB | max abs residual MB "
@@ -1196,7 +1231,7 @@ _GRAPH_NO_DATA = ("Const", "Identity", "IdentityN", "Reshape", "Squeeze",
                   "BroadcastGradientArgs", "PreventGradient")
 
 
-def graph_grid_traffic(graph, grid_bytes, exclude=None):
+def graph_grid_traffic(graph, grid_bytes, exclude=None, weight_shapes=()):
   """Grid-sized reads and writes of the ops of a TensorFlow graph (a traced
   `tf.function`, before Grappler's rewrites): every op but views and
   bookkeeping (`_GRAPH_NO_DATA`) reads each input and writes each output
@@ -1209,6 +1244,10 @@ def graph_grid_traffic(graph, grid_bytes, exclude=None):
     exclude: optional regular expression; ops whose name matches it are
       left out (e.g. "image_encoder": its 2D tensors do not grow with R but
       are as large as a grid at small R).
+    weight_shapes: shapes (tuples) of the trainable variables: tensors of
+      these shapes (weights, their gradients, optimizer slots) are not
+      counted; they grow with the channels, not with the voxels (the
+      energy's coarse levels have R depth bins as channels).
 
   Returns:
     dict, in float32 grids: `reads`, `writes`, `accesses`, and `ops` (per
@@ -1218,7 +1257,8 @@ def graph_grid_traffic(graph, grid_bytes, exclude=None):
   """
   def grids(tensor):
     dims = tensor.shape.as_list() if tensor.shape.rank is not None else None
-    if dims is None or any(d is None for d in dims):
+    if dims is None or any(d is None for d in dims) or tuple(
+        dims) in weight_shapes:
       return 0.0
     count = 1
     for d in dims:
@@ -1253,10 +1293,11 @@ def run_traffic(resolution, batch_size, num_steps, calls):
   their graphs, `graph_grid_traffic`), and the rest of IGE's training step
   (decoders, loss, Adam: `graph_grid_traffic` of the traced step without
   its function calls and without the image encoder, whose cost does not
-  grow with R). The baseline: the ops of its traced training step but the
-  encoder (what is grid-sized there: the last transposed convolutions,
-  their batch norms, the loss, and their gradients). Meant for R >= 128,
-  where the energy's level tensors are below `GRID_FRACTION` grids. Also times a streaming XLA
+  grow with R; tensors of a weight's shape not counted). The baseline: the
+  ops of its traced training step but the encoder (what is grid-sized
+  there: the last transposed convolutions, their batch norms, the loss,
+  and their gradients). Meant for R >= 128, where the energy's level
+  tensors are below `GRID_FRACTION` grids. Also times a streaming XLA
   kernel (`0.5 y + 1` on one grid: one read, one write) at R, B, which
   converts grid accesses into CPU time.
 
@@ -1273,8 +1314,9 @@ def run_traffic(resolution, batch_size, num_steps, calls):
 
   grid_elements = batch_size * resolution ** 3
   grid_bytes = 4 * grid_elements
-  recorded, _, _, initial = _record_unroll_calls(resolution, batch_size,
-                                                 num_steps)
+  recorded, _, inner, initial = _record_unroll_calls(resolution, batch_size,
+                                                     num_steps)
+  energy_weights = {tuple(v.shape) for v in inner.trainable_variables}
   kernel_rows = []
   for call in recorded:
     fn = call["fn"]
@@ -1287,7 +1329,8 @@ def run_traffic(resolution, batch_size, num_steps, calls):
     else:
       graph = tf.function(fn, autograph=False).get_concrete_function(
           *call["args"]).graph
-      traffic = graph_grid_traffic(graph, grid_bytes)
+      traffic = graph_grid_traffic(graph, grid_bytes,
+                                   weight_shapes=energy_weights)
       source = "graph"
     kernel_rows.append({"name": call["name"], "pass": call["pass"],
                         "source": source, "traffic": traffic})
@@ -1297,11 +1340,12 @@ def run_traffic(resolution, batch_size, num_steps, calls):
 
   steps = {}
   for model_name in ("ige_fold", "base"):
-    train_step, images, labels, _ = _train_step(model_name, resolution,
-                                                batch_size, num_steps)
+    train_step, images, labels, model = _train_step(model_name, resolution,
+                                                    batch_size, num_steps)
     graph = train_step.get_concrete_function(images, labels).graph
-    steps[model_name] = graph_grid_traffic(graph, grid_bytes,
-                                           exclude="image_encoder")
+    steps[model_name] = graph_grid_traffic(
+        graph, grid_bytes, exclude="image_encoder",
+        weight_shapes={tuple(v.shape) for v in model.trainable_variables})
   rest = steps["ige_fold"]
   call_totals = {key: sum(r[key] for r in rest["calls"])
                  for key in ("reads", "writes")}
@@ -1340,8 +1384,10 @@ def _traffic_markdown(result):
       "materialized instruction: a lower bound on the memory traffic). "
       "IGE-MN's fused-unroll kernels from their optimized HLO; the CNNs, "
       "the rest of IGE's step and the baseline's step from their traced "
-      "TensorFlow graphs (before Grappler), without the image encoder. One "
-      "grid access is one float32 per voxel per example.", "",
+      "TensorFlow graphs (before Grappler), without the image encoder and "
+      "without tensors of a trainable variable's shape (weights, their "
+      "gradients). One grid access is one float32 per voxel per example.",
+      "",
       "| IGE-MN call | pass | from | parameters | outputs | temporaries "
       "| reads | writes | accesses |", "|---|---|---|---|---|---|---|---|---|"]
   for row in result["ige_kernels"]:

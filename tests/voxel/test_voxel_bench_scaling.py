@@ -49,6 +49,7 @@ def test_fit_line_gives_the_least_squares_slope_and_its_spread(bench):
                                                   [18, 22, 32, 42], 1)[0])
   assert odd["slope"] == pytest.approx(8.2)
   assert odd["slope_range"] == pytest.approx([7.0, 10.0])
+  assert odd["left_out_slopes"][0] == pytest.approx(10.0)  # without B = 1
   assert sum(odd["residuals"]) == pytest.approx(0.0, abs=1e-9)
   assert bench.fit_line([1, 2], [1.0, 3.0])["slope_range"] is None
   with pytest.raises(ValueError, match="distinct x"):
@@ -91,6 +92,14 @@ def test_summary_table_and_plot_report_the_slopes_and_ratios(bench, tmp_path):
   assert "| 60 | 60-60 | 60, 60 | 101 | 0.0 | 1.20 | 1.20-1.20 |" in markdown
   assert "| 128 | ige_fold | 1: 160, 162; 2: 220, 222;" in markdown
   assert (tmp_path / "voxel_scaling.png").stat().st_size > 10_000
+  # --mode=merge recomputes the summary from the runs of the input.
+  with flagsaver.flagsaver(output_dir=str(tmp_path / "merged"),
+                           inputs=[str(tmp_path / "voxel_scaling.json")],
+                           models=["ige_fold", "base"], num_steps=3):
+    bench.run_merge()
+  merged = json.loads((tmp_path / "merged" / "voxel_scaling.json")
+                      .read_text())
+  assert merged["summary"] == json.loads(json.dumps(summary))
 
 
 def test_fit_recovers_fixed_and_per_voxel_costs(bench):
@@ -115,6 +124,8 @@ def test_fit_recovers_fixed_and_per_voxel_costs(bench):
   ratios = ige["ratios"]
   assert ratios["time_G_over_base"] == pytest.approx(3.0)
   assert ratios["time_F_over_base"] == pytest.approx(2.5)
+  assert ratios["time_G_over_base_range"] == pytest.approx([3.0, 3.0])
+  assert ratios["memory_G_over_base"] == pytest.approx(1.5)
   # G's ratio above F's: the time ratio grows with R towards 3.
   fitted = [ratios["time_ratio_by_resolution"][str(r)]["fitted"]
             for r in (64, 128, 256)]
@@ -155,20 +166,28 @@ def test_graph_traffic_counts_grid_ops_and_skips_views(bench):
   grid = tf.zeros([2, 16, 16, 16])
   grid_bytes = 4 * 2 * 16 ** 3
 
+  weight = tf.Variable(tf.zeros([128, 128]))  # 2 grids, but a weight.
+
   @tf.function(autograph=False)
   def step(y):
     with tf.name_scope("image_encoder"):
       small = tf.reduce_sum(tf.sin(y))  # Left out by `exclude`.
     z = tf.reshape(tf.exp(y), [2, -1])  # exp: 1 read, 1 write; reshape: view
     labels = tf.cast(y > 0, tf.uint8)  # Greater 1 + 1/4, Cast 1/4 + 1/4
-    return tf.reduce_sum(z) + small, labels
+    mixed = tf.matmul(tf.reshape(y, [64, 128]), weight)  # 1 (+ weight), 1
+    return tf.reduce_sum(z) + tf.reduce_sum(mixed) + small, labels
 
   graph = step.get_concrete_function(grid).graph
   traffic = bench.graph_grid_traffic(graph, grid_bytes,
-                                     exclude="image_encoder")
+                                     exclude="image_encoder",
+                                     weight_shapes={(128, 128)})
   types = [op["type"] for op in traffic["ops"]]
   assert "Reshape" not in types and "Sin" not in types
   assert types.count("Exp") == 1
-  # exp 1 + 1, Greater 1 + 0.25 (bool), Cast 0.25 + 0.25, Sum 1 read.
-  assert traffic["reads"] == pytest.approx(1 + 1 + 0.25 + 1)
-  assert traffic["writes"] == pytest.approx(1 + 0.25 + 0.25)
+  # exp 1 + 1, Greater 1 + 0.25 (bool), Cast 0.25 + 0.25, MatMul 1 + 1,
+  # the two Sums 1 read each.
+  assert traffic["reads"] == pytest.approx(1 + 1 + 0.25 + 1 + 1 + 1)
+  assert traffic["writes"] == pytest.approx(1 + 0.25 + 0.25 + 1)
+  # Without `weight_shapes` the weight read counts (2 grids).
+  assert bench.graph_grid_traffic(graph, grid_bytes, exclude="image_encoder")[
+      "reads"] == pytest.approx(traffic["reads"] + 2)
