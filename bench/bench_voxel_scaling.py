@@ -475,7 +475,9 @@ def summarize_scaling(runs, model_names):
     (`_memory_fit`), and for models other than "base" `memory_over_base`
     (ratio of the least-squares slopes), `memory_over_base_range` (lowest
     and highest ratio of the two models' fits that leave the same batch
-    size out), `time_over_base` (wall) and `cpu_time_over_base`. A model
+    size out), `memory_over_base_by_round` (round i's slope over the
+    baseline's round i: the two were measured interleaved), `time_over_base`
+    (wall) and `cpu_time_over_base`. A model
     with a failed or missing batch (of those any model ran at R) is left
     out of its row.
   """
@@ -507,6 +509,11 @@ def summarize_scaling(runs, model_names):
                                    / base["mb_per_example"])
       cells["memory_over_base_range"] = _paired_ratio_range(
           cells["mb_left_out_slopes"], base["mb_left_out_slopes"])
+      by_round, base_by_round = (cells["mb_per_example_by_round"],
+                                 base["mb_per_example_by_round"])
+      cells["memory_over_base_by_round"] = (
+          [a / b for a, b in zip(by_round, base_by_round)]
+          if by_round and base_by_round else None)
       cells["time_over_base"] = cells["step_seconds"] / base["step_seconds"]
       cells["cpu_time_over_base"] = (cells["step_cpu_seconds"]
                                      / base["step_cpu_seconds"])
@@ -700,13 +707,16 @@ def _write_scaling(runs, summary, sources=None):
       "that leave one batch size out, 'by round' the slope of each round's "
       "own peaks; intercept and the largest |residual| of the fit in MB. "
       "memory / base: ratio of the slopes (range: lowest and highest ratio "
-      "of the two models' fits that leave the same batch size out). Ratios are to the baseline at the "
-      "same R; CPU s is the process CPU time (user + system) per step.", "",
+      "of the two models' fits that leave the same batch size out; by "
+      "round: each round's slope over the baseline's in the same round). "
+      "Ratios are to the baseline at the same R; CPU s is the process CPU time (user + system) per step.", "",
       "| R | B | rounds | model | s/step | CPU s/step | MB/example "
       "| slope range | by round | intercept MB | max abs residual MB "
-      "| memory / base | memory / base range | time / base "
+      "| memory / base | memory / base range | memory / base by round "
+      "| time / base "
       "| CPU time / base | step peak MB | RSS MB/example |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+      "---|"]
   for row in summary:
     for model_name in FLAGS.models:
       if model_name not in row:
@@ -714,6 +724,7 @@ def _write_scaling(runs, summary, sources=None):
       cells = row[model_name]
       by_round = cells.get("mb_per_example_by_round")
       residuals = cells.get("mb_residuals")
+      ratio_by_round = cells.get("memory_over_base_by_round")
       lines.append(
           f"| {row['resolution']} | "
           f"{'/'.join(str(b) for b in row['batch_sizes'])} | "
@@ -726,6 +737,7 @@ def _write_scaling(runs, summary, sources=None):
           f"{number(max(map(abs, residuals)) if residuals else None, 1)} | "
           f"{number(cells.get('memory_over_base'), 2)} | "
           f"{span(cells.get('memory_over_base_range'), 2)} | "
+          f"{', '.join(f'{r:.2f}' for r in ratio_by_round) if ratio_by_round else '-'} | "
           f"{number(cells.get('time_over_base'), 2)} | "
           f"{number(cells.get('cpu_time_over_base'), 2)} | "
           f"{cells['tf_step_peak_mb']:.0f} | "
@@ -1303,7 +1315,8 @@ def run_traffic(resolution, batch_size, num_steps, calls):
 
   Returns:
     dict: `ige_kernels` (per call: name, pass, traffic), `ige_kernels_total`
-    (reads, writes, accesses summed over the calls), `ige_rest`,
+    (reads, writes, accesses summed over the XLA kernels' calls; the CNNs'
+    ops are counted in `ige_rest`), `ige_rest`,
     `base_step` (graph traffic; `ops` listed), `stream_ns_per_access` (CPU
     ns per grid access per voxel of the streaming kernel, median of `calls`
     calls), `grid_mb`.
@@ -1335,7 +1348,10 @@ def run_traffic(resolution, batch_size, num_steps, calls):
     kernel_rows.append({"name": call["name"], "pass": call["pass"],
                         "source": source, "traffic": traffic})
   recorded.clear()
-  total = {key: sum(r["traffic"][key] for r in kernel_rows)
+  # The CNNs' ops are also ops of the traced step (`ige_rest`): only the
+  # XLA kernels are summed here.
+  total = {key: sum(r["traffic"][key] for r in kernel_rows
+                    if r["source"] == "optimized HLO")
            for key in ("reads", "writes", "accesses")}
 
   steps = {}
@@ -1401,15 +1417,17 @@ def _traffic_markdown(result):
   rest, base = result["ige_rest"], result["base_step"]
   ige_all = total["accesses"] + rest["accesses"]
   lines += [
-      f"| **fused unroll, all calls** | | | | | | **{total['reads']:.2f}** "
+      f"| **fused unroll, XLA kernels (CNN rows: in the step's rest)** "
+      f"| | | | | | **{total['reads']:.2f}** "
       f"| **{total['writes']:.2f}** | **{total['accesses']:.2f}** |", "",
       "Whole training step (grid accesses per voxel per example):", "",
       "| part | reads | writes | accesses | at the streaming kernel's "
       "CPU ns per access |", "|---|---|---|---|---|",
-      f"| IGE-MN fused unroll (kernels above) | {total['reads']:.2f} | "
+      f"| IGE-MN fused unroll's XLA kernels (above) | {total['reads']:.2f} | "
       f"{total['writes']:.2f} | {total['accesses']:.2f} | "
       f"{total['accesses'] * ns:.2f} |",
-      f"| IGE-MN rest of the step (graph ops outside the unroll's kernels) "
+      f"| IGE-MN rest of the step (graph ops outside the XLA kernels: "
+      f"3D decoder's upsampling, energy CNNs, ...) "
       f"| {rest['reads']:.2f} | {rest['writes']:.2f} | "
       f"{rest['accesses']:.2f} | {rest['accesses'] * ns:.2f} |",
       f"| **IGE-MN step** | | | **{ige_all:.2f}** | **{ige_all * ns:.2f}** |",

@@ -76,6 +76,7 @@ def test_summary_table_and_plot_report_the_slopes_and_ratios(bench, tmp_path):
   assert base["mb_per_example"] == pytest.approx(50.0)
   assert ige["memory_over_base"] == pytest.approx(1.2)
   assert ige["memory_over_base_range"] == pytest.approx([1.2, 1.2])
+  assert ige["memory_over_base_by_round"] == pytest.approx([1.2, 1.2])
   # Time at the largest batch (4), the summary's CPU times by batch.
   assert ige["cpu_time_over_base"] == pytest.approx(2.0)
   assert ige["cpu_seconds_by_batch"]["2"] == pytest.approx(0.4)
@@ -89,7 +90,7 @@ def test_summary_table_and_plot_report_the_slopes_and_ratios(bench, tmp_path):
     assert key in written["summary"][0]["ige_fold"]
   markdown = (tmp_path / "voxel_scaling.md").read_text()
   assert "| 128 | 1/2/3/4 | 2 | ige_fold |" in markdown
-  assert "| 60 | 60-60 | 60, 60 | 101 | 0.0 | 1.20 | 1.20-1.20 |" in markdown
+  assert "| 60 | 60-60 | 60, 60 | 101 | 0.0 | 1.20 | 1.20-1.20 | 1.20, 1.20 |" in markdown
   assert "| 128 | ige_fold | 1: 160, 162; 2: 220, 222;" in markdown
   assert (tmp_path / "voxel_scaling.png").stat().st_size > 10_000
   # --mode=merge recomputes the summary from the runs of the input.
