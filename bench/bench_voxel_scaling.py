@@ -151,6 +151,8 @@ flags.DEFINE_list("batch_sizes", ["1", "2", "3", "4"],
                   "largest.")
 flags.DEFINE_list("batch_sizes_256", ["1", "2", "3"],
                   "Batch sizes used instead at R >= 256 (memory).")
+flags.DEFINE_list("profile_batch_sizes", ["2", "4"],
+                  "--mode=profile: the two batch sizes of the slope.")
 MODELS = ("ige", "ige_recompute", "ige_fold", "base")
 flags.DEFINE_list("models", list(MODELS), f"Models to measure, of {MODELS}.")
 flags.DEFINE_integer("num_steps", 3, "IGE inner steps T.")
@@ -1780,7 +1782,10 @@ def run_profile():
       _write_profile(json.load(f)["runs"])
     return
   resolution = FLAGS.resolution
-  batches = _batches(resolution)
+  batches = sorted(int(b) for b in FLAGS.profile_batch_sizes)
+  if len(batches) != 2:
+    raise ValueError("--profile_batch_sizes takes two batch sizes, got "
+                     f"{FLAGS.profile_batch_sizes}")
   runs = []
   for batch_size in batches:
     command = [sys.executable, os.path.abspath(__file__),
