@@ -37,6 +37,7 @@ Usage (writes bench/results/voxel_primitives.{json,md}):
   python bench/bench_voxel_primitives.py
   python bench/bench_voxel_primitives.py --resolutions=128 --primitives=pool
 """
+import functools
 import json
 import os
 import re
@@ -49,12 +50,14 @@ from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from ige_tf.voxel import decoders  # pylint: disable=wrong-import-position
+from ige_tf.core import find_inner_optimizer  # pylint: disable=wrong-import-position
 from ige_tf.voxel import energy as energy_lib  # pylint: disable=wrong-import-position
 from ige_tf.voxel import losses  # pylint: disable=wrong-import-position
+from ige_tf.voxel import models  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("resolutions", ["64", "128", "256"], "Resolutions R.")
@@ -72,11 +75,13 @@ flags.DEFINE_string("output_name", "voxel_primitives", "Output file stem.")
 BATCH = {32: 2, 64: 4, 128: 4, 256: 2}
 
 
+@functools.lru_cache(maxsize=None)
 def level_configuration(resolution):
-  """IGE-MN's `(level_sizes, depth_bins)` at R (as `ige_voxel_model`)."""
-  sizes = decoders.level_sizes(4, resolution)
-  channels = decoders.level_channels(128, len(sizes), 1)
-  return sizes, energy_lib.default_depth_bins(resolution, channels)
+  """IGE-MN's `(level_sizes, depth_bins)` at R, read from the energy of the
+  model `ige_voxel_model("mn", R)` builds (a few seconds, once per R)."""
+  energy = find_inner_optimizer(models.ige_voxel_model("mn", resolution)).energy
+  keras.backend.clear_session()
+  return energy.level_sizes, energy.depth_bins
 
 
 # -- formulations of the row/column and depth poolings ----------------------

@@ -1,23 +1,21 @@
 """The programs (ige_tf/bin, installed as ige-*): help, quiet start-up,
 the bin/ wrappers."""
-import json
+import ast
 import logging
 import os
+import pkgutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from ige_tf import bin as programs
+from programs import run_programs
 
-# One process runs every program's console entry point (`run`, what the
-# installed `ige-*` script calls) with --help, and the train program with
-# the bad command lines of ERRORS: a process per program would spend ~4 s
-# each importing TensorFlow. absl flags are global, so each program's own
-# flags are removed after it (as a fresh process would start). An exception
-# out of `run` is what the program's process would die of (exit code 1,
-# its traceback on stderr).
+# One process (`programs.run_programs`) runs every program's console entry
+# point (`run`, what the installed `ige-*` script calls) with --help, then
+# the train program with the bad command lines of ERRORS: a process per
+# program would spend ~4 s each importing TensorFlow.
 ERRORS = {
     # No --model_dir: absl's required-flag error, before any work.
     "missing model_dir": ("train", ["--gin_file=core/denoise.gin"]),
@@ -26,52 +24,6 @@ ERRORS = {
                                "--model_dir=/nonexistent/never",
                                "--gin_param=EPOCHS=1"]),
 }
-ERRORS_START = "--- the bad command lines of ERRORS ---\n"
-HELP_ALL = textwrap.dedent("""
-    import contextlib, importlib, io, json, os, pkgutil, sys
-    from absl import app, flags
-    import ige_tf.bin
-    app.define_help_flags()
-    ERRORS, SEPARATOR = json.loads(sys.argv[1]), sys.argv[2]
-
-    def invoke(module, argv):
-      sys.argv = argv
-      out, err = io.StringIO(), io.StringIO()
-      with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-          module.run()
-          code = "returned without exiting"
-        except SystemExit as exit_:
-          code = exit_.code
-        except Exception as error:  # pylint: disable=broad-except
-          code = 1
-          err.write(f"{type(error).__name__}: {error}")
-      flags.FLAGS.unparse_flags()
-      return {"code": code, "out": out.getvalue(), "err": err.getvalue()}
-
-    results, errors = {}, {}
-    for info in pkgutil.iter_modules(ige_tf.bin.__path__):
-      module = importlib.import_module("ige_tf.bin." + info.name)
-      own = sorted({f.name for m, fs in flags.FLAGS.flags_by_module_dict().items()
-                    if m.startswith("ige_tf") for f in fs})
-      program = "ige-" + info.name.replace("_", "-")
-      helped = invoke(module, [program, "--help"])
-      results[program] = {"code": helped["code"], "help": helped["out"],
-                          "stderr": helped["err"], "flags": own,
-                          "doc": module.__doc__.strip().splitlines()[0]}
-      for name in own:
-        delattr(flags.FLAGS, name)
-    results["tensorflow imported"] = "tensorflow" in sys.modules
-    # TensorFlow's C++ lines of a real run (e.g. a failed cuInit) may follow.
-    os.write(2, SEPARATOR.encode())
-    for case, (name, args) in ERRORS.items():
-      before = set(flags.FLAGS)
-      module = importlib.reload(importlib.import_module("ige_tf.bin." + name))
-      errors[case] = invoke(module, ["ige-" + name.replace("_", "-"), *args])
-      for flag in set(flags.FLAGS) - before:
-        delattr(flags.FLAGS, flag)
-    print(json.dumps({"help": results, "errors": errors}))
-""")
 
 
 def _clean_env():
@@ -88,44 +40,45 @@ def _clean_env():
 def test_every_program_help_exits_0_lists_its_flags_and_is_quiet(tmp_path):
   """Also: a bad command line of `ige-train` fails with a message naming
   the problem (ERRORS)."""
-  proc = subprocess.run([sys.executable, "-c", HELP_ALL, json.dumps(ERRORS),
-                         ERRORS_START], cwd=tmp_path, env=_clean_env(),
-                        capture_output=True, text=True, timeout=300,
-                        check=False)
-  assert proc.returncode == 0, proc.stderr
-  # No TensorFlow start-up lines (oneDNN, CUDA drivers, CPU instructions,
-  # "All log messages before absl::InitializeLog()"), nor anything else,
-  # before the bad command lines run.
-  assert proc.stderr.split(ERRORS_START)[0] == "", proc.stderr
-  assert ERRORS_START in proc.stderr
-  ran = json.loads(proc.stdout.strip().splitlines()[-1])
-  results, errors = ran["help"], ran["errors"]
-  assert errors.keys() == ERRORS.keys()
-  missing = errors["missing model_dir"]
+  names = [info.name for info in pkgutil.iter_modules(programs.__path__)]
+  errors = list(ERRORS.values())
+  ran = run_programs(
+      [(name, ["ige-" + name.replace("_", "-"), "--help"]) for name in names]
+      + [(name, ["ige-" + name.replace("_", "-"), *args])
+         for name, args in errors],
+      tmp_path, timeout=300, env=_clean_env())
+  helped, failed = ran[:len(names)], dict(zip(ERRORS, ran[len(names):]))
+  missing = failed["missing model_dir"]
   assert missing["code"] == 1, missing
   assert "Flag --model_dir must have a value other than None" in missing[
       "err"], missing
-  unused = errors["unused macro"]
-  assert unused["code"] == 1, unused
-  assert unused["err"].startswith(
+  unused = failed["unused macro"]
+  assert (unused["code"], unused["raised"] is not None) == (1, True), unused
+  assert unused["raised"].startswith(
       "GinMacroError: --gin_param 'EPOCHS=1': macro EPOCHS is not "
       "referenced"), unused
-  assert results.pop("tensorflow imported") is True  # the quiet import ran
-  expected = {"ige-" + name.replace("_", "-") for name in
-              ("train", "evaluate", "export", "model_stats", "lift",
-               "visualize", "prepare_h36m", "prepare_shapenet", "demo",
-               "voxel_demo", "table1", "plot_figure4", "import_r2n2",
-               "inspect_records", "make_synthetic_h36m",
-               "make_synthetic_shapenet")}
-  assert expected <= set(results)  # the issue's list; more programs may come
-  for program, result in results.items():
+  # The quiet import ran: TensorFlow was imported, and neither it (oneDNN,
+  # CUDA drivers, CPU instructions, "All log messages before
+  # absl::InitializeLog()") nor anything else wrote to the process's stderr.
+  assert helped[-1]["tensorflow_imported"]
+  expected = {"train", "evaluate", "export", "model_stats", "lift",
+              "visualize", "prepare_h36m", "prepare_shapenet", "demo",
+              "voxel_demo", "table1", "plot_figure4", "import_r2n2",
+              "inspect_records", "make_synthetic_h36m",
+              "make_synthetic_shapenet"}
+  assert expected <= set(names)  # the issue's list; more programs may come
+  for name, result in zip(names, helped):
+    program = "ige-" + name.replace("_", "-")
     assert result["code"] == 0, (program, result)
-    assert result["stderr"] == "", (program, result)
-    assert result["doc"] in result["help"], program
+    assert (result["err"], result["fd2"]) == ("", ""), (program, result)
+    # Its docstring (read, not imported: importing defines its flags here).
+    with open(os.path.join(programs.__path__[0], name + ".py")) as source:
+      doc = ast.get_docstring(ast.parse(source.read()))
+    assert doc.splitlines()[0] in result["out"], program
     assert result["flags"], program
     for flag in result["flags"] + ["verbosity"]:
-      assert (f"--{flag}" in result["help"]
-              or f"--[no]{flag}" in result["help"]), (program, flag)
+      assert (f"--{flag}" in result["out"]
+              or f"--[no]{flag}" in result["out"]), (program, flag)
 
 
 def test_bin_wrapper_runs_the_program(tmp_path, repo_dir):
