@@ -8,6 +8,14 @@ import shutil
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# XLA's CPU backend without LLVM's optimization passes: the same HLO (every
+# HLO pass still runs, so what compiles and what it computes are what a run
+# gets), machine code generated ~35 % faster, and the tests' kernels are too
+# small for the slower code to matter (docs/benchmarks.md, "Tests"). The
+# binaries the tests start inherit it; a caller's own setting is kept.
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = " ".join(filter(None, [
+      os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"]))
 
 import struct  # noqa: E402
 
