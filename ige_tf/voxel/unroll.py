@@ -174,7 +174,7 @@ class _Kernels:
   # The kernels (each a `tf.function(jit_compile=True)` of the method named
   # with a leading underscore), in the order `fused_unroll` first calls
   # them; `bench/bench_voxel_scaling.py --mode=kernels` times each call.
-  NAMES = ("initial", "step", "loss_gradient", "adjoint_levels",
+  NAMES = ("pool", "descent", "sums", "loss_gradient", "adjoint_levels",
            "adjoint_grid")
 
   def __init__(self, energy, loss_fn, size, depth, clipped):
@@ -196,7 +196,7 @@ class _Kernels:
     first = s * (1.0 - s)
     return s, first, first * (1.0 - 2.0 * s)
 
-  def _pool(self, grid):
+  def _pool_levels(self, grid):
     return pool_frustum_levels(grid, self.level_sizes, self.depth_bins)
 
   def _unpool(self, levels):
@@ -240,21 +240,22 @@ class _Kernels:
                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
   # -- the kernels ----------------------------------------------------------
-  def _initial(self, y, labels):
-    """`(P(s(y_0)), loss sums at y_0)`."""
-    pooled = self._pool(self._occupancy(y)[0])
+  def _pool(self, y, labels):
+    """`(P(s(y_t)), loss sums at y_t)`: the levels the CNNs see and the
+    step's loss, from `y_t` alone."""
+    pooled = self._pool_levels(self._occupancy(y)[0])
     return pooled, self._shared_sums(labels, y)
 
-  def _step(self, y, levels, labels, lr, clip):
-    """One forward step: `(y_{t+1}, ||g_t||^2 [B], P(s(y_{t+1})), loss sums
-    at y_{t+1})` from `y_t` and the level gradients `G_t` (`g_t` computed
-    once)."""
+  def _descent(self, y, levels, lr, clip):
+    """One descent step: `(y_{t+1}, ||g_t||^2 [B])` from `y_t` and the level
+    gradients `G_t` (no pooling: `y_t` is dead before the pooling of
+    `y_{t+1}` asks for its temporaries)."""
     g = self._gradient(y, levels)[0]
-    squared = sum_per_example(g * g)
-    y_next = y - lr * self._clip(g, clip)
-    pooled = self._pool(self._occupancy(y_next)[0])
-    return (y_next, squared, pooled,
-            self._shared_sums(labels, y_next))
+    return y - lr * self._clip(g, clip), sum_per_example(g * g)
+
+  def _sums(self, y, labels):
+    """The loss sums at `y_T` (the last iterate is not pooled)."""
+    return self._shared_sums(labels, y)
 
   def _loss_gradient(self, y, history, labels, d_sums, lr, clip):
     """`d L / d y_t`, `y_t` recomputed from `y` and `history`."""
@@ -271,13 +272,12 @@ class _Kernels:
     return b, g, total, first, second
 
   def _adjoint_levels(self, y, history, levels, adjoint, lr, clip):
-    """Pass 1: `(d G_t [levels], d lr, d c)`; only small outputs.
+    """Pass 1: `(d G_t [levels], the unclipped part of d lr)`; only small
+    outputs, and the pooling's operand the only grid-sized temporary.
 
     With `q_i = P_i(s'(y_t) 1[inside] a)`: `d G_t,i = -lr q_i`, and the
     unclipped part of `d lr = -sum a clip(g_t)`, `-sum_inside a s' S_t`, is
-    `-sum_i <q_i, G_t,i>` (`U_i = P_i^T`), so only the clipped part needs a
-    second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
-    `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`.
+    `-sum_i <q_i, G_t,i>` (`U_i = P_i^T`); the clipped part is pass 2's.
     """
     y = self._recompute(y, history, lr, clip)
     g, _, first, _ = self._gradient(y, levels)
@@ -285,26 +285,35 @@ class _Kernels:
     if self.clipped:
       inside = tf.logical_and(g >= -clip, g <= clip)
       weighted = tf.where(inside, weighted, tf.zeros_like(weighted))
-    pooled = self._pool(weighted)
+    pooled = self._pool_levels(weighted)
     d_lr = -tf.add_n([tf.reduce_sum(q * level)
                       for q, level in zip(pooled, levels)])
-    d_clip = tf.zeros_like(d_lr)
-    if self.clipped:
-      # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
-      outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
-      clipped_part = tf.reduce_sum(sum_per_example(adjoint * outside))
-      d_lr -= clip * clipped_part
-      d_clip = -lr * clipped_part
-    return [-lr * q for q in pooled], d_lr, d_clip
+    return [-lr * q for q in pooled], d_lr
 
   def _adjoint_grid(self, y, history, levels, adjoint, d_levels, labels,
                     d_sums, lr, clip):
-    """Pass 2: the adjoint of `y_t` (one grid written)."""
+    """Pass 2: `(the adjoint of y_t [B, R, R, R], the clipped part of d lr,
+    d c)`; one grid written.
+
+    The clipped part needs one reduction over the grid: `o = sum a
+    sign(g_t) 1[|g_t| > c]`, `d lr = -c o`, `d c = -lr o` (zeros without
+    clipping). It is taken here, on the `g_t` this pass computes anyway,
+    rather than beside pass 1's pooling, where its second use of `g_t`
+    made XLA keep one more grid.
+    """
     y = self._recompute(y, history, lr, clip)
-    b, _, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
+    b, g, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
                                                     clip)
-    return (adjoint + b * second * total + first * self._unpool(d_levels)
-            + self._loss_terms_gradient(labels, y, d_sums))
+    new_adjoint = (adjoint + b * second * total
+                   + first * self._unpool(d_levels)
+                   + self._loss_terms_gradient(labels, y, d_sums))
+    if not self.clipped:
+      zero = tf.zeros([], adjoint.dtype)
+      return new_adjoint, zero, zero
+    # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
+    outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
+    clipped_part = tf.reduce_sum(sum_per_example(adjoint * outside))
+    return new_adjoint, -clip * clipped_part, -lr * clipped_part
 
 
 _KERNELS = {}
@@ -368,23 +377,27 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     step_context = list(tensors[1 + len(hyper):])
     # Sums of the labels alone (e.g. IoU's |y|), the same at every step.
     label_sums = loss_fn.label_statistics(labels)
-    pooled, sums = kernels.initial(y0, labels)
+    pooled, sums = kernels.pool(y0, labels)
     all_pooled, all_sums, history = [pooled], [sums], []
     energies, squared_norms, iterates = [], [], [y0]
     y = y0
-    for _ in range(num_steps):
+    for t in range(num_steps):
       value, levels = cnn_first_order(energy, pooled, step_context)
-      y, squared, pooled, sums = kernels.step(y, levels, labels, step_lr,
-                                              clip_arg(step_clip))
+      y, squared = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
       history.append(levels)
-      all_pooled.append(pooled)
-      all_sums.append(sums)
       energies.append(value)
       squared_norms.append(squared)
-      # y_T is live at the end of the forward pass anyway: kept for the
-      # first backward kernel (the others recompute theirs from y_0).
-      if store_iterates or len(history) == num_steps:
+      if t + 1 < num_steps:
+        pooled, sums = kernels.pool(y, labels)
+        all_pooled.append(pooled)
+        if store_iterates:
+          iterates.append(y)
+      else:
+        # y_T is live at the end of the forward pass anyway: kept for the
+        # first backward kernel (the others recompute theirs from y_0).
+        sums = kernels.sums(y, labels)
         iterates.append(y)
+      all_sums.append(sums)
     del y
     losses = tf.stack([loss_fn.loss_from_statistics(s, label_sums)
                        for s in all_sums])
@@ -416,10 +429,9 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
       for t in reversed(range(num_steps)):
         grid, before = ((iterates[t], []) if store_iterates else
                         (y0, history[:t]))
-        d_levels, d_lr_t, d_clip_t = kernels.adjoint_levels(
+        d_levels, d_lr_t = kernels.adjoint_levels(
             grid, before, history[t], adjoint, step_lr, clip_arg(step_clip))
         d_lr += d_lr_t
-        d_clip += d_clip_t
         # Second order of the CNNs, on the small pooled levels only. Its
         # forward half needs only forward tensors: without this order the
         # executor runs it for every step during the forward pass and keeps
@@ -432,9 +444,11 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
             None if d_energies is None else d_energies[t])
         d_context = [acc + g for acc, g in zip(d_context, d_context_t)]
         d_variables = [acc + g for acc, g in zip(d_variables, d_variables_t)]
-        adjoint = kernels.adjoint_grid(
+        adjoint, d_lr_t, d_clip_t = kernels.adjoint_grid(
             grid, before, history[t], adjoint, d_pooled, labels, d_sums[t],
             step_lr, clip_arg(step_clip))
+        d_lr += d_lr_t
+        d_clip += d_clip_t
       input_grads = ([adjoint, d_lr] + ([] if clip is None else [d_clip])
                      + d_context)
       if not variables:
