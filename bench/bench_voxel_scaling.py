@@ -513,7 +513,9 @@ def _inner_loop_inputs(resolution, batch_size, num_steps, recompute=True):
   from ige_tf.voxel.energy import FrustumEnergy  # pylint: disable=g-import-not-at-top
 
   sizes = decoders.level_sizes(4, resolution)
-  channels = decoders.level_channels(128, len(sizes), 4)  # IGE-MN's
+  # IGE-MN's (`ige_voxel_model`: min_channels=1, so at 256^3 the finest
+  # level has 4 depth bins, 64 cells each, as in training).
+  channels = decoders.level_channels(128, len(sizes), 1)
   inner = UnrolledSGD(
       FrustumEnergy(resolution, sizes, channels), num_steps, clip_value=1.0,
       learn_learning_rate=True, learn_clip_value=True,
