@@ -174,8 +174,8 @@ class _Kernels:
   # The kernels (each a `tf.function(jit_compile=True)` of the method named
   # with a leading underscore), in the order `fused_unroll` first calls
   # them; `bench/bench_voxel_scaling.py --mode=kernels` times each call.
-  NAMES = ("pool", "descent", "sums", "loss_gradient", "adjoint_levels",
-           "adjoint_grid")
+  NAMES = ("pool", "squared_norm", "descent", "sums", "loss_gradient",
+           "adjoint_levels", "adjoint_grid")
 
   def __init__(self, energy, loss_fn, size, depth, clipped):
     self.level_sizes = energy.level_sizes
@@ -246,12 +246,19 @@ class _Kernels:
     pooled = self._pool_levels(self._occupancy(y)[0])
     return pooled, self._shared_sums(labels, y)
 
-  def _descent(self, y, levels, lr, clip):
-    """One descent step: `(y_{t+1}, ||g_t||^2 [B])` from `y_t` and the level
-    gradients `G_t` (no pooling: `y_t` is dead before the pooling of
-    `y_{t+1}` asks for its temporaries)."""
+  def _squared_norm(self, y, levels):
+    """`||g_t||^2 [B]` at `y_t` (a diagnostic; no grid written)."""
     g = self._gradient(y, levels)[0]
-    return y - lr * self._clip(g, clip), sum_per_example(g * g)
+    return sum_per_example(g * g)
+
+  def _descent(self, y, levels, lr, clip):
+    """One descent step: `y_{t+1}` from `y_t` and the level gradients `G_t`.
+
+    Only `y_{t+1}` is written: the norm in the same kernel made XLA keep
+    `s(y_t)` for its two users (one grid), and the pooling of `y_{t+1}`
+    is the next kernel's, so `y_t` is dead before its temporaries exist.
+    """
+    return y - lr * self._clip(self._gradient(y, levels)[0], clip)
 
   def _sums(self, y, labels):
     """The loss sums at `y_T` (the last iterate is not pooled)."""
@@ -383,7 +390,8 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     y = y0
     for t in range(num_steps):
       value, levels = cnn_first_order(energy, pooled, step_context)
-      y, squared = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
+      squared = kernels.squared_norm(y, levels)
+      y = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
       history.append(levels)
       energies.append(value)
       squared_norms.append(squared)

@@ -17,10 +17,10 @@ def test_kernel_timing_replays_every_call_of_one_unroll(bench):
   calls = [(row["name"], row["pass"]) for row in result["calls"]]
   # y_1 .. y_{T-1} pooled for the next step's CNNs; y_T only summed.
   forward = [("pool", "forward")] + [
-      ("cnn_first_order", "forward"), ("descent", "forward"),
-      ("pool", "forward")] * (num_steps - 1) + [
-          ("cnn_first_order", "forward"), ("descent", "forward"),
-          ("sums", "forward")]
+      ("cnn_first_order", "forward"), ("squared_norm", "forward"),
+      ("descent", "forward"), ("pool", "forward")] * (num_steps - 1) + [
+          ("cnn_first_order", "forward"), ("squared_norm", "forward"),
+          ("descent", "forward"), ("sums", "forward")]
   backward = [("loss_gradient", "backward")] + [
       ("adjoint_levels", "backward"), ("cnn_second_order", "backward"),
       ("adjoint_grid", "backward")] * num_steps

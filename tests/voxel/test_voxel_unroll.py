@@ -203,7 +203,8 @@ def test_clip_bounds_follow_clipped_descent():
   np.testing.assert_allclose(d_lr_inside + d_lr_outside, want_lr, rtol=1e-14)
   assert float(d_lr_outside) != 0  # Both parts are there.
   np.testing.assert_allclose(d_clip, want_clip, rtol=1e-14)
-  next_y, squared = kernels.descent(y, [g], lr, clip)
+  next_y = kernels.descent(y, [g], lr, clip)
+  squared = kernels.squared_norm(y, [g])
   np.testing.assert_allclose(
       next_y, y - lr * tf.clip_by_value(g, -clip, clip), rtol=1e-14)
   np.testing.assert_allclose(squared, tf.reduce_sum(g * g, axis=[1, 2, 3]),
