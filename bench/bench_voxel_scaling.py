@@ -1268,8 +1268,7 @@ _COMPONENTS = (("image_encoder", "image encoder"),
 # The fused unroll's kernels (`unroll._Kernels.NAMES`, traced as their
 # methods' names) by the pass that calls them.
 _FUSED_FORWARD = ("_pool", "_squared_norm", "_descent", "_sums")
-_FUSED_BACKWARD = ("_loss_gradient", "_iterate", "_adjoint_levels",
-                   "_adjoint_grid")
+_FUSED_BACKWARD = ("_loss_gradient", "_adjoint_levels", "_adjoint_grid")
 
 
 def _phase_of(op):

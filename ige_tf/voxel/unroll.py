@@ -175,7 +175,7 @@ class _Kernels:
   # with a leading underscore), in the order `fused_unroll` first calls
   # them; `bench/bench_voxel_scaling.py --mode=kernels` times each call.
   NAMES = ("pool", "squared_norm", "descent", "sums", "loss_gradient",
-           "iterate", "adjoint_levels", "adjoint_grid")
+           "adjoint_levels", "adjoint_grid")
 
   def __init__(self, energy, loss_fn, size, depth, clipped):
     self.level_sizes = energy.level_sizes
@@ -264,14 +264,10 @@ class _Kernels:
     """The loss sums at `y_T` (the last iterate is not pooled)."""
     return self._shared_sums(labels, y)
 
-  def _loss_gradient(self, y, labels, d_sums):
-    """`d L / d y_T` at the kept last iterate (one grid written)."""
-    return self._loss_terms_gradient(labels, y, d_sums)
-
-  def _iterate(self, y, history, lr, clip):
-    """`y_t` recomputed from `y_0` and `history` = `G_0 .. G_{t-1}` (t
-    elementwise iterations; one grid written)."""
-    return self._recompute(y, history, lr, clip)
+  def _loss_gradient(self, y, history, labels, d_sums, lr, clip):
+    """`d L / d y_t`, `y_t` recomputed from `y` and `history`."""
+    return self._loss_terms_gradient(
+        labels, self._recompute(y, history, lr, clip), d_sums)
 
   def _step_adjoint(self, y, levels, adjoint, lr, clip):
     """`(b, g, S, s', s'')` of step t at `y_t` for the adjoint of y_{t+1}."""
@@ -282,7 +278,7 @@ class _Kernels:
       b = tf.where(inside, b, tf.zeros_like(b))
     return b, g, total, first, second
 
-  def _adjoint_levels(self, y, levels, adjoint, lr, clip):
+  def _adjoint_levels(self, y, history, levels, adjoint, lr, clip):
     """Pass 1: `(d G_t [levels], the unclipped part of d lr)`; only small
     outputs, and the pooling's operand the only grid-sized temporary.
 
@@ -290,6 +286,7 @@ class _Kernels:
     unclipped part of `d lr = -sum a clip(g_t)`, `-sum_inside a s' S_t`, is
     `-sum_i <q_i, G_t,i>` (`U_i = P_i^T`); the clipped part is pass 2's.
     """
+    y = self._recompute(y, history, lr, clip)
     g, _, first, _ = self._gradient(y, levels)
     weighted = first * adjoint
     if self.clipped:
@@ -300,8 +297,8 @@ class _Kernels:
                       for q, level in zip(pooled, levels)])
     return [-lr * q for q in pooled], d_lr
 
-  def _adjoint_grid(self, y, levels, adjoint, d_levels, labels, d_sums, lr,
-                    clip):
+  def _adjoint_grid(self, y, history, levels, adjoint, d_levels, labels,
+                    d_sums, lr, clip):
     """Pass 2: `(the adjoint of y_t [B, R, R, R], the clipped part of d lr,
     d c)`; one grid written.
 
@@ -311,6 +308,7 @@ class _Kernels:
     rather than beside pass 1's pooling, where its second use of `g_t`
     made XLA keep one more grid.
     """
+    y = self._recompute(y, history, lr, clip)
     b, g, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
                                                     clip)
     new_adjoint = (adjoint + b * second * total
@@ -388,7 +386,7 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     label_sums = loss_fn.label_statistics(labels)
     pooled, sums = kernels.pool(y0, labels)
     all_pooled, all_sums, history = [pooled], [sums], []
-    energies, squared_norms, iterates = [], [], {0: y0}
+    energies, squared_norms, iterates = [], [], [y0]
     y = y0
     for t in range(num_steps):
       value, levels = cnn_first_order(energy, pooled, step_context)
@@ -400,14 +398,14 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
       if t + 1 < num_steps:
         pooled, sums = kernels.pool(y, labels)
         all_pooled.append(pooled)
+        if store_iterates:
+          iterates.append(y)
       else:
+        # y_T is live at the end of the forward pass anyway: kept for the
+        # first backward kernel (the others recompute theirs from y_0).
         sums = kernels.sums(y, labels)
+        iterates.append(y)
       all_sums.append(sums)
-      # y_T and y_{T-1} are live at the end of the forward pass anyway: kept
-      # for the backward pass, which starts from them; the others are
-      # recomputed from y_0 unless stored.
-      if store_iterates or t + 1 >= num_steps - 1:
-        iterates[t + 1] = y
     del y
     losses = tf.stack([loss_fn.loss_from_statistics(s, label_sums)
                        for s in all_sums])
@@ -429,23 +427,18 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         d_sums.append(tape.gradient(
             loss, all_sums[t], output_gradients=d_losses[t],
             unconnected_gradients=tf.UnconnectedGradients.ZERO))
-      adjoint = kernels.loss_gradient(iterates[num_steps], labels,
-                                      d_sums[num_steps])
+      adjoint = kernels.loss_gradient(iterates[-1], [], labels,
+                                      d_sums[num_steps], step_lr,
+                                      clip_arg(step_clip))
       d_lr = tf.zeros_like(step_lr)
       d_clip = tf.zeros_like(step_lr)
       d_context = [tf.zeros_like(x) for x in step_context]
       d_variables = [tf.zeros_like(v) for v in variables]
       for t in reversed(range(num_steps)):
-        grid = iterates.get(t)
-        if grid is None:
-          # Recomputed once for both passes of this step, after the adjoint
-          # of y_{t+1} exists (otherwise the executor may run it during the
-          # forward pass and keep the grid).
-          with tf.control_dependencies([adjoint]):
-            grid = kernels.iterate(y0, history[:t], step_lr,
-                                   clip_arg(step_clip))
+        grid, before = ((iterates[t], []) if store_iterates else
+                        (y0, history[:t]))
         d_levels, d_lr_t = kernels.adjoint_levels(
-            grid, history[t], adjoint, step_lr, clip_arg(step_clip))
+            grid, before, history[t], adjoint, step_lr, clip_arg(step_clip))
         d_lr += d_lr_t
         # Second order of the CNNs, on the small pooled levels only. Its
         # forward half needs only forward tensors: without this order the
@@ -460,8 +453,8 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         d_context = [acc + g for acc, g in zip(d_context, d_context_t)]
         d_variables = [acc + g for acc, g in zip(d_variables, d_variables_t)]
         adjoint, d_lr_t, d_clip_t = kernels.adjoint_grid(
-            grid, history[t], adjoint, d_pooled, labels, d_sums[t], step_lr,
-            clip_arg(step_clip))
+            grid, before, history[t], adjoint, d_pooled, labels, d_sums[t],
+            step_lr, clip_arg(step_clip))
         d_lr += d_lr_t
         d_clip += d_clip_t
       input_grads = ([adjoint, d_lr] + ([] if clip is None else [d_clip])

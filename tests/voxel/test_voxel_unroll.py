@@ -33,8 +33,8 @@ SIZES, CHANNELS = (4, 8), (8, 4)
 # the mode or the dtype rather than the pyramid: less to trace and compile.
 ONE_LEVEL = {"sizes": (4,), "channels": (8,), "depth_bins": (4,)}
 ONE_LEVEL_CLIP = 2e-4  # About the median |g| of its first step.
-# T = 3 as IGE-MN: y_T and y_{T-1} are kept from the forward pass, y_1 is
-# recomputed from y_0 for the backward kernels (kernel `iterate`).
+# T = 3 as IGE-MN: y_T is kept from the forward pass, y_1 and y_2 are
+# recomputed from y_0 in the backward kernels.
 NUM_STEPS = 3
 LOSSES = {"continuous_iou": losses.ContinuousIoU(),
           "focal": losses.FocalCrossEntropy(alpha=0.7, gamma=2.0)}
@@ -141,21 +141,20 @@ def test_stored_and_recomputed_iterates_equal_autodiff_with_clipping():
   assert 0.1 < _clipped_fraction(optimizer, initial, context) < 0.9
   kernels = unroll._kernels(optimizer.energy, loss_fn, initial.shape,  # pylint: disable=protected-access
                              clipped=True)
-  iterate = kernels.iterate
+  adjoint_levels = kernels.adjoint_levels
   for store in (False, True):
-    recomputed = []  # Steps each iterate call recomputes y_t over.
-    kernels.iterate = lambda *a: (recomputed.append(len(a[1]))  # pylint: disable=cell-var-from-loop
-                                  or iterate(*a))
+    recomputed = []  # Steps each adjoint_levels call recomputes y_t over.
+    kernels.adjoint_levels = lambda *a: (recomputed.append(len(a[1]))  # pylint: disable=cell-var-from-loop
+                                         or adjoint_levels(*a))
     try:
       got = _fused(optimizer, initial, context, labels, loss_fn, store)
     finally:
-      kernels.iterate = iterate
+      kernels.adjoint_levels = adjoint_levels
     _assert_equal_float64(got, want, store)
     assert abs(_clip_gradient(optimizer, got[2])) > 0
-    # t = T-2 .. 1: y_t recomputed from y_0 over t steps (y_0, y_{T-1} and
-    # y_T are kept), or stored.
-    assert recomputed == ([] if store else
-                          list(reversed(range(1, NUM_STEPS - 1))))
+    # t = T-1 .. 0: y_t recomputed from y_0 over t steps, or stored.
+    assert recomputed == ([0] * NUM_STEPS if store else
+                          list(reversed(range(NUM_STEPS))))
 
 
 def test_compiled_unclipped_focal_equals_autodiff():
@@ -192,11 +191,12 @@ def test_clip_bounds_follow_clipped_descent():
   adjoint = tf.constant(rng.normal(size=(2, 4, 4, 4)))
   y = tf.constant(rng.normal(size=(2, 4, 4, 4)))
   labels = tf.constant(rng.random((2, 4, 4, 4)) > 0.5, tf.uint8)
-  d_levels, d_lr_inside = kernels.adjoint_levels(y, [g], adjoint, lr, clip)
+  d_levels, d_lr_inside = kernels.adjoint_levels(y, [], [g], adjoint, lr,
+                                                 clip)
   # No upstream from the CNNs and the loss: only the step's own terms.
   zero_sums = [tf.zeros([2], tf.float64)]  # Focal: one sum.
   _, d_lr_outside, d_clip = kernels.adjoint_grid(
-      y, [g], adjoint, [tf.zeros_like(g)], labels, zero_sums, lr, clip)
+      y, [], [g], adjoint, [tf.zeros_like(g)], labels, zero_sums, lr, clip)
   want_g, want_lr, want_clip = _clipped_descent_backward(g, adjoint, lr, clip)
   np.testing.assert_allclose(d_levels[0], want_g, rtol=1e-14)
   assert np.all(d_levels[0].numpy().flat[:4] != 0)  # The bounds pass.
