@@ -25,26 +25,25 @@ kernel `loss_gradient` at the kept `y_T`):
 
     b = -lr 1[-c <= g_t <= c] a                       (adjoint of g_t)
     pass 1 (kernel `adjoint_levels`, small outputs): d G_t,i = P_i(s'(y_t) b),
-        the unclipped part of d lr = -sum a clip(g_t) (from the small d G_t
-        and G_t)
+        d lr += -sum a clip(g_t),  d c += sum_{g_t > c} (-lr a)
+                                          - sum_{g_t < -c} (-lr a)
+        (the unclipped part of d lr from the small d G_t and G_t)
     small: second order of the CNNs at p_t (nested tapes on the pooled
         levels): d p_t, d x, d weights from d G_t and d E_t
     pass 2 (kernel `adjoint_grid`, writes the new adjoint):
-        a <- a + b s''(y_t) S_t + s'(y_t) sum_i U_i d p_t,i + d L_t / d y_t,
-        and the clipped part: d lr += -c o, d c += -lr o with
-        o = sum a sign(g_t) 1[|g_t| > c]
+        a <- a + b s''(y_t) S_t + s'(y_t) sum_i U_i d p_t,i + d L_t / d y_t
 
 and `d Loss / d y_0 = a` flows on into the initial estimate. Both passes
 of a backward step t < T recompute `y_t` from `y_0` inside their kernel (t
 elementwise iterations, no grid written; a kernel cannot run before its
 input `a` exists), so the grid-sized buffers of the backward pass are
 `y_0`, `a`, the new `a`, the labels and `adjoint_levels`' XLA temporaries
-(the pooling's operand, 1.25 grids). The clipped sum sits in pass 2, which
-computes `g_t` anyway and asks XLA for no grid temporary with it. The
-CNNs' second order of step t waits for its upstream `d G_t` (a control
-dependency): otherwise the executor runs its forward half during the
-forward pass and keeps every step's CNN activations until the backward
-pass.
+(the pooling's operand and its first row/column level, 1.25 grids; the
+clipped sum's per-example sum adds none: moving it to pass 2 was measured
+and saved no memory). The CNNs' second order of step t waits for its
+upstream `d G_t` (a control dependency): otherwise the executor runs its
+forward half during the forward pass and keeps every step's CNN
+activations until the backward pass.
 
 Forward pass, per step t: the CNNs' first order (`cnn_first_order`: E_t,
 G_t from p_t), then three kernels, each holding as few grids at once as it
@@ -298,12 +297,15 @@ class _Kernels:
     return b, g, total, first, second
 
   def _adjoint_levels(self, y, history, levels, adjoint, lr, clip):
-    """Pass 1: `(d G_t [levels], the unclipped part of d lr)`; only small
-    outputs, and the pooling's operand the only grid-sized temporary.
+    """Pass 1: `(d G_t [levels], d lr, d c)`; only small outputs.
 
     With `q_i = P_i(s'(y_t) 1[inside] a)`: `d G_t,i = -lr q_i`, and the
     unclipped part of `d lr = -sum a clip(g_t)`, `-sum_inside a s' S_t`, is
-    `-sum_i <q_i, G_t,i>` (`U_i = P_i^T`); the clipped part is pass 2's.
+    `-sum_i <q_i, G_t,i>` (`U_i = P_i^T`), so only the clipped part needs a
+    second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
+    `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`. The pooling's
+    operand is the only grid-sized temporary (the per-example sum reads its
+    producer in place; measured: moving it to pass 2 saved no memory).
     """
     y = self._recompute(y, history, lr, clip)
     g, _, first, _ = self._gradient(y, levels)
@@ -314,32 +316,23 @@ class _Kernels:
     pooled = self._pool_levels(weighted)
     d_lr = -tf.add_n([tf.reduce_sum(q * level)
                       for q, level in zip(pooled, levels)])
-    return [-lr * q for q in pooled], d_lr
+    d_clip = tf.zeros_like(d_lr)
+    if self.clipped:
+      # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
+      outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
+      clipped_part = tf.reduce_sum(sum_per_example(adjoint * outside))
+      d_lr -= clip * clipped_part
+      d_clip = -lr * clipped_part
+    return [-lr * q for q in pooled], d_lr, d_clip
 
   def _adjoint_grid(self, y, history, levels, adjoint, d_levels, labels,
                     d_sums, lr, clip):
-    """Pass 2: `(the adjoint of y_t [B, R, R, R], the clipped part of d lr,
-    d c)`; one grid written.
-
-    The clipped part needs one reduction over the grid: `o = sum a
-    sign(g_t) 1[|g_t| > c]`, `d lr = -c o`, `d c = -lr o` (zeros without
-    clipping). It is taken here, on the `g_t` this pass computes anyway,
-    rather than beside pass 1's pooling, where its second use of `g_t`
-    made XLA keep one more grid.
-    """
+    """Pass 2: the adjoint of `y_t` `[B, R, R, R]` (one grid written)."""
     y = self._recompute(y, history, lr, clip)
-    b, g, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
+    b, _, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
                                                     clip)
-    new_adjoint = (adjoint + b * second * total
-                   + first * self._unpool(d_levels)
-                   + self._loss_terms_gradient(labels, y, d_sums))
-    if not self.clipped:
-      zero = tf.zeros([], adjoint.dtype)
-      return new_adjoint, zero, zero
-    # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
-    outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
-    clipped_part = tf.reduce_sum(sum_per_example(adjoint * outside))
-    return new_adjoint, -clip * clipped_part, -lr * clipped_part
+    return (adjoint + b * second * total + first * self._unpool(d_levels)
+            + self._loss_terms_gradient(labels, y, d_sums))
 
 
 _KERNELS = {}
@@ -456,9 +449,10 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
       for t in reversed(range(num_steps)):
         grid, before = ((iterates[t], []) if store_iterates else
                         (y0, history[:t]))
-        d_levels, d_lr_t = kernels.adjoint_levels(
+        d_levels, d_lr_t, d_clip_t = kernels.adjoint_levels(
             grid, before, history[t], adjoint, step_lr, clip_arg(step_clip))
         d_lr += d_lr_t
+        d_clip += d_clip_t
         # Second order of the CNNs, on the small pooled levels only. Its
         # forward half needs only forward tensors: without this order the
         # executor runs it for every step during the forward pass and keeps
@@ -471,11 +465,9 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
             None if d_energies is None else d_energies[t])
         d_context = [acc + g for acc, g in zip(d_context, d_context_t)]
         d_variables = [acc + g for acc, g in zip(d_variables, d_variables_t)]
-        adjoint, d_lr_t, d_clip_t = kernels.adjoint_grid(
+        adjoint = kernels.adjoint_grid(
             grid, before, history[t], adjoint, d_pooled, labels, d_sums[t],
             step_lr, clip_arg(step_clip))
-        d_lr += d_lr_t
-        d_clip += d_clip_t
       input_grads = ([adjoint, d_lr] + ([] if clip is None else [d_clip])
                      + d_context)
       if not variables:

@@ -175,9 +175,8 @@ def test_clip_bounds_follow_clipped_descent():
   """Entries exactly on +-c pass their gradient, as `clipped_descent`: the
   kernels of one step against the core op's backward, with a single level
   as large as the grid (pooling is the identity) and identity occupancy, so
-  that g equals the level gradient entered. `d lr` is split between the
-  two backward passes (unclipped part in `adjoint_levels`, clipped part in
-  `adjoint_grid`); their sum is the core op's."""
+  that g equals the level gradient entered; the descent and the norm kernels
+  against the step they split."""
   energy = types.SimpleNamespace(level_sizes=(4,), depth_bins=(4,),
                                  occupancy="identity")
   loss_fn = LOSSES["focal"]
@@ -190,24 +189,18 @@ def test_clip_bounds_follow_clipped_descent():
   g = tf.constant(g)
   adjoint = tf.constant(rng.normal(size=(2, 4, 4, 4)))
   y = tf.constant(rng.normal(size=(2, 4, 4, 4)))
-  labels = tf.constant(rng.random((2, 4, 4, 4)) > 0.5, tf.uint8)
-  d_levels, d_lr_inside = kernels.adjoint_levels(y, [], [g], adjoint, lr,
-                                                 clip)
-  # No upstream from the CNNs and the loss: only the step's own terms.
-  zero_sums = [tf.zeros([2], tf.float64)]  # Focal: one sum.
-  _, d_lr_outside, d_clip = kernels.adjoint_grid(
-      y, [], [g], adjoint, [tf.zeros_like(g)], labels, zero_sums, lr, clip)
+  d_levels, d_lr, d_clip = kernels.adjoint_levels(y, [], [g], adjoint, lr,
+                                                  clip)
   want_g, want_lr, want_clip = _clipped_descent_backward(g, adjoint, lr, clip)
   np.testing.assert_allclose(d_levels[0], want_g, rtol=1e-14)
   assert np.all(d_levels[0].numpy().flat[:4] != 0)  # The bounds pass.
-  np.testing.assert_allclose(d_lr_inside + d_lr_outside, want_lr, rtol=1e-14)
-  assert float(d_lr_outside) != 0  # Both parts are there.
+  np.testing.assert_allclose(d_lr, want_lr, rtol=1e-14)
   np.testing.assert_allclose(d_clip, want_clip, rtol=1e-14)
   next_y = kernels.descent(y, [g], lr, clip)
-  squared = kernels.squared_norm(y, [g])
   np.testing.assert_allclose(
       next_y, y - lr * tf.clip_by_value(g, -clip, clip), rtol=1e-14)
-  np.testing.assert_allclose(squared, tf.reduce_sum(g * g, axis=[1, 2, 3]),
+  np.testing.assert_allclose(kernels.squared_norm(y, [g]),
+                             tf.reduce_sum(g * g, axis=[1, 2, 3]),
                              rtol=1e-14)
 
 
