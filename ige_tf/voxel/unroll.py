@@ -56,15 +56,15 @@ held `y_t`, `y_{t+1}` and the pooling's temporaries at once), and
 `descent` keeps no `s(y_t)`: with the norm in the same kernel XLA kept it
 for its two users, one grid. Traced at 256^3, B = 2, these kernels and
 `pool_frustum`'s staged reductions took the training step's peak from 726
-to 499 MB; at 128^3, B = 4, from 255 to 220 MB, at the same kernel CPU
-time (docs/benchmarks.md, issue 11, "Round 5").
+to 497 MB; at 128^3, B = 4, from 255 to 220-227 MB, at the same kernel
+CPU time (docs/benchmarks.md, issue 11, "Round 5").
 
 Not kept: recomputing `y_t` in the forward kernel from `y_0` instead of
 writing `y_{t+1}` (XLA wrote 3.25 grids of temporaries, 20 % more CPU
 time; round 2); sharing one recomputed `y_t` between the two backward
 passes (kernel `iterate`), with or without `y_{T-1}` kept from the
-forward pass: it saves 40-77 of ~750 CPU ms of the inner loop's kernels at
-128^3, but the training step's peak at 256^3 goes back to 712-719 MB (one
+forward pass: it saves 33-81 of ~750 CPU ms of the inner loop's kernels
+at 128^3, but the training step's peak at 256^3 goes back to 712-719 MB (one
 grid more, and the allocator hands `adjoint_levels` a 256 MB chunk for
 its 160 MB; round 5). With `store_iterates=True` the forward pass keeps
 `y_1 .. y_{T-1}` too (T - 1 more grids) and nothing is recomputed; both
