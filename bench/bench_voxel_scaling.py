@@ -849,7 +849,9 @@ def _inner_loop_inputs(resolution, batch_size, num_steps, recompute=True):
   from ige_tf.voxel.energy import FrustumEnergy  # pylint: disable=g-import-not-at-top
 
   sizes = decoders.level_sizes(4, resolution)
-  channels = decoders.level_channels(128, len(sizes), 4)  # IGE-MN's
+  # IGE-MN's (`ige_voxel_model`: min_channels=1, so at 256^3 the finest
+  # level has 4 depth bins, 64 cells each, as in training).
+  channels = decoders.level_channels(128, len(sizes), 1)
   inner = UnrolledSGD(
       FrustumEnergy(resolution, sizes, channels), num_steps, clip_value=1.0,
       learn_learning_rate=True, learn_clip_value=True,
@@ -1942,7 +1944,7 @@ _COMPONENTS = (("image_encoder", "image encoder"),
 # they carry no model scope), by the pass they run in.
 # The fused unroll's kernels (`unroll._Kernels.NAMES`, traced as their
 # methods' names) by the pass that calls them.
-_FUSED_FORWARD = ("_initial", "_step")
+_FUSED_FORWARD = ("_pool", "_squared_norm", "_descent", "_sums")
 _FUSED_BACKWARD = ("_loss_gradient", "_adjoint_levels", "_adjoint_grid")
 
 

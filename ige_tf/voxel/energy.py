@@ -36,6 +36,34 @@ from ige_tf.voxel import flops
 OCCUPANCY_TRANSFORMS = ("sigmoid", "identity")
 
 
+# The longest reduction `pool_frustum` takes in one step. XLA on CPU
+# rewrites a reduction over more elements into a windowed reduction
+# followed by a short one, and materializes the windowed reduction's
+# operand: inside a kernel whose pooled grid is an elementwise product
+# (the fused unroll's `adjoint_levels`), one grid-sized buffer more
+# (measured at 256^3: IGE-MN's finest level pools 64 depth cells per bin;
+# docs/benchmarks.md, issue 11, round 5). Stages of at most 32 elements
+# give the same means and read the grid once.
+_MAX_REDUCTION = 32
+
+
+def _reduction_stages(factor):
+  """Factors whose product is `factor`, each the largest divisor <=
+  `_MAX_REDUCTION` of what is left (e.g. 64 -> [32, 2]); `[]` for 1. What
+  has no divisor up to the limit (a prime above it) stays one stage."""
+  stages = []
+  while factor > _MAX_REDUCTION:
+    stage = next((f for f in range(_MAX_REDUCTION, 1, -1) if factor % f == 0),
+                 None)
+    if stage is None:
+      break
+    stages.append(stage)
+    factor //= stage
+  if factor > 1:
+    stages.append(factor)
+  return stages
+
+
 def pool_frustum(grid, height, width, depth):
   """Anisotropic average pooling of frustum grids.
 
@@ -60,24 +88,24 @@ def pool_frustum(grid, height, width, depth):
   # One reshape + mean per pooled axis, largest reduction first and none for
   # a factor of 1, so intermediates stay small; ranks stay <= 5 (the CPU
   # BroadcastTo kernel used by reduce_mean's gradient rejects a rank-7
-  # single-reshape version).
+  # single-reshape version). A factor above `_MAX_REDUCTION` is taken in
+  # stages of at most that many elements (`_reduction_stages`).
   sizes = {"H": rows, "W": cols, "D": bins}
   targets = {"H": height, "W": width, "D": depth}
   for axis in sorted(sizes, key=lambda a: -(sizes[a] // targets[a])):
-    factor = sizes[axis] // targets[axis]
-    if factor == 1:
-      continue
-    h, w, d = sizes["H"], sizes["W"], sizes["D"]
-    if axis == "H":
-      grid = tf.reduce_mean(
-          tf.reshape(grid, [-1, targets["H"], factor, w * d]), axis=2)
-    elif axis == "W":
-      grid = tf.reduce_mean(
-          tf.reshape(grid, [-1, h, targets["W"], factor, d]), axis=3)
-    else:
-      grid = tf.reduce_mean(
-          tf.reshape(grid, [-1, h, w, targets["D"], factor]), axis=4)
-    sizes[axis] = targets[axis]
+    for factor in _reduction_stages(sizes[axis] // targets[axis]):
+      h, w, d = sizes["H"], sizes["W"], sizes["D"]
+      target = sizes[axis] // factor
+      if axis == "H":
+        grid = tf.reduce_mean(
+            tf.reshape(grid, [-1, target, factor, w * d]), axis=2)
+      elif axis == "W":
+        grid = tf.reduce_mean(
+            tf.reshape(grid, [-1, h, target, factor, d]), axis=3)
+      else:
+        grid = tf.reduce_mean(
+            tf.reshape(grid, [-1, h, w, target, factor]), axis=4)
+      sizes[axis] = target
   return tf.reshape(grid, [-1, height, width, depth])
 
 

@@ -37,34 +37,47 @@ and `d Loss / d y_0 = a` flows on into the initial estimate. Both passes
 of a backward step t < T recompute `y_t` from `y_0` inside their kernel (t
 elementwise iterations, no grid written; a kernel cannot run before its
 input `a` exists), so the grid-sized buffers of the backward pass are
-`y_0`, `a`, the new `a` and the labels. The CNNs' second order of step t
-waits for its upstream `d G_t` (a control dependency): otherwise the
-executor runs its forward half during the forward pass and keeps every
-step's CNN activations until the backward pass.
+`y_0`, `a`, the new `a`, the labels and `adjoint_levels`' XLA temporaries
+(the pooling's operand and its first row/column level, 1.25 grids; the
+clipped sum's per-example sum adds none: moving it to pass 2 was measured
+and saved no memory). The CNNs' second order of step t waits for its
+upstream `d G_t` (a control dependency): otherwise the executor runs its
+forward half during the forward pass and keeps every step's CNN
+activations until the backward pass.
 
 Forward pass, per step t: the CNNs' first order (`cnn_first_order`: E_t,
-G_t from p_t), then one kernel `step`: `y_{t+1}`, `||g_t||^2`,
-`p_{t+1} = P(s(y_{t+1}))` and the loss sums at `y_{t+1}` (kernel
-`initial`: p_0 and the sums at y_0). Recomputing `y_t` there from `y_0`
-instead of writing `y_{t+1}` was tried and not kept (XLA wrote 3.25 grids
-of temporaries, 20 % more CPU time). Sharing one recomputed `y_t` between
-the two backward passes (a kernel writing it, `y_{T-1}` kept) saved ~9 %
-of the inner loop's kernel CPU time at 128^3 (round 3) but holds one grid
-more in the backward pass: traced at 256^3, B = 2, 842 MB against 726 (the
-aim has no room for it while `adjoint_levels` asks XLA for 2.25 grids of
-temporaries); not kept (docs/benchmarks.md, issue 11, "Round 3" and
-"Round 4"). With `store_iterates=True` the forward pass keeps
+G_t from p_t), then three kernels, each holding as few grids at once as it
+can: `squared_norm` (`||g_t||^2`, no grid written), `descent` (writes
+`y_{t+1}` only) and `pool` (`p_{t+1} = P(s(y_{t+1}))` and the loss sums at
+`y_{t+1}`; also p_0 and the sums at y_0); the last iterate is not pooled,
+kernel `sums` takes its loss sums. So `y_t` is dead before the pooling's
+temporaries exist (one grid less than one kernel doing all four, which
+held `y_t`, `y_{t+1}` and the pooling's temporaries at once), and
+`descent` keeps no `s(y_t)`: with the norm in the same kernel XLA kept it
+for its two users, one grid. Traced at 256^3, B = 2, these kernels and
+`pool_frustum`'s staged reductions took the training step's peak from 726
+to 497 MB; at 128^3, B = 4, from 255 to 220-227 MB, at the same kernel
+CPU time (docs/benchmarks.md, issue 11, "Round 5").
+
+Not kept: recomputing `y_t` in the forward kernel from `y_0` instead of
+writing `y_{t+1}` (XLA wrote 3.25 grids of temporaries, 20 % more CPU
+time; round 2); sharing one recomputed `y_t` between the two backward
+passes (kernel `iterate`), with or without `y_{T-1}` kept from the
+forward pass: it saves 33-81 of ~750 CPU ms of the inner loop's kernels
+at 128^3, but the training step's peak at 256^3 goes back to 712-719 MB (one
+grid more, and the allocator hands `adjoint_levels` a 256 MB chunk for
+its 160 MB; round 5). With `store_iterates=True` the forward pass keeps
 `y_1 .. y_{T-1}` too (T - 1 more grids) and nothing is recomputed; both
 give the same values (tested).
 
 XLA on CPU materializes the operand of a pooling (a reduction over major
-axes) and fuses no expensive producer (a sigmoid) into several such
-reductions; per-example sums are products with ones
-(`losses.sum_per_example`) that read their producer in place. So each
-kernel computes `g_t` (and `s(y)`) once and lets the sums share it with
-the pooling: measured at 256^3 this costs no memory against ordering the
-reductions one after another by data dependencies (session 5's `_after`,
-removed in session 6 round 4), and saves the repeated recomputations.
+axes, and any reduction over more than 32 elements, which it rewrites
+into a windowed one: `energy.pool_frustum` takes those in stages) and
+fuses no expensive producer (a sigmoid) into several users; per-example
+sums are products with ones (`losses.sum_per_example`) that read their
+producer in place. So `pool` computes `s(y)` once and lets the loss sums
+share it with the pooling (no memory against ordering the reductions
+by data dependencies, session 5's `_after`, removed in session 6 round 4).
 
 Every full-grid pass is one `tf.function(jit_compile=True)` kernel (CPU and
 GPU), compiled once per configuration and shape (`_KERNELS`). Values and
@@ -174,8 +187,8 @@ class _Kernels:
   # The kernels (each a `tf.function(jit_compile=True)` of the method named
   # with a leading underscore), in the order `fused_unroll` first calls
   # them; `bench/bench_voxel_scaling.py --mode=kernels` times each call.
-  NAMES = ("initial", "step", "loss_gradient", "adjoint_levels",
-           "adjoint_grid")
+  NAMES = ("pool", "squared_norm", "descent", "sums", "loss_gradient",
+           "adjoint_levels", "adjoint_grid")
 
   def __init__(self, energy, loss_fn, size, depth, clipped):
     self.level_sizes = energy.level_sizes
@@ -184,7 +197,7 @@ class _Kernels:
     self.size, self.depth, self.clipped = size, depth, clipped
     self.statistics = loss_fn.elementwise_statistics
     jit = lambda fn: tf.function(fn, jit_compile=True, autograph=False)  # pylint: disable=unnecessary-lambda-assignment
-    for name in self.NAMES:  # `self.step = jit(self._step)`, ...
+    for name in self.NAMES:  # `self.pool = jit(self._pool)`, ...
       setattr(self, name, jit(getattr(self, "_" + name)))
 
   # -- elementwise pieces (inside the kernels) ------------------------------
@@ -196,7 +209,7 @@ class _Kernels:
     first = s * (1.0 - s)
     return s, first, first * (1.0 - 2.0 * s)
 
-  def _pool(self, grid):
+  def _pool_levels(self, grid):
     return pool_frustum_levels(grid, self.level_sizes, self.depth_bins)
 
   def _unpool(self, levels):
@@ -219,11 +232,12 @@ class _Kernels:
     return y
 
   def _shared_sums(self, labels, y):
-    """Per-example sums of the loss terms at `y`, unordered, in a kernel
-    that also pools `s(y)`: the pooling materializes `s(y)` (XLA on CPU
-    fuses no producer into a reduction over major axes), and the sums of
-    terms of `s(y)` (continuous IoU's `p y`, `p`) read that buffer (common
-    subexpression) instead of evaluating the sigmoid once more each;
+    """Per-example sums of the loss terms at `y` (list of float `[B]`),
+    unordered. In `pool` the pooling materializes `s(y)` (XLA on CPU fuses
+    no producer into a reduction over major axes), and the sums of terms of
+    `s(y)` (continuous IoU's `p y`, `p`) read that buffer (common
+    subexpression) instead of evaluating the sigmoid once more each; in
+    `sums` XLA materializes `s(y)` for the two terms (one grid).
     `sum_per_example` holds no grid-sized operand of its own."""
     labels = tf.cast(labels, y.dtype)
     return [sum_per_example(term) for term in self.statistics(labels, y)]
@@ -240,21 +254,33 @@ class _Kernels:
                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
   # -- the kernels ----------------------------------------------------------
-  def _initial(self, y, labels):
-    """`(P(s(y_0)), loss sums at y_0)`."""
-    pooled = self._pool(self._occupancy(y)[0])
+  def _pool(self, y, labels):
+    """`(P(s(y_t)), loss sums at y_t)` from `y_t` `[B, R, R, R]` alone: the
+    levels the CNNs see (list of `[B, h_i, h_i, d_i]`) and the step's loss
+    sums (list of `[B]`)."""
+    pooled = self._pool_levels(self._occupancy(y)[0])
     return pooled, self._shared_sums(labels, y)
 
-  def _step(self, y, levels, labels, lr, clip):
-    """One forward step: `(y_{t+1}, ||g_t||^2 [B], P(s(y_{t+1})), loss sums
-    at y_{t+1})` from `y_t` and the level gradients `G_t` (`g_t` computed
-    once)."""
+  def _squared_norm(self, y, levels):
+    """`||g_t||^2 [B]` at `y_t` `[B, R, R, R]` for the level gradients
+    `G_t` (a diagnostic; no grid written)."""
     g = self._gradient(y, levels)[0]
-    squared = sum_per_example(g * g)
-    y_next = y - lr * self._clip(g, clip)
-    pooled = self._pool(self._occupancy(y_next)[0])
-    return (y_next, squared, pooled,
-            self._shared_sums(labels, y_next))
+    return sum_per_example(g * g)
+
+  def _descent(self, y, levels, lr, clip):
+    """One descent step: `y_{t+1}` `[B, R, R, R]` from `y_t` and the level
+    gradients `G_t`.
+
+    Only `y_{t+1}` is written: the norm in the same kernel made XLA keep
+    `s(y_t)` for its two users (one grid), and the pooling of `y_{t+1}`
+    is the next kernel's, so `y_t` is dead before its temporaries exist.
+    """
+    return y - lr * self._clip(self._gradient(y, levels)[0], clip)
+
+  def _sums(self, y, labels):
+    """The loss sums (list of `[B]`) at `y_T` (the last iterate is not
+    pooled)."""
+    return self._shared_sums(labels, y)
 
   def _loss_gradient(self, y, history, labels, d_sums, lr, clip):
     """`d L / d y_t`, `y_t` recomputed from `y` and `history`."""
@@ -277,7 +303,9 @@ class _Kernels:
     unclipped part of `d lr = -sum a clip(g_t)`, `-sum_inside a s' S_t`, is
     `-sum_i <q_i, G_t,i>` (`U_i = P_i^T`), so only the clipped part needs a
     second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
-    `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`.
+    `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`. The pooling's
+    operand is the only grid-sized temporary (the per-example sum reads its
+    producer in place; measured: moving it to pass 2 saved no memory).
     """
     y = self._recompute(y, history, lr, clip)
     g, _, first, _ = self._gradient(y, levels)
@@ -285,7 +313,7 @@ class _Kernels:
     if self.clipped:
       inside = tf.logical_and(g >= -clip, g <= clip)
       weighted = tf.where(inside, weighted, tf.zeros_like(weighted))
-    pooled = self._pool(weighted)
+    pooled = self._pool_levels(weighted)
     d_lr = -tf.add_n([tf.reduce_sum(q * level)
                       for q, level in zip(pooled, levels)])
     d_clip = tf.zeros_like(d_lr)
@@ -299,7 +327,7 @@ class _Kernels:
 
   def _adjoint_grid(self, y, history, levels, adjoint, d_levels, labels,
                     d_sums, lr, clip):
-    """Pass 2: the adjoint of `y_t` (one grid written)."""
+    """Pass 2: the adjoint of `y_t` `[B, R, R, R]` (one grid written)."""
     y = self._recompute(y, history, lr, clip)
     b, _, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
                                                     clip)
@@ -368,23 +396,28 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     step_context = list(tensors[1 + len(hyper):])
     # Sums of the labels alone (e.g. IoU's |y|), the same at every step.
     label_sums = loss_fn.label_statistics(labels)
-    pooled, sums = kernels.initial(y0, labels)
+    pooled, sums = kernels.pool(y0, labels)
     all_pooled, all_sums, history = [pooled], [sums], []
     energies, squared_norms, iterates = [], [], [y0]
     y = y0
-    for _ in range(num_steps):
+    for t in range(num_steps):
       value, levels = cnn_first_order(energy, pooled, step_context)
-      y, squared, pooled, sums = kernels.step(y, levels, labels, step_lr,
-                                              clip_arg(step_clip))
+      squared = kernels.squared_norm(y, levels)
+      y = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
       history.append(levels)
-      all_pooled.append(pooled)
-      all_sums.append(sums)
       energies.append(value)
       squared_norms.append(squared)
-      # y_T is live at the end of the forward pass anyway: kept for the
-      # first backward kernel (the others recompute theirs from y_0).
-      if store_iterates or len(history) == num_steps:
+      if t + 1 < num_steps:
+        pooled, sums = kernels.pool(y, labels)
+        all_pooled.append(pooled)
+        if store_iterates:
+          iterates.append(y)
+      else:
+        # y_T is live at the end of the forward pass anyway: kept for the
+        # first backward kernel (the others recompute theirs from y_0).
+        sums = kernels.sums(y, labels)
         iterates.append(y)
+      all_sums.append(sums)
     del y
     losses = tf.stack([loss_fn.loss_from_statistics(s, label_sums)
                        for s in all_sums])

@@ -15,15 +15,19 @@ def test_kernel_timing_replays_every_call_of_one_unroll(bench):
   result = bench.run_kernels(resolution=4, batch_size=1, num_steps=num_steps,
                              calls=1)
   calls = [(row["name"], row["pass"]) for row in result["calls"]]
-  forward = [("initial", "forward")] + [
-      ("cnn_first_order", "forward"), ("step", "forward")] * num_steps
+  # y_1 .. y_{T-1} pooled for the next step's CNNs; y_T only summed.
+  forward = [("pool", "forward")] + [
+      ("cnn_first_order", "forward"), ("squared_norm", "forward"),
+      ("descent", "forward"), ("pool", "forward")] * (num_steps - 1) + [
+          ("cnn_first_order", "forward"), ("squared_norm", "forward"),
+          ("descent", "forward"), ("sums", "forward")]
   backward = [("loss_gradient", "backward")] + [
       ("adjoint_levels", "backward"), ("cnn_second_order", "backward"),
       ("adjoint_grid", "backward")] * num_steps
   # The second order's own first-order call is not counted again.
   assert calls == forward + backward
   assert [row["index"] for row in result["calls"]
-          if row["name"] == "step"] == list(range(num_steps))
+          if row["name"] == "descent"] == list(range(num_steps))
   assert all(row["cpu_ms"] >= 0 and row["peak_grids"] >= 0
              for row in result["calls"])
   assert result["total_cpu_ms"] == pytest.approx(

@@ -32,6 +32,30 @@ def test_pool_frustum_matches_block_mean_on_random_grid():
                              rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape, pooled", [
+    ((1, 2, 2, 256), (2, 2, 4)),     # Depth factor 64: stages 32, 2.
+    ((1, 128, 2, 2), (2, 1, 1)),     # Rows 64, columns 2, depth 2.
+    ((1, 2, 2, 74), (1, 2, 2)),      # 37, a prime above the limit: one stage.
+])
+def test_pool_frustum_in_stages_matches_block_mean(shape, pooled):
+  """Factors above 32 are taken in stages (`energy._reduction_stages`; XLA
+  on CPU materializes a longer reduction's operand): same block means."""
+  rng = np.random.default_rng(1)
+  grid = rng.random(shape)
+  (b, rows, cols, bins), (h, w, d) = shape, pooled
+  expected = grid.reshape(b, h, rows // h, w, cols // w, d,
+                          bins // d).mean(axis=(2, 4, 6))
+  np.testing.assert_allclose(pool_frustum(grid, h, w, d).numpy(), expected,
+                             rtol=1e-12)
+
+
+def test_reduction_stages():
+  stages = energy_lib._reduction_stages  # pylint: disable=protected-access
+  assert stages(1) == [] and stages(2) == [2] and stages(32) == [32]
+  assert stages(64) == [32, 2] and stages(256) == [32, 8]
+  assert stages(96) == [32, 3] and stages(37) == [37] and stages(74) == [2, 37]
+
+
 def test_pool_frustum_rejects_non_divisor():
   with pytest.raises(ValueError, match="axis D of size 8 to 3"):
     pool_frustum(tf.zeros((1, 8, 8, 8)), 2, 2, 3)

@@ -173,9 +173,10 @@ def test_compiled_unclipped_focal_equals_autodiff():
 
 def test_clip_bounds_follow_clipped_descent():
   """Entries exactly on +-c pass their gradient, as `clipped_descent`: the
-  kernel of one step against the core op's backward, with a single level
+  kernels of one step against the core op's backward, with a single level
   as large as the grid (pooling is the identity) and identity occupancy, so
-  that g equals the level gradient entered."""
+  that g equals the level gradient entered; the descent and the norm kernels
+  against the step they split."""
   energy = types.SimpleNamespace(level_sizes=(4,), depth_bins=(4,),
                                  occupancy="identity")
   loss_fn = LOSSES["focal"]
@@ -195,10 +196,12 @@ def test_clip_bounds_follow_clipped_descent():
   assert np.all(d_levels[0].numpy().flat[:4] != 0)  # The bounds pass.
   np.testing.assert_allclose(d_lr, want_lr, rtol=1e-14)
   np.testing.assert_allclose(d_clip, want_clip, rtol=1e-14)
-  labels = tf.constant(rng.random((2, 4, 4, 4)) > 0.5, tf.uint8)
-  next_y = kernels.step(y, [g], labels, lr, clip)[0]
+  next_y = kernels.descent(y, [g], lr, clip)
   np.testing.assert_allclose(
       next_y, y - lr * tf.clip_by_value(g, -clip, clip), rtol=1e-14)
+  np.testing.assert_allclose(kernels.squared_norm(y, [g]),
+                             tf.reduce_sum(g * g, axis=[1, 2, 3]),
+                             rtol=1e-14)
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
