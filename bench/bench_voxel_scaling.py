@@ -348,21 +348,27 @@ def _median_run(rounds):
   return merged
 
 
-def run_merge():
-  """Merges several scaling runs (`--inputs`) into one table and plot (e.g.
-  a repeated 128^3 run beside a sweep of the others). A resolution present
-  in several inputs is taken from the last; the summary is recomputed from
-  the runs (`summarize_scaling`), so an older input gets today's fits."""
+def _input_runs(paths):
+  """The runs of several voxel_scaling.json files, by resolution: a
+  resolution present in several files is taken from the last (that file's
+  runs only: their count is the table's "rounds")."""
   runs_by_resolution = {}
-  for path in FLAGS.inputs:
+  for path in paths:
     with open(path) as f:
       payload = json.load(f)
     for resolution in {r["resolution"] for r in payload["runs"]}:
-      # That input's runs only (their count is the table's "rounds").
       runs_by_resolution[resolution] = [
           r for r in payload["runs"] if r["resolution"] == resolution]
-  runs = [run for r in sorted(runs_by_resolution)
+  return [run for r in sorted(runs_by_resolution)
           for run in runs_by_resolution[r]]
+
+
+def run_merge():
+  """Merges several scaling runs (`--inputs`) into one table and plot (e.g.
+  a repeated 128^3 run beside a sweep of the others; `_input_runs`). The
+  summary is recomputed from the runs (`summarize_scaling`), so an older
+  input gets today's fits."""
+  runs = _input_runs(FLAGS.inputs)
   _write_scaling(runs, summarize_scaling(runs, FLAGS.models),
                  sources=FLAGS.inputs)
 
@@ -669,14 +675,9 @@ def _fit_markdown(result, sources):
 
 
 def run_fit():
-  """`--mode=fit`: `fit_scaling` of the summaries in `--inputs` (merged as
-  `--mode=merge` does: a resolution in several inputs from the last)."""
-  by_resolution = {}
-  for path in FLAGS.inputs:
-    with open(path) as f:
-      for row in json.load(f)["summary"]:
-        by_resolution[row["resolution"]] = row
-  summary = [by_resolution[r] for r in sorted(by_resolution)]
+  """`--mode=fit`: `fit_scaling` of the runs in `--inputs`, merged and
+  summarized as `--mode=merge` does (`_input_runs`, `summarize_scaling`)."""
+  summary = summarize_scaling(_input_runs(FLAGS.inputs), FLAGS.models)
   result = fit_scaling(summary, FLAGS.fit_batch_size, FLAGS.models)
   result["sources"] = FLAGS.inputs
   _write("voxel_scaling_fit", result, _fit_markdown(result, FLAGS.inputs))
