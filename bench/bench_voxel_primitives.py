@@ -50,11 +50,9 @@ from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from ige_tf.core import find_inner_optimizer  # pylint: disable=wrong-import-position
 from ige_tf.voxel import energy as energy_lib  # pylint: disable=wrong-import-position
 from ige_tf.voxel import losses  # pylint: disable=wrong-import-position
 from ige_tf.voxel import models  # pylint: disable=wrong-import-position
@@ -77,10 +75,9 @@ BATCH = {32: 2, 64: 4, 128: 4, 256: 2}
 
 @functools.lru_cache(maxsize=None)
 def level_configuration(resolution):
-  """IGE-MN's `(level_sizes, depth_bins)` at R, read from the energy of the
-  model `ige_voxel_model("mn", R)` builds (a few seconds, once per R)."""
-  energy = find_inner_optimizer(models.ige_voxel_model("mn", resolution)).energy
-  keras.backend.clear_session()
+  """IGE-MN's `(level_sizes, depth_bins)` at R, read from the energy
+  `ige_voxel_model("mn", R)` builds (`models.ige_energy`)."""
+  energy = models.ige_energy("mn", resolution)
   return energy.level_sizes, energy.depth_bins
 
 

@@ -83,6 +83,33 @@ def _encoder_maps(encoder_name, image, encoder_model, image_size):
   return by_size, channels
 
 
+def ige_energy(encoder="mn", resolution=32, image_size=128,
+               image_decoder_channels=None, depth_bins=None,
+               energy_filters=None, kernel_scale=1e-3, min_channels=1):
+  """The frustum energy `ige_voxel_model` builds (layer "inner_cnn"), alone:
+  the same levels, depth bins and filters for the same arguments (theirs),
+  without the image encoder (e.g. for benchmarks of the inner loop).
+
+  Returns:
+    `FrustumEnergy` over `[B, R, R, R]` grids, its feature maps
+    `[B, h_i, h_i, f_i]` for `h_i = decoders.level_sizes(S / 32, R)` and
+    `f_i = decoders.level_channels(...)` (its `level_sizes`,
+    `feature_channels`).
+  """
+  _check_encoder(encoder, _IMAGE_DECODER_CHANNELS)
+  top_size = image_size // 32
+  _check_resolution(resolution, top_size)
+  image_decoder_channels = int(image_decoder_channels
+                               or _IMAGE_DECODER_CHANNELS[encoder])
+  sizes = decoders.level_sizes(top_size, resolution)
+  return FrustumEnergy(
+      resolution, sizes,
+      decoders.level_channels(image_decoder_channels, len(sizes),
+                              min_channels),
+      depth_bins=depth_bins, filters=energy_filters,
+      kernel_scale=kernel_scale, occupancy="sigmoid", name="inner_cnn")
+
+
 @gin.configurable
 def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
                     grid="frustum", encoder_weights=None, train_encoder=True,
@@ -170,12 +197,8 @@ def ige_voxel_model(encoder="mn", resolution=32, num_steps=3, image_size=128,
       min_channels=min_channels, name="image_decoder")
   feature_maps = image_decoder([top] + [by_size[s] for s in skip_sizes])
 
-  energy = FrustumEnergy(
-      resolution, sizes,
-      decoders.level_channels(image_decoder_channels, len(sizes),
-                              min_channels),
-      depth_bins=depth_bins, filters=energy_filters,
-      kernel_scale=kernel_scale, occupancy="sigmoid", name="inner_cnn")
+  energy = ige_energy(encoder, resolution, image_size, image_decoder_channels,
+                      depth_bins, energy_filters, kernel_scale, min_channels)
   optimizer = UnrolledSGD(
       energy, num_steps, learning_rate=learning_rate, momentum=None,
       clip_value=clip_value, learn_learning_rate=True, learn_clip_value=True,

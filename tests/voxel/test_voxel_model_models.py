@@ -49,6 +49,23 @@ def test_ige_inner_optimizer_learns_rate_and_clip_only(ige_mn_32):
   assert optimizer.energy.depth_bins == (32, 16, 8, 4)
 
 
+def test_ige_energy_alone_is_the_models_energy(ige_mn_32):
+  """`models.ige_energy` builds the energy `ige_voxel_model` does (what the
+  inner-loop benchmarks measure) without the encoder."""
+  alone = models.ige_energy("mn", 32)
+  energy = ige_mn_32.get_layer("inner_optimizer").energy
+  for name in ("level_sizes", "feature_channels", "depth_bins", "filters",
+               "occupancy", "resolution"):
+    assert getattr(alone, name) == getattr(energy, name), name
+  # At 256^3 the default min_channels=1 keeps halving: the finest level
+  # (256^2) has 4 depth bins of 64 cells, as in training at that R.
+  at_256 = models.ige_energy("mn", 256)
+  assert at_256.level_sizes == (4, 8, 16, 32, 64, 128, 256)
+  assert at_256.depth_bins == (256, 128, 64, 32, 16, 8, 4)
+  with pytest.raises(ValueError):
+    models.ige_energy("mn", 48)
+
+
 def test_ige_component_params_and_multiply_adds(ige_mn_32):
   assert models.component_params(ige_mn_32) == IGE_MN_32
   macs = models.multiply_adds_by_component(ige_mn_32)
