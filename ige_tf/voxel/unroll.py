@@ -92,10 +92,15 @@ eager outer `GradientTape` also records the kernels of the forward pass
 import tensorflow as tf
 
 from ige_tf.voxel.energy import FrustumEnergy
+from ige_tf.voxel.energy import expand_frustum_parts
 from ige_tf.voxel.energy import pool_frustum_levels
-from ige_tf.voxel.energy import unpool_frustum_levels
+from ige_tf.voxel.energy import unpool_frustum_parts
 from ige_tf.voxel.losses import per_example_shape
 from ige_tf.voxel.losses import sum_per_example
+
+# The number of parts of `U G` the grid kernels take
+# (`energy.unpool_frustum_parts`).
+UNPOOL_PARTS = 2
 
 
 def has_sums_form(loss_fn):
@@ -178,23 +183,27 @@ def cnn_second_order(energy, levels, context, variables, d_levels, d_energy):
 class _Kernels:
   """The full-grid passes of `fused_unroll` for one configuration.
 
-  `history` arguments are lists of the level gradients `G_k` (lists of
-  `[B, h_i, h_i, d_i]`) of the steps between the given grid and `y_t`;
-  every kernel first recomputes `y_t` from them (none when the iterate is
-  stored). Labels enter in their own dtype and are cast in the kernel.
+  `history` arguments are lists of the unpooled level gradients `U G_k`
+  of the steps between the given grid and `y_t`, each in the parts of
+  `unpool_parts` (list of small grids); every kernel first recomputes
+  `y_t` from them (none when the iterate is stored). `parts` arguments are
+  such parts of one step. Labels enter in their own dtype and are cast in
+  the kernel.
   """
 
   # The kernels (each a `tf.function(jit_compile=True)` of the method named
   # with a leading underscore), in the order `fused_unroll` first calls
   # them; `bench/bench_voxel_scaling.py --mode=kernels` times each call.
-  NAMES = ("pool", "squared_norm", "descent", "sums", "loss_gradient",
-           "adjoint_levels", "adjoint_grid")
+  NAMES = ("pool", "unpool_parts", "squared_norm", "descent", "sums",
+           "loss_gradient", "adjoint_levels", "adjoint_grid")
 
-  def __init__(self, energy, loss_fn, size, depth, clipped):
+  def __init__(self, energy, loss_fn, size, depth, clipped,
+               num_parts=UNPOOL_PARTS):
     self.level_sizes = energy.level_sizes
     self.depth_bins = energy.depth_bins
     self.occupancy = energy.occupancy
     self.size, self.depth, self.clipped = size, depth, clipped
+    self.num_parts = num_parts
     self.statistics = loss_fn.elementwise_statistics
     jit = lambda fn: tf.function(fn, jit_compile=True, autograph=False)  # pylint: disable=unnecessary-lambda-assignment
     for name in self.NAMES:  # `self.pool = jit(self._pool)`, ...
@@ -212,22 +221,22 @@ class _Kernels:
   def _pool_levels(self, grid):
     return pool_frustum_levels(grid, self.level_sizes, self.depth_bins)
 
-  def _unpool(self, levels):
-    return unpool_frustum_levels(list(levels), self.level_sizes,
-                                 self.depth_bins, self.size, self.depth)
+  def _unpool(self, parts):
+    return expand_frustum_parts(list(parts), self.size, self.depth)
 
-  def _gradient(self, y, levels):
-    """`(g, S, s'(y), s''(y))` of the step at `y` with level gradients G."""
+  def _gradient(self, y, parts):
+    """`(g, S, s'(y), s''(y))` of the step at `y` with `S = U G` given by
+    its parts."""
     _, first, second = self._occupancy(y)
-    total = self._unpool(levels)
+    total = self._unpool(parts)
     return first * total, total, first, second
 
   def _clip(self, g, clip):
     return tf.clip_by_value(g, -clip, clip) if self.clipped else g
 
   def _recompute(self, y, history, lr, clip):
-    for levels in history:
-      g = self._gradient(y, levels)[0]
+    for parts in history:
+      g = self._gradient(y, parts)[0]
       y = y - lr * self._clip(g, clip)
     return y
 
@@ -261,21 +270,31 @@ class _Kernels:
     pooled = self._pool_levels(self._occupancy(y)[0])
     return pooled, self._shared_sums(labels, y)
 
-  def _squared_norm(self, y, levels):
-    """`||g_t||^2 [B]` at `y_t` `[B, R, R, R]` for the level gradients
-    `G_t` (a diagnostic; no grid written)."""
-    g = self._gradient(y, levels)[0]
+  def _unpool_parts(self, levels):
+    """The parts of `U G = sum_i U_i G_i` (`energy.unpool_frustum_parts`:
+    a few small grids, 1/8 of a grid at IGE-MN's 128^3) from the level
+    gradients G (list of `[B, h_i, h_i, d_i]`). The grid kernels take
+    these instead of the levels: inside them `U G` reads one value per part
+    and voxel instead of one broadcast per level."""
+    return unpool_frustum_parts(list(levels), self.level_sizes,
+                                self.depth_bins, self.size, self.depth,
+                                self.num_parts)
+
+  def _squared_norm(self, y, parts):
+    """`||g_t||^2 [B]` at `y_t` `[B, R, R, R]` for the parts of `U G_t`
+    (a diagnostic; no grid written)."""
+    g = self._gradient(y, parts)[0]
     return sum_per_example(g * g)
 
-  def _descent(self, y, levels, lr, clip):
-    """One descent step: `y_{t+1}` `[B, R, R, R]` from `y_t` and the level
-    gradients `G_t`.
+  def _descent(self, y, parts, lr, clip):
+    """One descent step: `y_{t+1}` `[B, R, R, R]` from `y_t` and the parts
+    of `U G_t`.
 
     Only `y_{t+1}` is written: the norm in the same kernel made XLA keep
     `s(y_t)` for its two users (one grid), and the pooling of `y_{t+1}`
     is the next kernel's, so `y_t` is dead before its temporaries exist.
     """
-    return y - lr * self._clip(self._gradient(y, levels)[0], clip)
+    return y - lr * self._clip(self._gradient(y, parts)[0], clip)
 
   def _sums(self, y, labels):
     """The loss sums (list of `[B]`) at `y_T` (the last iterate is not
@@ -287,17 +306,18 @@ class _Kernels:
     return self._loss_terms_gradient(
         labels, self._recompute(y, history, lr, clip), d_sums)
 
-  def _step_adjoint(self, y, levels, adjoint, lr, clip):
+  def _step_adjoint(self, y, parts, adjoint, lr, clip):
     """`(b, g, S, s', s'')` of step t at `y_t` for the adjoint of y_{t+1}."""
-    g, total, first, second = self._gradient(y, levels)
+    g, total, first, second = self._gradient(y, parts)
     b = -lr * adjoint
     if self.clipped:
       inside = tf.logical_and(g >= -clip, g <= clip)
       b = tf.where(inside, b, tf.zeros_like(b))
     return b, g, total, first, second
 
-  def _adjoint_levels(self, y, history, levels, adjoint, lr, clip):
-    """Pass 1: `(d G_t [levels], d lr, d c)`; only small outputs.
+  def _adjoint_levels(self, y, history, levels, parts, adjoint, lr, clip):
+    """Pass 1: `(d G_t [levels], d lr, d c)`; only small outputs. `levels`
+    are `G_t`, `parts` those of `U G_t`.
 
     With `q_i = P_i(s'(y_t) 1[inside] a)`: `d G_t,i = -lr q_i`, and the
     unclipped part of `d lr = -sum a clip(g_t)`, `-sum_inside a s' S_t`, is
@@ -308,7 +328,7 @@ class _Kernels:
     producer in place; measured: moving it to pass 2 saved no memory).
     """
     y = self._recompute(y, history, lr, clip)
-    g, _, first, _ = self._gradient(y, levels)
+    g, _, first, _ = self._gradient(y, parts)
     weighted = first * adjoint
     if self.clipped:
       inside = tf.logical_and(g >= -clip, g <= clip)
@@ -325,13 +345,14 @@ class _Kernels:
       d_clip = -lr * clipped_part
     return [-lr * q for q in pooled], d_lr, d_clip
 
-  def _adjoint_grid(self, y, history, levels, adjoint, d_levels, labels,
+  def _adjoint_grid(self, y, history, parts, adjoint, d_parts, labels,
                     d_sums, lr, clip):
-    """Pass 2: the adjoint of `y_t` `[B, R, R, R]` (one grid written)."""
+    """Pass 2: the adjoint of `y_t` `[B, R, R, R]` (one grid written);
+    `parts` those of `U G_t`, `d_parts` of `U d p_t`."""
     y = self._recompute(y, history, lr, clip)
-    b, _, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
+    b, _, total, first, second = self._step_adjoint(y, parts, adjoint, lr,
                                                     clip)
-    return (adjoint + b * second * total + first * self._unpool(d_levels)
+    return (adjoint + b * second * total + first * self._unpool(d_parts)
             + self._loss_terms_gradient(labels, y, d_sums))
 
 
@@ -397,14 +418,16 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     # Sums of the labels alone (e.g. IoU's |y|), the same at every step.
     label_sums = loss_fn.label_statistics(labels)
     pooled, sums = kernels.pool(y0, labels)
-    all_pooled, all_sums, history = [pooled], [sums], []
+    all_pooled, all_sums, all_levels, history = [pooled], [sums], [], []
     energies, squared_norms, iterates = [], [], [y0]
     y = y0
     for t in range(num_steps):
       value, levels = cnn_first_order(energy, pooled, step_context)
-      squared = kernels.squared_norm(y, levels)
-      y = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
-      history.append(levels)
+      parts = kernels.unpool_parts(levels)
+      squared = kernels.squared_norm(y, parts)
+      y = kernels.descent(y, parts, step_lr, clip_arg(step_clip))
+      all_levels.append(levels)
+      history.append(parts)
       energies.append(value)
       squared_norms.append(squared)
       if t + 1 < num_steps:
@@ -450,7 +473,8 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         grid, before = ((iterates[t], []) if store_iterates else
                         (y0, history[:t]))
         d_levels, d_lr_t, d_clip_t = kernels.adjoint_levels(
-            grid, before, history[t], adjoint, step_lr, clip_arg(step_clip))
+            grid, before, all_levels[t], history[t], adjoint, step_lr,
+            clip_arg(step_clip))
         d_lr += d_lr_t
         d_clip += d_clip_t
         # Second order of the CNNs, on the small pooled levels only. Its
@@ -466,8 +490,8 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         d_context = [acc + g for acc, g in zip(d_context, d_context_t)]
         d_variables = [acc + g for acc, g in zip(d_variables, d_variables_t)]
         adjoint = kernels.adjoint_grid(
-            grid, before, history[t], adjoint, d_pooled, labels, d_sums[t],
-            step_lr, clip_arg(step_clip))
+            grid, before, history[t], adjoint, kernels.unpool_parts(d_pooled),
+            labels, d_sums[t], step_lr, clip_arg(step_clip))
       input_grads = ([adjoint, d_lr] + ([] if clip is None else [d_clip])
                      + d_context)
       if not variables:
