@@ -100,7 +100,7 @@ from ige_tf.voxel.losses import sum_per_example
 
 # The number of parts of `U G` the grid kernels take
 # (`energy.unpool_frustum_parts`).
-UNPOOL_PARTS = 2
+UNPOOL_PARTS = 3
 
 
 def has_sums_form(loss_fn):
@@ -162,8 +162,9 @@ def cnn_second_order(energy, levels, context, variables, d_levels, d_energy):
     d_energy: float `[B]` upstream gradient of the energy, or None.
 
   Returns:
-    `(d levels, d context, d variables)`: lists like `levels`, `context`,
-    `variables` (zeros where unconnected).
+    `(d levels, d context, d variables, G)`: lists like `levels`, `context`,
+    `variables` (zeros where unconnected), and the first order's `dE/dp`
+    at `levels` (recomputed here; list like `levels`).
   """
   with tf.GradientTape() as tape:
     tape.watch(list(levels) + list(context) + list(variables))
@@ -177,7 +178,7 @@ def cnn_second_order(energy, levels, context, variables, d_levels, d_energy):
       unconnected_gradients=tf.UnconnectedGradients.ZERO)
   num_levels, num_context = len(levels), len(context)
   return (grads[:num_levels], grads[num_levels:num_levels + num_context],
-          grads[num_levels + num_context:])
+          grads[num_levels + num_context:], gradient)
 
 
 class _Kernels:
@@ -315,17 +316,15 @@ class _Kernels:
       b = tf.where(inside, b, tf.zeros_like(b))
     return b, g, total, first, second
 
-  def _adjoint_levels(self, y, history, levels, parts, adjoint, lr, clip):
-    """Pass 1: `(d G_t [levels], d lr, d c)`; only small outputs. `levels`
-    are `G_t`, `parts` those of `U G_t`.
+  def _adjoint_levels(self, y, history, parts, adjoint, lr, clip):
+    """Pass 1: `(q [levels], o)`, only small outputs: `d G_t = -lr q`,
+    and `hyper_gradients` gives `d lr`, `d c`; `parts` those of `U G_t`.
 
-    With `q_i = P_i(s'(y_t) 1[inside] a)`: `d G_t,i = -lr q_i`, and the
-    unclipped part of `d lr = -sum a clip(g_t)`, `-sum_inside a s' S_t`, is
-    `-sum_i <q_i, G_t,i>` (`U_i = P_i^T`), so only the clipped part needs a
-    second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
-    `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`. The pooling's
-    operand is the only grid-sized temporary (the per-example sum reads its
-    producer in place; measured: moving it to pass 2 saved no memory).
+    `q_i = P_i(s'(y_t) 1[inside] a)` and the clipped part
+    `o = sum a sign(g_t) 1[|g_t| > c]` (a scalar; 0 without clipping).
+    The pooling's operand is the only grid-sized temporary (the
+    per-example sum reads its producer in place; measured: moving it to
+    pass 2 saved no memory).
     """
     y = self._recompute(y, history, lr, clip)
     g, _, first, _ = self._gradient(y, parts)
@@ -334,16 +333,31 @@ class _Kernels:
       inside = tf.logical_and(g >= -clip, g <= clip)
       weighted = tf.where(inside, weighted, tf.zeros_like(weighted))
     pooled = self._pool_levels(weighted)
-    d_lr = -tf.add_n([tf.reduce_sum(q * level)
-                      for q, level in zip(pooled, levels)])
-    d_clip = tf.zeros_like(d_lr)
+    clipped_part = tf.zeros([], y.dtype)
     if self.clipped:
       # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
       outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
       clipped_part = tf.reduce_sum(sum_per_example(adjoint * outside))
+    return pooled, clipped_part
+
+  @staticmethod
+  def hyper_gradients(pooled, clipped_part, levels, lr, clip):
+    """`(d lr, d c)` of step t from `adjoint_levels`' `(q, o)` and the
+    level gradients `G_t` (small tensors only).
+
+    The unclipped part of `d lr = -sum a clip(g_t)`,
+    `-sum_inside a s' S_t`, is `-sum_i <q_i, G_t,i>` (`U_i = P_i^T`), so
+    only the clipped part needed a second reduction over the grid:
+    `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o` (None without
+    clipping).
+    """
+    d_lr = -tf.add_n([tf.reduce_sum(q * tf.cast(level, q.dtype))
+                      for q, level in zip(pooled, levels)])
+    d_clip = None
+    if clip is not None:
       d_lr -= clip * clipped_part
       d_clip = -lr * clipped_part
-    return [-lr * q for q in pooled], d_lr, d_clip
+    return d_lr, d_clip
 
   def _adjoint_grid(self, y, history, parts, adjoint, d_parts, labels,
                     d_sums, lr, clip):
@@ -418,7 +432,7 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     # Sums of the labels alone (e.g. IoU's |y|), the same at every step.
     label_sums = loss_fn.label_statistics(labels)
     pooled, sums = kernels.pool(y0, labels)
-    all_pooled, all_sums, all_levels, history = [pooled], [sums], [], []
+    all_pooled, all_sums, history = [pooled], [sums], []
     energies, squared_norms, iterates = [], [], [y0]
     y = y0
     for t in range(num_steps):
@@ -426,7 +440,6 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
       parts = kernels.unpool_parts(levels)
       squared = kernels.squared_norm(y, parts)
       y = kernels.descent(y, parts, step_lr, clip_arg(step_clip))
-      all_levels.append(levels)
       history.append(parts)
       energies.append(value)
       squared_norms.append(squared)
@@ -472,11 +485,9 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
       for t in reversed(range(num_steps)):
         grid, before = ((iterates[t], []) if store_iterates else
                         (y0, history[:t]))
-        d_levels, d_lr_t, d_clip_t = kernels.adjoint_levels(
-            grid, before, all_levels[t], history[t], adjoint, step_lr,
-            clip_arg(step_clip))
-        d_lr += d_lr_t
-        d_clip += d_clip_t
+        q, clipped_part = kernels.adjoint_levels(
+            grid, before, history[t], adjoint, step_lr, clip_arg(step_clip))
+        d_levels = [-step_lr * level for level in q]
         # Second order of the CNNs, on the small pooled levels only. Its
         # forward half needs only forward tensors: without this order the
         # executor runs it for every step during the forward pass and keeps
@@ -484,9 +495,16 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         # 128^3, B = 4: ~1.2 grids more per inner step).
         with tf.control_dependencies(list(d_levels)):
           levels_in = [tf.identity(level) for level in all_pooled[t]]
-        d_pooled, d_context_t, d_variables_t = cnn_second_order(
+        d_pooled, d_context_t, d_variables_t, levels_t = cnn_second_order(
             energy, levels_in, step_context, variables, d_levels,
             None if d_energies is None else d_energies[t])
+        # G_t as the second order recomputed it (not kept from the forward
+        # pass: one step's levels less held, 1/32 grid at 256^3).
+        d_lr_t, d_clip_t = kernels.hyper_gradients(
+            q, clipped_part, levels_t, step_lr, step_clip)
+        d_lr += d_lr_t
+        if d_clip_t is not None:
+          d_clip += d_clip_t
         d_context = [acc + g for acc, g in zip(d_context, d_context_t)]
         d_variables = [acc + g for acc, g in zip(d_variables, d_variables_t)]
         adjoint = kernels.adjoint_grid(

@@ -190,8 +190,9 @@ def test_clip_bounds_follow_clipped_descent():
   adjoint = tf.constant(rng.normal(size=(2, 4, 4, 4)))
   y = tf.constant(rng.normal(size=(2, 4, 4, 4)))
   # The level is its own (single) part of `U G`.
-  d_levels, d_lr, d_clip = kernels.adjoint_levels(y, [], [g], [g], adjoint,
-                                                  lr, clip)
+  q, clipped_part = kernels.adjoint_levels(y, [], [g], adjoint, lr, clip)
+  d_levels = [-lr * q[0]]
+  d_lr, d_clip = kernels.hyper_gradients(q, clipped_part, [g], lr, clip)
   want_g, want_lr, want_clip = _clipped_descent_backward(g, adjoint, lr, clip)
   np.testing.assert_allclose(d_levels[0], want_g, rtol=1e-14)
   assert np.all(d_levels[0].numpy().flat[:4] != 0)  # The bounds pass.
