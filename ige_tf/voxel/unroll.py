@@ -13,7 +13,8 @@ clip value:
 
 so every iterate `y_t` is an elementwise function of `y_0` and the small
 `G_0 .. G_{t-1}`: a fused XLA kernel recomputes it per voxel (t elementwise
-iterations, no CNN evaluation), and nothing grid-sized but `y_0`, the last
+iterations, no CNN evaluation; the kernels take each `S_k` as its few small
+parts, below), and nothing grid-sized but `y_0`, the last
 iterate `y_T` (live at the end of the forward pass anyway; its only
 backward use is the first kernel, `loss_gradient`) and the labels is kept
 between the forward and the backward pass, whatever T.
@@ -27,7 +28,8 @@ kernel `loss_gradient` at the kept `y_T`):
     pass 1 (kernel `adjoint_levels`, small outputs): d G_t,i = P_i(s'(y_t) b),
         d lr += -sum a clip(g_t),  d c += sum_{g_t > c} (-lr a)
                                           - sum_{g_t < -c} (-lr a)
-        (the unclipped part of d lr from the small d G_t and G_t)
+        (the unclipped part of d lr from the small d G_t and G_t, the
+        latter as the second order below recomputes it)
     small: second order of the CNNs at p_t (nested tapes on the pooled
         levels): d p_t, d x, d weights from d G_t and d E_t
     pass 2 (kernel `adjoint_grid`, writes the new adjoint):
@@ -58,6 +60,23 @@ for its two users, one grid. Traced at 256^3, B = 2, these kernels and
 `pool_frustum`'s staged reductions took the training step's peak from 726
 to 497 MB; at 128^3, B = 4, from 255 to 220-227 MB, at the same kernel
 CPU time (docs/benchmarks.md, issue 11, "Round 5").
+
+`S = sum_i U_i G_i` in the kernels: each kernel evaluating `S_t` (or
+`U d p_t`) per voxel from the levels did one broadcast per level (up to 7,
+each with its own index arithmetic), and `S` is evaluated 27 times per
+voxel in one unroll at T = 3 (in every recomputed iteration, and in each
+fusion of a kernel that needs `g_t`). Kernel `unpool_parts` turns the
+levels of a step into `UNPOOL_PARTS` = 3 small grids
+(`energy.unpool_frustum_parts`: at 128^3 `[B, 128, 128, 4]`, `[B, 64, 64,
+16]`, `[B, 16, 16, 128]`, 0.078 grids; at 256^3 0.043 grids), and the grid
+kernels sum them by broadcasting (`energy.expand_frustum_parts`, three
+reads per voxel). The forward pass keeps the parts of every step for the
+backward's recomputation instead of the levels `G_t` (those of `d lr` come
+from the CNNs' second order, which recomputes `G_t` anyway). Measured
+(session 8, `bench/bench_voxel_scaling.py --mode=kernels`, pairs against
+the previous code): the grid kernels' CPU time at 128^3, B = 4, fell by
+13-18 %, at 256^3, B = 2, by 19 %; the traced step peak stayed within the
+allocator's spread (docs/benchmarks.md, issue 11, "Round 6").
 
 Not kept: recomputing `y_t` in the forward kernel from `y_0` instead of
 writing `y_{t+1}` (XLA wrote 3.25 grids of temporaries, 20 % more CPU
