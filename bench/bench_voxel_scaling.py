@@ -1025,7 +1025,7 @@ def run_kernels(resolution, batch_size, num_steps, calls):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from ige_tf.voxel import energy, losses  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import energy, losses, unroll  # pylint: disable=g-import-not-at-top
 
   recorded, saved_cnn, inner, initial = _record_unroll_calls(
       resolution, batch_size, num_steps)
@@ -1087,6 +1087,11 @@ def run_kernels(resolution, batch_size, num_steps, calls):
       "unpool_frustum_levels": (jit(lambda g: energy.unpool_frustum_levels(
           g, frustum.level_sizes, frustum.depth_bins, resolution,
           resolution)), (levels,)),
+      # The same sum from the parts the kernels take (`unroll.UNPOOL_PARTS`).
+      "expand_frustum_parts": (jit(lambda parts: energy.expand_frustum_parts(
+          parts, resolution, resolution)), (energy.unpool_frustum_parts(
+              levels, frustum.level_sizes, frustum.depth_bins, resolution,
+              resolution, unroll.UNPOOL_PARTS),)),
       "sum_per_example": (jit(losses.sum_per_example), (occupancy,)),
       "sigmoid": (jit(tf.sigmoid), (initial,)),
   }

@@ -75,8 +75,8 @@ backward's recomputation instead of the levels `G_t` (those of `d lr` come
 from the CNNs' second order, which recomputes `G_t` anyway). Measured
 (session 8, `bench/bench_voxel_scaling.py --mode=kernels`, pairs against
 the previous code): the grid kernels' CPU time at 128^3, B = 4, fell by
-13-18 %, at 256^3, B = 2, by 19 %; the traced step peak stayed within the
-allocator's spread (docs/benchmarks.md, issue 11, "Round 6").
+13-21 %, at 256^3, B = 2, by 19-34 %; the traced step peak stayed within
+the allocator's spread (docs/benchmarks.md, issue 11, "Round 6").
 
 Not kept: recomputing `y_t` in the forward kernel from `y_0` instead of
 writing `y_{t+1}` (XLA wrote 3.25 grids of temporaries, 20 % more CPU

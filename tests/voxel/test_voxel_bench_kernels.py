@@ -35,8 +35,8 @@ def test_kernel_timing_replays_every_call_of_one_unroll(bench):
       sum(entry["cpu_ms"] for entry in result["by_name"].values()))
   assert result["by_name"]["adjoint_grid"]["calls"] == num_steps
   assert set(result["primitives"]) == {
-      "pool_frustum_levels", "unpool_frustum_levels", "sum_per_example",
-      "sigmoid"}
+      "pool_frustum_levels", "unpool_frustum_levels", "expand_frustum_parts",
+      "sum_per_example", "sigmoid"}
   markdown = bench._kernels_markdown(result)  # pylint: disable=protected-access
   assert "| adjoint_grid #2 | backward |" in markdown
   assert f"| **total** | {len(calls)} |" in markdown
