@@ -292,7 +292,7 @@ class _Kernels:
 
   def _unpool_parts(self, levels):
     """The parts of `U G = sum_i U_i G_i` (`energy.unpool_frustum_parts`:
-    a few small grids, 1/8 of a grid at IGE-MN's 128^3) from the level
+    a few small grids, 0.078 grids at IGE-MN's 128^3) from the level
     gradients G (list of `[B, h_i, h_i, d_i]`). The grid kernels take
     these instead of the levels: inside them `U G` reads one value per part
     and voxel instead of one broadcast per level."""
@@ -517,8 +517,8 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         d_pooled, d_context_t, d_variables_t, levels_t = cnn_second_order(
             energy, levels_in, step_context, variables, d_levels,
             None if d_energies is None else d_energies[t])
-        # G_t as the second order recomputed it (not kept from the forward
-        # pass: one step's levels less held, 1/32 grid at 256^3).
+        # G_t as the second order recomputed it: the forward pass keeps no
+        # levels G_t (1/32 grid per step at 256^3), only their parts.
         d_lr_t, d_clip_t = kernels.hyper_gradients(
             q, clipped_part, levels_t, step_lr, step_clip)
         d_lr += d_lr_t
