@@ -1025,7 +1025,7 @@ def run_kernels(resolution, batch_size, num_steps, calls):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from ige_tf.voxel import energy, losses  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import energy, losses, unroll  # pylint: disable=g-import-not-at-top
 
   recorded, saved_cnn, inner, initial = _record_unroll_calls(
       resolution, batch_size, num_steps)
@@ -1087,6 +1087,11 @@ def run_kernels(resolution, batch_size, num_steps, calls):
       "unpool_frustum_levels": (jit(lambda g: energy.unpool_frustum_levels(
           g, frustum.level_sizes, frustum.depth_bins, resolution,
           resolution)), (levels,)),
+      # The same sum from the parts the kernels take (`unroll.UNPOOL_PARTS`).
+      "expand_frustum_parts": (jit(lambda parts: energy.expand_frustum_parts(
+          parts, resolution, resolution)), (energy.unpool_frustum_parts(
+              levels, frustum.level_sizes, frustum.depth_bins, resolution,
+              resolution, unroll.UNPOOL_PARTS),)),
       "sum_per_example": (jit(losses.sum_per_example), (occupancy,)),
       "sigmoid": (jit(tf.sigmoid), (initial,)),
   }
@@ -1947,6 +1952,9 @@ _COMPONENTS = (("image_encoder", "image encoder"),
 # methods' names) by the pass that calls them.
 _FUSED_FORWARD = ("_pool", "_squared_norm", "_descent", "_sums")
 _FUSED_BACKWARD = ("_loss_gradient", "_adjoint_levels", "_adjoint_grid")
+# Called in both passes (the parts of U G_t in the forward pass, kept for
+# the backward's recomputation; those of U d p_t in the backward pass).
+_FUSED_PARTS = ("_unpool_parts",)
 
 
 def _phase_of(op):
@@ -1954,7 +1962,10 @@ def _phase_of(op):
   without a model scope: a custom gradient's body, the loss's plain ops).
 
   The continuous-IoU loss's kernels (named by `_called_functions`) are the
-  phase "loss" (forward; backward for their gradients), wherever they run.
+  phase "loss" (forward; backward for their gradients), wherever they run;
+  the fused unroll's kernels are its forward or backward by name, and
+  `unpool_parts` (called in both passes) "inner loop (fused unroll), parts
+  of U G".
 
   Forward: the model's parts called by the model, and within the inner
   loop's forward also the energy gradient of each inner step
@@ -1964,7 +1975,8 @@ def _phase_of(op):
   if "= _sigmoid_sums_" in op:  # The IoU loss's kernels (`losses.py`).
     return "loss, " + ("backward" if "_grad" in op else "forward")
   for kernels, direction in ((_FUSED_FORWARD, "forward"),
-                             (_FUSED_BACKWARD, "backward")):
+                             (_FUSED_BACKWARD, "backward"),
+                             (_FUSED_PARTS, "parts of U G")):
     if any(f"= {name} " in op + " " for name in kernels):
       return f"inner loop (fused unroll), {direction}"
   for key, component in _COMPONENTS:

@@ -13,7 +13,8 @@ clip value:
 
 so every iterate `y_t` is an elementwise function of `y_0` and the small
 `G_0 .. G_{t-1}`: a fused XLA kernel recomputes it per voxel (t elementwise
-iterations, no CNN evaluation), and nothing grid-sized but `y_0`, the last
+iterations, no CNN evaluation; the kernels take each `S_k` as its few small
+parts, below), and nothing grid-sized but `y_0`, the last
 iterate `y_T` (live at the end of the forward pass anyway; its only
 backward use is the first kernel, `loss_gradient`) and the labels is kept
 between the forward and the backward pass, whatever T.
@@ -27,7 +28,8 @@ kernel `loss_gradient` at the kept `y_T`):
     pass 1 (kernel `adjoint_levels`, small outputs): d G_t,i = P_i(s'(y_t) b),
         d lr += -sum a clip(g_t),  d c += sum_{g_t > c} (-lr a)
                                           - sum_{g_t < -c} (-lr a)
-        (the unclipped part of d lr from the small d G_t and G_t)
+        (the unclipped part of d lr from the small d G_t and G_t, the
+        latter as the second order below recomputes it)
     small: second order of the CNNs at p_t (nested tapes on the pooled
         levels): d p_t, d x, d weights from d G_t and d E_t
     pass 2 (kernel `adjoint_grid`, writes the new adjoint):
@@ -58,6 +60,23 @@ for its two users, one grid. Traced at 256^3, B = 2, these kernels and
 `pool_frustum`'s staged reductions took the training step's peak from 726
 to 497 MB; at 128^3, B = 4, from 255 to 220-227 MB, at the same kernel
 CPU time (docs/benchmarks.md, issue 11, "Round 5").
+
+`S = sum_i U_i G_i` in the kernels: each kernel evaluating `S_t` (or
+`U d p_t`) per voxel from the levels did one broadcast per level (up to 7,
+each with its own index arithmetic), and `S` is evaluated 27 times per
+voxel in one unroll at T = 3 (in every recomputed iteration, and in each
+fusion of a kernel that needs `g_t`). Kernel `unpool_parts` turns the
+levels of a step into `UNPOOL_PARTS` = 3 small grids
+(`energy.unpool_frustum_parts`: at 128^3 `[B, 128, 128, 4]`, `[B, 64, 64,
+16]`, `[B, 16, 16, 128]`, 0.078 grids; at 256^3 0.043 grids), and the grid
+kernels sum them by broadcasting (`energy.expand_frustum_parts`, three
+reads per voxel). The forward pass keeps the parts of every step for the
+backward's recomputation instead of the levels `G_t` (those of `d lr` come
+from the CNNs' second order, which recomputes `G_t` anyway). Measured
+(session 8, `bench/bench_voxel_scaling.py --mode=kernels`, pairs against
+the previous code): the grid kernels' CPU time at 128^3, B = 4, fell by
+13-21 %, at 256^3, B = 2, by 19-34 %; the traced step peak stayed within
+the allocator's spread (docs/benchmarks.md, issue 11, "Round 6").
 
 Not kept: recomputing `y_t` in the forward kernel from `y_0` instead of
 writing `y_{t+1}` (XLA wrote 3.25 grids of temporaries, 20 % more CPU
@@ -92,10 +111,15 @@ eager outer `GradientTape` also records the kernels of the forward pass
 import tensorflow as tf
 
 from ige_tf.voxel.energy import FrustumEnergy
+from ige_tf.voxel.energy import expand_frustum_parts
 from ige_tf.voxel.energy import pool_frustum_levels
-from ige_tf.voxel.energy import unpool_frustum_levels
+from ige_tf.voxel.energy import unpool_frustum_parts
 from ige_tf.voxel.losses import per_example_shape
 from ige_tf.voxel.losses import sum_per_example
+
+# The number of parts of `U G` the grid kernels take
+# (`energy.unpool_frustum_parts`).
+UNPOOL_PARTS = 3
 
 
 def has_sums_form(loss_fn):
@@ -157,8 +181,9 @@ def cnn_second_order(energy, levels, context, variables, d_levels, d_energy):
     d_energy: float `[B]` upstream gradient of the energy, or None.
 
   Returns:
-    `(d levels, d context, d variables)`: lists like `levels`, `context`,
-    `variables` (zeros where unconnected).
+    `(d levels, d context, d variables, G)`: lists like `levels`, `context`,
+    `variables` (zeros where unconnected), and the first order's `dE/dp`
+    at `levels` (recomputed here; list like `levels`).
   """
   with tf.GradientTape() as tape:
     tape.watch(list(levels) + list(context) + list(variables))
@@ -172,29 +197,33 @@ def cnn_second_order(energy, levels, context, variables, d_levels, d_energy):
       unconnected_gradients=tf.UnconnectedGradients.ZERO)
   num_levels, num_context = len(levels), len(context)
   return (grads[:num_levels], grads[num_levels:num_levels + num_context],
-          grads[num_levels + num_context:])
+          grads[num_levels + num_context:], gradient)
 
 
 class _Kernels:
   """The full-grid passes of `fused_unroll` for one configuration.
 
-  `history` arguments are lists of the level gradients `G_k` (lists of
-  `[B, h_i, h_i, d_i]`) of the steps between the given grid and `y_t`;
-  every kernel first recomputes `y_t` from them (none when the iterate is
-  stored). Labels enter in their own dtype and are cast in the kernel.
+  `history` arguments are lists of the unpooled level gradients `U G_k`
+  of the steps between the given grid and `y_t`, each in the parts of
+  `unpool_parts` (list of small grids); every kernel first recomputes
+  `y_t` from them (none when the iterate is stored). `parts` arguments are
+  such parts of one step. Labels enter in their own dtype and are cast in
+  the kernel.
   """
 
   # The kernels (each a `tf.function(jit_compile=True)` of the method named
   # with a leading underscore), in the order `fused_unroll` first calls
   # them; `bench/bench_voxel_scaling.py --mode=kernels` times each call.
-  NAMES = ("pool", "squared_norm", "descent", "sums", "loss_gradient",
-           "adjoint_levels", "adjoint_grid")
+  NAMES = ("pool", "unpool_parts", "squared_norm", "descent", "sums",
+           "loss_gradient", "adjoint_levels", "adjoint_grid")
 
-  def __init__(self, energy, loss_fn, size, depth, clipped):
+  def __init__(self, energy, loss_fn, size, depth, clipped,
+               num_parts=UNPOOL_PARTS):
     self.level_sizes = energy.level_sizes
     self.depth_bins = energy.depth_bins
     self.occupancy = energy.occupancy
     self.size, self.depth, self.clipped = size, depth, clipped
+    self.num_parts = num_parts
     self.statistics = loss_fn.elementwise_statistics
     jit = lambda fn: tf.function(fn, jit_compile=True, autograph=False)  # pylint: disable=unnecessary-lambda-assignment
     for name in self.NAMES:  # `self.pool = jit(self._pool)`, ...
@@ -212,22 +241,22 @@ class _Kernels:
   def _pool_levels(self, grid):
     return pool_frustum_levels(grid, self.level_sizes, self.depth_bins)
 
-  def _unpool(self, levels):
-    return unpool_frustum_levels(list(levels), self.level_sizes,
-                                 self.depth_bins, self.size, self.depth)
+  def _unpool(self, parts):
+    return expand_frustum_parts(list(parts), self.size, self.depth)
 
-  def _gradient(self, y, levels):
-    """`(g, S, s'(y), s''(y))` of the step at `y` with level gradients G."""
+  def _gradient(self, y, parts):
+    """`(g, S, s'(y), s''(y))` of the step at `y` with `S = U G` given by
+    its parts."""
     _, first, second = self._occupancy(y)
-    total = self._unpool(levels)
+    total = self._unpool(parts)
     return first * total, total, first, second
 
   def _clip(self, g, clip):
     return tf.clip_by_value(g, -clip, clip) if self.clipped else g
 
   def _recompute(self, y, history, lr, clip):
-    for levels in history:
-      g = self._gradient(y, levels)[0]
+    for parts in history:
+      g = self._gradient(y, parts)[0]
       y = y - lr * self._clip(g, clip)
     return y
 
@@ -261,21 +290,31 @@ class _Kernels:
     pooled = self._pool_levels(self._occupancy(y)[0])
     return pooled, self._shared_sums(labels, y)
 
-  def _squared_norm(self, y, levels):
-    """`||g_t||^2 [B]` at `y_t` `[B, R, R, R]` for the level gradients
-    `G_t` (a diagnostic; no grid written)."""
-    g = self._gradient(y, levels)[0]
+  def _unpool_parts(self, levels):
+    """The parts of `U G = sum_i U_i G_i` (`energy.unpool_frustum_parts`:
+    a few small grids, 0.078 grids at IGE-MN's 128^3) from the level
+    gradients G (list of `[B, h_i, h_i, d_i]`). The grid kernels take
+    these instead of the levels: inside them `U G` reads one value per part
+    and voxel instead of one broadcast per level."""
+    return unpool_frustum_parts(list(levels), self.level_sizes,
+                                self.depth_bins, self.size, self.depth,
+                                self.num_parts)
+
+  def _squared_norm(self, y, parts):
+    """`||g_t||^2 [B]` at `y_t` `[B, R, R, R]` for the parts of `U G_t`
+    (a diagnostic; no grid written)."""
+    g = self._gradient(y, parts)[0]
     return sum_per_example(g * g)
 
-  def _descent(self, y, levels, lr, clip):
-    """One descent step: `y_{t+1}` `[B, R, R, R]` from `y_t` and the level
-    gradients `G_t`.
+  def _descent(self, y, parts, lr, clip):
+    """One descent step: `y_{t+1}` `[B, R, R, R]` from `y_t` and the parts
+    of `U G_t`.
 
     Only `y_{t+1}` is written: the norm in the same kernel made XLA keep
     `s(y_t)` for its two users (one grid), and the pooling of `y_{t+1}`
     is the next kernel's, so `y_t` is dead before its temporaries exist.
     """
-    return y - lr * self._clip(self._gradient(y, levels)[0], clip)
+    return y - lr * self._clip(self._gradient(y, parts)[0], clip)
 
   def _sums(self, y, labels):
     """The loss sums (list of `[B]`) at `y_T` (the last iterate is not
@@ -287,51 +326,66 @@ class _Kernels:
     return self._loss_terms_gradient(
         labels, self._recompute(y, history, lr, clip), d_sums)
 
-  def _step_adjoint(self, y, levels, adjoint, lr, clip):
+  def _step_adjoint(self, y, parts, adjoint, lr, clip):
     """`(b, g, S, s', s'')` of step t at `y_t` for the adjoint of y_{t+1}."""
-    g, total, first, second = self._gradient(y, levels)
+    g, total, first, second = self._gradient(y, parts)
     b = -lr * adjoint
     if self.clipped:
       inside = tf.logical_and(g >= -clip, g <= clip)
       b = tf.where(inside, b, tf.zeros_like(b))
     return b, g, total, first, second
 
-  def _adjoint_levels(self, y, history, levels, adjoint, lr, clip):
-    """Pass 1: `(d G_t [levels], d lr, d c)`; only small outputs.
+  def _adjoint_levels(self, y, history, parts, adjoint, lr, clip):
+    """Pass 1: `(q [levels], o)`, only small outputs: `d G_t = -lr q`,
+    and `hyper_gradients` gives `d lr`, `d c`; `parts` those of `U G_t`.
 
-    With `q_i = P_i(s'(y_t) 1[inside] a)`: `d G_t,i = -lr q_i`, and the
-    unclipped part of `d lr = -sum a clip(g_t)`, `-sum_inside a s' S_t`, is
-    `-sum_i <q_i, G_t,i>` (`U_i = P_i^T`), so only the clipped part needs a
-    second reduction over the grid: `o = sum a sign(g_t) 1[|g_t| > c]`,
-    `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o`. The pooling's
-    operand is the only grid-sized temporary (the per-example sum reads its
-    producer in place; measured: moving it to pass 2 saved no memory).
+    `q_i = P_i(s'(y_t) 1[inside] a)` and the clipped part
+    `o = sum a sign(g_t) 1[|g_t| > c]` (a scalar; 0 without clipping).
+    The pooling's operand is the only grid-sized temporary (the
+    per-example sum reads its producer in place; measured: moving it to
+    pass 2 saved no memory).
     """
     y = self._recompute(y, history, lr, clip)
-    g, _, first, _ = self._gradient(y, levels)
+    g, _, first, _ = self._gradient(y, parts)
     weighted = first * adjoint
     if self.clipped:
       inside = tf.logical_and(g >= -clip, g <= clip)
       weighted = tf.where(inside, weighted, tf.zeros_like(weighted))
     pooled = self._pool_levels(weighted)
-    d_lr = -tf.add_n([tf.reduce_sum(q * level)
-                      for q, level in zip(pooled, levels)])
-    d_clip = tf.zeros_like(d_lr)
+    clipped_part = tf.zeros([], y.dtype)
     if self.clipped:
       # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
       outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
       clipped_part = tf.reduce_sum(sum_per_example(adjoint * outside))
+    return pooled, clipped_part
+
+  @staticmethod
+  def hyper_gradients(pooled, clipped_part, levels, lr, clip):
+    """`(d lr, d c)` of step t from `adjoint_levels`' `(q, o)` and the
+    level gradients `G_t` (small tensors only).
+
+    The unclipped part of `d lr = -sum a clip(g_t)`,
+    `-sum_inside a s' S_t`, is `-sum_i <q_i, G_t,i>` (`U_i = P_i^T`), so
+    only the clipped part needed a second reduction over the grid:
+    `d lr = -sum_i <q_i, G_t,i> - c o`, `d c = -lr o` (None without
+    clipping).
+    """
+    d_lr = -tf.add_n([tf.reduce_sum(q * tf.cast(level, q.dtype))
+                      for q, level in zip(pooled, levels)])
+    d_clip = None
+    if clip is not None:
       d_lr -= clip * clipped_part
       d_clip = -lr * clipped_part
-    return [-lr * q for q in pooled], d_lr, d_clip
+    return d_lr, d_clip
 
-  def _adjoint_grid(self, y, history, levels, adjoint, d_levels, labels,
+  def _adjoint_grid(self, y, history, parts, adjoint, d_parts, labels,
                     d_sums, lr, clip):
-    """Pass 2: the adjoint of `y_t` `[B, R, R, R]` (one grid written)."""
+    """Pass 2: the adjoint of `y_t` `[B, R, R, R]` (one grid written);
+    `parts` those of `U G_t`, `d_parts` of `U d p_t`."""
     y = self._recompute(y, history, lr, clip)
-    b, _, total, first, second = self._step_adjoint(y, levels, adjoint, lr,
+    b, _, total, first, second = self._step_adjoint(y, parts, adjoint, lr,
                                                     clip)
-    return (adjoint + b * second * total + first * self._unpool(d_levels)
+    return (adjoint + b * second * total + first * self._unpool(d_parts)
             + self._loss_terms_gradient(labels, y, d_sums))
 
 
@@ -402,9 +456,10 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
     y = y0
     for t in range(num_steps):
       value, levels = cnn_first_order(energy, pooled, step_context)
-      squared = kernels.squared_norm(y, levels)
-      y = kernels.descent(y, levels, step_lr, clip_arg(step_clip))
-      history.append(levels)
+      parts = kernels.unpool_parts(levels)
+      squared = kernels.squared_norm(y, parts)
+      y = kernels.descent(y, parts, step_lr, clip_arg(step_clip))
+      history.append(parts)
       energies.append(value)
       squared_norms.append(squared)
       if t + 1 < num_steps:
@@ -449,10 +504,9 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
       for t in reversed(range(num_steps)):
         grid, before = ((iterates[t], []) if store_iterates else
                         (y0, history[:t]))
-        d_levels, d_lr_t, d_clip_t = kernels.adjoint_levels(
+        q, clipped_part = kernels.adjoint_levels(
             grid, before, history[t], adjoint, step_lr, clip_arg(step_clip))
-        d_lr += d_lr_t
-        d_clip += d_clip_t
+        d_levels = [-step_lr * level for level in q]
         # Second order of the CNNs, on the small pooled levels only. Its
         # forward half needs only forward tensors: without this order the
         # executor runs it for every step during the forward pass and keeps
@@ -460,14 +514,21 @@ def fused_unroll(optimizer, initial, context, labels, loss_fn,
         # 128^3, B = 4: ~1.2 grids more per inner step).
         with tf.control_dependencies(list(d_levels)):
           levels_in = [tf.identity(level) for level in all_pooled[t]]
-        d_pooled, d_context_t, d_variables_t = cnn_second_order(
+        d_pooled, d_context_t, d_variables_t, levels_t = cnn_second_order(
             energy, levels_in, step_context, variables, d_levels,
             None if d_energies is None else d_energies[t])
+        # G_t as the second order recomputed it: the forward pass keeps no
+        # levels G_t (1/32 grid per step at 256^3), only their parts.
+        d_lr_t, d_clip_t = kernels.hyper_gradients(
+            q, clipped_part, levels_t, step_lr, step_clip)
+        d_lr += d_lr_t
+        if d_clip_t is not None:
+          d_clip += d_clip_t
         d_context = [acc + g for acc, g in zip(d_context, d_context_t)]
         d_variables = [acc + g for acc, g in zip(d_variables, d_variables_t)]
         adjoint = kernels.adjoint_grid(
-            grid, before, history[t], adjoint, d_pooled, labels, d_sums[t],
-            step_lr, clip_arg(step_clip))
+            grid, before, history[t], adjoint, kernels.unpool_parts(d_pooled),
+            labels, d_sums[t], step_lr, clip_arg(step_clip))
       input_grads = ([adjoint, d_lr] + ([] if clip is None else [d_clip])
                      + d_context)
       if not variables:

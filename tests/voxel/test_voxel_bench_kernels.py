@@ -16,14 +16,15 @@ def test_kernel_timing_replays_every_call_of_one_unroll(bench):
                              calls=1)
   calls = [(row["name"], row["pass"]) for row in result["calls"]]
   # y_1 .. y_{T-1} pooled for the next step's CNNs; y_T only summed.
-  forward = [("pool", "forward")] + [
-      ("cnn_first_order", "forward"), ("squared_norm", "forward"),
-      ("descent", "forward"), ("pool", "forward")] * (num_steps - 1) + [
-          ("cnn_first_order", "forward"), ("squared_norm", "forward"),
-          ("descent", "forward"), ("sums", "forward")]
+  # The parts of U G_t (`unpool_parts`) once per step for the forward
+  # kernels, and those of U d p_t for `adjoint_grid`.
+  step = [("cnn_first_order", "forward"), ("unpool_parts", "forward"),
+          ("squared_norm", "forward"), ("descent", "forward")]
+  forward = ([("pool", "forward")] + (step + [("pool", "forward")])
+             * (num_steps - 1) + step + [("sums", "forward")])
   backward = [("loss_gradient", "backward")] + [
       ("adjoint_levels", "backward"), ("cnn_second_order", "backward"),
-      ("adjoint_grid", "backward")] * num_steps
+      ("unpool_parts", "backward"), ("adjoint_grid", "backward")] * num_steps
   # The second order's own first-order call is not counted again.
   assert calls == forward + backward
   assert [row["index"] for row in result["calls"]
@@ -34,8 +35,8 @@ def test_kernel_timing_replays_every_call_of_one_unroll(bench):
       sum(entry["cpu_ms"] for entry in result["by_name"].values()))
   assert result["by_name"]["adjoint_grid"]["calls"] == num_steps
   assert set(result["primitives"]) == {
-      "pool_frustum_levels", "unpool_frustum_levels", "sum_per_example",
-      "sigmoid"}
+      "pool_frustum_levels", "unpool_frustum_levels", "expand_frustum_parts",
+      "sum_per_example", "sigmoid"}
   markdown = bench._kernels_markdown(result)  # pylint: disable=protected-access
   assert "| adjoint_grid #2 | backward |" in markdown
   assert f"| **total** | {len(calls)} |" in markdown

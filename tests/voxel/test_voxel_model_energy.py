@@ -318,6 +318,41 @@ def test_unpool_is_the_transpose_of_pyramid_pooling():
       tape.gradient(value, grid).numpy(), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("resolution,sizes,bins,num_parts,shapes", [
+    # IGE's levels (h_i d_i constant): the split with the fewest elements.
+    (16, (2, 4, 8, 16), (16, 8, 4, 2), 2, [(16, 4), (4, 16)]),
+    (16, (2, 4, 8, 16), (16, 8, 4, 2), 3, [(16, 2), (8, 4), (4, 16)]),
+    # Not nested (the pyramid restarts from the grid), any order of levels;
+    # lcm rows 12 and depth 6 for the first part.
+    (12, (4, 6, 12), (3, 2, 6), 2, [(12, 6), (4, 3)]),
+    # One part: the full unpooled sum; more parts than levels: one each.
+    (8, (4, 8), (8, 4), 1, [(8, 8)]),
+    (8, (4, 8), (8, 4), 5, [(8, 4), (4, 8)]),
+])
+def test_unpool_parts_expand_to_the_unpooled_sum(resolution, sizes, bins,
+                                                 num_parts, shapes):
+  """`expand_frustum_parts(unpool_frustum_parts(...))` equals
+  `unpool_frustum_levels` (float64), with the parts' shapes of the fewest
+  elements."""
+  rng = np.random.default_rng(7)
+  grads = [tf.constant(rng.normal(size=(2, h, h, d)))
+           for h, d in zip(sizes, bins)]
+  parts = energy_lib.unpool_frustum_parts(grads, sizes, bins, resolution,
+                                          resolution, num_parts)
+  assert [(p.shape[1], p.shape[3]) for p in parts] == shapes
+  assert all(p.shape[0] == 2 and p.shape[1] == p.shape[2] for p in parts)
+  np.testing.assert_allclose(
+      energy_lib.expand_frustum_parts(parts, resolution, resolution).numpy(),
+      energy_lib.unpool_frustum_levels(grads, sizes, bins, resolution,
+                                       resolution).numpy(),
+      rtol=1e-12, atol=1e-14)
+
+
+def test_unpool_parts_reject_levels_that_do_not_divide_the_grid():
+  with pytest.raises(ValueError, match=r"do not divide the grid 8 x 8 x 6"):
+    energy_lib.unpool_part_groups((4, 8), (4, 4), 8, 6)
+
+
 def test_occupancy_gradient_numerical_gradient_check():
   """tf.test.compute_gradient of the hand-written second-order op."""
   rng = np.random.default_rng(6)

@@ -189,17 +189,21 @@ def test_clip_bounds_follow_clipped_descent():
   g = tf.constant(g)
   adjoint = tf.constant(rng.normal(size=(2, 4, 4, 4)))
   y = tf.constant(rng.normal(size=(2, 4, 4, 4)))
-  d_levels, d_lr, d_clip = kernels.adjoint_levels(y, [], [g], adjoint, lr,
-                                                  clip)
+  # The level is its own (single) part of `U G`.
+  q, clipped_part = kernels.adjoint_levels(y, [], [g], adjoint, lr, clip)
+  d_levels = [-lr * q[0]]
+  d_lr, d_clip = kernels.hyper_gradients(q, clipped_part, [g], lr, clip)
   want_g, want_lr, want_clip = _clipped_descent_backward(g, adjoint, lr, clip)
   np.testing.assert_allclose(d_levels[0], want_g, rtol=1e-14)
   assert np.all(d_levels[0].numpy().flat[:4] != 0)  # The bounds pass.
   np.testing.assert_allclose(d_lr, want_lr, rtol=1e-14)
   np.testing.assert_allclose(d_clip, want_clip, rtol=1e-14)
-  next_y = kernels.descent(y, [g], lr, clip)
+  parts = kernels.unpool_parts([g])
+  assert len(parts) == 1  # One level: its part is the level itself.
+  next_y = kernels.descent(y, parts, lr, clip)
   np.testing.assert_allclose(
       next_y, y - lr * tf.clip_by_value(g, -clip, clip), rtol=1e-14)
-  np.testing.assert_allclose(kernels.squared_norm(y, [g]),
+  np.testing.assert_allclose(kernels.squared_norm(y, parts),
                              tf.reduce_sum(g * g, axis=[1, 2, 3]),
                              rtol=1e-14)
 
