@@ -846,17 +846,15 @@ def _inner_loop_inputs(resolution, batch_size, num_steps, recompute=True):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   from ige_tf.core import UnrolledSGD  # pylint: disable=g-import-not-at-top
-  from ige_tf.voxel import decoders  # pylint: disable=g-import-not-at-top
-  from ige_tf.voxel.energy import FrustumEnergy  # pylint: disable=g-import-not-at-top
+  from ige_tf.voxel import models  # pylint: disable=g-import-not-at-top
 
-  sizes = decoders.level_sizes(4, resolution)
-  # IGE-MN's (`ige_voxel_model`: min_channels=1, so at 256^3 the finest
-  # level has 4 depth bins, 64 cells each, as in training).
-  channels = decoders.level_channels(128, len(sizes), 1)
+  # IGE-MN's energy as `ige_voxel_model("mn", R)` builds it (at 256^3 the
+  # finest level has 4 depth bins, 64 cells each, as in training).
+  energy = models.ige_energy("mn", resolution)
+  sizes, channels = energy.level_sizes, energy.feature_channels
   inner = UnrolledSGD(
-      FrustumEnergy(resolution, sizes, channels), num_steps, clip_value=1.0,
-      learn_learning_rate=True, learn_clip_value=True,
-      recompute_steps=recompute)
+      energy, num_steps, clip_value=1.0, learn_learning_rate=True,
+      learn_clip_value=True, recompute_steps=recompute)
   rng = np.random.default_rng(0)
   context = [tf.constant(rng.normal(size=(batch_size, s, s, c)), tf.float32)
              for s, c in zip(sizes, channels)]
