@@ -12,7 +12,7 @@ def bench(bench_voxel_scaling):
 
 def test_kernel_timing_replays_every_call_of_one_unroll(bench):
   num_steps = 3
-  result = bench.run_kernels(resolution=4, batch_size=1, num_steps=num_steps,
+  result = bench.run_kernels(resolution=8, batch_size=1, num_steps=num_steps,
                              calls=1)
   calls = [(row["name"], row["pass"]) for row in result["calls"]]
   # y_1 .. y_{T-1} pooled for the next step's CNNs; y_T only summed.
