@@ -163,11 +163,22 @@ def _pyramid_chains(level_sizes, resolution):
   return chains
 
 
-def _upsample_rows_cols(coarse, factor, finer=None):
-  """`finer + nearest-upsampled coarse / factor^2` over rows and columns.
+def _repeat_depth(coarse, depth):
+  """Every depth bin of `coarse` `[B, h, h, d]` repeated `depth / d` times:
+  float `[B, h, h, depth]` (one broadcast; ranks stay <= 5)."""
+  _, size, _, bins = coarse.shape
+  coarse = tf.reshape(coarse, [-1, size, size, bins, 1])
+  rows = tf.shape(coarse)[0]
+  return tf.reshape(
+      tf.broadcast_to(coarse, tf.stack([rows, size, size, bins,
+                                        depth // bins])),
+      [-1, size, size, depth])
 
-  The transpose of an average pooling of rows and columns by `factor`,
-  optionally added to a finer term in the same broadcast (no separate
+
+def _repeat_rows_cols(coarse, factor, finer=None):
+  """`finer + nearest-upsampled coarse` over rows and columns.
+
+  Optionally added to a finer term in the same broadcast (no separate
   upsampled grid). Ranks stay <= 5 (the CPU broadcast limit).
 
   Args:
@@ -179,8 +190,7 @@ def _upsample_rows_cols(coarse, factor, finer=None):
     float `[B, f h, f h, D]`.
   """
   _, size, _, depth = coarse.shape
-  coarse = tf.reshape(coarse / float(factor * factor),
-                      [-1, 1, size, 1, depth])
+  coarse = tf.reshape(coarse, [-1, 1, size, 1, depth])
   if finer is None:
     rows = tf.shape(coarse)[0]
     fine = tf.broadcast_to(coarse, tf.stack([rows, factor, size, factor,
@@ -188,6 +198,13 @@ def _upsample_rows_cols(coarse, factor, finer=None):
   else:
     fine = tf.reshape(finer, [-1, factor, size, factor, depth]) + coarse
   return tf.reshape(fine, [-1, size * factor, size * factor, depth])
+
+
+def _upsample_rows_cols(coarse, factor, finer=None):
+  """`finer + nearest-upsampled coarse / factor^2` over rows and columns:
+  the transpose of an average pooling of rows and columns by `factor`
+  (`_repeat_rows_cols` of the scaled `coarse`)."""
+  return _repeat_rows_cols(coarse / float(factor * factor), factor, finer)
 
 
 def unpool_frustum_levels(level_grads, level_sizes, depth_bins, size, depth):
@@ -215,12 +232,7 @@ def unpool_frustum_levels(level_grads, level_sizes, depth_bins, size, depth):
     accumulated, accumulated_size = None, None
     for index in reversed(chain):
       h, d = level_sizes[index], depth_bins[index]
-      term = tf.reshape(level_grads[index] / float(depth // d),
-                        [-1, h, h, d, 1])
-      rows = tf.shape(term)[0]
-      term = tf.reshape(
-          tf.broadcast_to(term, tf.stack([rows, h, h, d, depth // d])),
-          [-1, h, h, depth])
+      term = _repeat_depth(level_grads[index] / float(depth // d), depth)
       if accumulated is not None:
         term = _upsample_rows_cols(accumulated, h // accumulated_size, term)
       accumulated, accumulated_size = term, h
@@ -332,18 +344,10 @@ def expand_frustum_parts(parts, size, depth):
   total = None
   for part in parts:
     _, rows, _, bins = part.shape
-    batch = tf.shape(part)[0]
     if depth != bins:
-      part = tf.reshape(tf.broadcast_to(
-          tf.reshape(part, [-1, rows, rows, bins, 1]),
-          tf.stack([batch, rows, rows, bins, depth // bins])),
-                        [-1, rows, rows, depth])
+      part = _repeat_depth(part, depth)
     if size != rows:
-      factor = size // rows
-      part = tf.reshape(tf.broadcast_to(
-          tf.reshape(part, [-1, 1, rows, 1, depth]),
-          tf.stack([batch * rows, factor, rows, factor, depth])),
-                        [-1, size, size, depth])
+      part = _repeat_rows_cols(part, size // rows)
     total = part if total is None else total + part
   return total
 
