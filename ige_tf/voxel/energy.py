@@ -148,46 +148,6 @@ def pool_frustum_levels(grid, level_sizes, depth_bins):
   return pooled
 
 
-def _stacked_depth_means(grids, bins):
-  """Depth means of several grids in one reduction: float `[B, H, W,
-  bins, n]` from the n grids float `[B, H, W, D]` stacked on a trailing
-  axis (XLA fuses the stack and the grids' elementwise producers into the
-  reduction: one loop over the grid). In stages of at most `_MAX_REDUCTION`
-  cells, as `pool_frustum`."""
-  stacked = tf.stack(grids, axis=-1)
-  _, rows, cols, current, width = stacked.shape
-  for factor in _reduction_stages(current // bins):
-    current //= factor
-    stacked = tf.reduce_mean(
-        tf.reshape(stacked, [-1, rows, cols, current, factor, width]),
-        axis=4)
-  return stacked
-
-
-def sums_per_example(grids):
-  """Per-example sums of several grids in one pass over them.
-
-  `losses.sum_per_example` of each grid reads each in its own loop (and
-  XLA materializes a shared expensive producer, e.g. a sigmoid, for the
-  loops: one grid). Stacked and reduced over depth together
-  (`_stacked_depth_means`), they are one loop, then sums of small
-  tensors. Same values up to rounding.
-
-  Args:
-    grids: list of float `[B, H, W, D]`, same shape and dtype.
-
-  Returns:
-    List of float `[B]`, the sum of each grid over each example.
-  """
-  grids = [tf.convert_to_tensor(grid) for grid in grids]
-  if not grids:
-    return []
-  depth = grids[0].shape[3]
-  means = _stacked_depth_means(grids, 1)  # [B, H, W, 1, n]
-  sums = tf.reduce_sum(means, axis=[1, 2, 3]) * float(depth)
-  return tf.unstack(sums, num=len(grids), axis=-1)
-
-
 def pool_frustum_levels_and_sums(grid, summed, level_sizes, depth_bins):
   """`pool_frustum_levels(grid)` and the per-example sums of the grids in
   `summed`, the sums in the same pass over the grids as the finest level
@@ -222,8 +182,15 @@ def pool_frustum_levels_and_sums(grid, summed, level_sizes, depth_bins):
     return (pool_frustum_levels(grid, level_sizes, depth_bins),
             [sum_per_example(term) for term in summed])
   bins = depth_bins[finest]
-  # [B, R, R, bins, 1 + n]
-  stacked = _stacked_depth_means([grid] + summed, bins)
+  width = 1 + len(summed)
+  stacked = tf.stack([grid] + summed, axis=-1)  # [B, R, R, D, 1 + n]
+  current = depth
+  # In stages of at most `_MAX_REDUCTION` cells, as `pool_frustum`.
+  for factor in _reduction_stages(depth // bins):
+    current //= factor
+    stacked = tf.reduce_mean(
+        tf.reshape(stacked, [-1, rows, rows, current, factor, width]),
+        axis=4)
   others = [i for i in range(len(level_sizes)) if i != finest]
   pooled = [None] * len(level_sizes)
   for index, level in zip(others, pool_frustum_levels(

@@ -114,7 +114,6 @@ from ige_tf.voxel.energy import FrustumEnergy
 from ige_tf.voxel.energy import expand_frustum_parts
 from ige_tf.voxel.energy import pool_frustum_levels
 from ige_tf.voxel.energy import pool_frustum_levels_and_sums
-from ige_tf.voxel.energy import sums_per_example
 from ige_tf.voxel.energy import unpool_frustum_parts
 from ige_tf.voxel.losses import per_example_shape
 from ige_tf.voxel.losses import sum_per_example
@@ -262,6 +261,17 @@ class _Kernels:
       y = y - lr * self._clip(g, clip)
     return y
 
+  def _shared_sums(self, labels, y):
+    """Per-example sums of the loss terms at `y` (list of float `[B]`),
+    unordered. In `pool` the pooling materializes `s(y)` (XLA on CPU fuses
+    no producer into a reduction over major axes), and the sums of terms of
+    `s(y)` (continuous IoU's `p y`, `p`) read that buffer (common
+    subexpression) instead of evaluating the sigmoid once more each; in
+    `sums` XLA materializes `s(y)` for the two terms (one grid).
+    `sum_per_example` holds no grid-sized operand of its own."""
+    labels = tf.cast(labels, y.dtype)
+    return [sum_per_example(term) for term in self.statistics(labels, y)]
+
   def _loss_terms_gradient(self, labels, y, d_sums):
     """`d L / d y` (elementwise) for upstream gradients `d_sums` of the sums."""
     labels = tf.cast(labels, y.dtype)
@@ -278,9 +288,8 @@ class _Kernels:
     """`(P(s(y_t)), loss sums at y_t)` from `y_t` `[B, R, R, R]` alone: the
     levels the CNNs see (list of `[B, h_i, h_i, d_i]`) and the step's loss
     sums (list of `[B]`)."""
-    terms = self.statistics(tf.cast(labels, y.dtype), y)
-    return pool_frustum_levels_and_sums(self._occupancy(y)[0], list(terms),
-                                        self.level_sizes, self.depth_bins)
+    pooled = self._pool_levels(self._occupancy(y)[0])
+    return pooled, self._shared_sums(labels, y)
 
   def _unpool_parts(self, levels):
     """The parts of `U G = sum_i U_i G_i` (`energy.unpool_frustum_parts`:
@@ -310,8 +319,8 @@ class _Kernels:
 
   def _sums(self, y, labels):
     """The loss sums (list of `[B]`) at `y_T` (the last iterate is not
-    pooled), in one pass over the grid (`energy.sums_per_example`)."""
-    return sums_per_example(list(self.statistics(tf.cast(labels, y.dtype), y)))
+    pooled)."""
+    return self._shared_sums(labels, y)
 
   def _loss_gradient(self, y, history, labels, d_sums, lr, clip):
     """`d L / d y_t`, `y_t` recomputed from `y` and `history`."""
