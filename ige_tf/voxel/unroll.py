@@ -329,9 +329,9 @@ class _Kernels:
     return self._loss_terms_gradient(
         labels, self._recompute(y, history, lr, clip), d_sums)
 
-  def _step_adjoint(self, y, parts, adjoint, lr, clip, form="tanh"):
+  def _step_adjoint(self, y, parts, adjoint, lr, clip):
     """`(b, g, S, s', s'')` of step t at `y_t` for the adjoint of y_{t+1}."""
-    g, total, first, second = self._gradient(y, parts, form)
+    g, total, first, second = self._gradient(y, parts)
     b = -lr * adjoint
     if self.clipped:
       inside = tf.logical_and(g >= -clip, g <= clip)
@@ -386,7 +386,7 @@ class _Kernels:
     `parts` those of `U G_t`, `d_parts` of `U d p_t`."""
     y = self._recompute(y, history, lr, clip)
     b, _, total, first, second = self._step_adjoint(y, parts, adjoint, lr,
-                                                    clip, "logistic")
+                                                    clip)
     return (adjoint + b * second * total + first * self._unpool(d_parts)
             + self._loss_terms_gradient(labels, y, d_sums))
 

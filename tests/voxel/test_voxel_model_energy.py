@@ -348,38 +348,6 @@ def test_unpool_parts_expand_to_the_unpooled_sum(resolution, sizes, bins,
       rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("resolution, sizes, bins", [
-    (8, (4, 8), (8, 4)),    # Finest level h = R: the sums in its reduction.
-    (16, (4, 8), (8, 4)),   # h < R: the sums apart.
-    (64, (64, 32), (1, 4)),  # Depth pooled in stages (32 cells, then 2).
-])
-def test_pool_levels_and_sums_equal_pooling_and_sums(resolution, sizes, bins,
-                                                     jit):
-  """`pool_frustum_levels_and_sums` equals `pool_frustum_levels` and the
-  per-example sums of each summed grid (float64), with one, two or no
-  summed grids."""
-  rng = np.random.default_rng(11)
-  shape = (2, resolution, resolution, resolution)
-  grid = tf.constant(rng.normal(size=shape))
-  summed = [tf.constant(rng.normal(size=shape)) for _ in range(2)]
-  fn = energy_lib.pool_frustum_levels_and_sums
-  if jit:
-    fn = tf.function(fn, jit_compile=True, autograph=False)
-  for count in (0, 1, 2):
-    levels, sums = fn(grid, summed[:count], sizes, bins)
-    want = energy_lib.pool_frustum_levels(grid, sizes, bins)
-    assert len(levels) == len(sizes) and len(sums) == count
-    for got, expected in zip(levels, want):
-      np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12,
-                                 atol=1e-14)
-    for got, term in zip(sums, summed):
-      assert got.shape == (2,)
-      np.testing.assert_allclose(
-          got.numpy(), tf.reduce_sum(term, axis=[1, 2, 3]).numpy(),
-          rtol=1e-11, atol=1e-12)
-
-
 def test_unpool_parts_reject_levels_that_do_not_divide_the_grid():
   with pytest.raises(ValueError, match=r"do not divide the grid 8 x 8 x 6"):
     energy_lib.unpool_part_groups((4, 8), (4, 4), 8, 6)
