@@ -231,13 +231,11 @@ class _Kernels:
       setattr(self, name, jit(getattr(self, "_" + name)))
 
   # -- elementwise pieces (inside the kernels) ------------------------------
-  def _occupancy(self, y, form="tanh"):
-    """`(s(y), s'(y), s''(y))`; scalars for the identity's derivatives.
-    `form` "tanh" evaluates the sigmoid as `0.5 + 0.5 tanh(y / 2)` (same
-    values up to rounding; XLA does not merge it with `tf.sigmoid`)."""
+  def _occupancy(self, y):
+    """`(s(y), s'(y), s''(y))`; scalars for the identity's derivatives."""
     if self.occupancy != "sigmoid":
       return y, 1.0, 0.0
-    s = tf.sigmoid(y) if form == "logistic" else 0.5 + 0.5 * tf.tanh(0.5 * y)
+    s = tf.sigmoid(y)
     first = s * (1.0 - s)
     return s, first, first * (1.0 - 2.0 * s)
 
@@ -247,19 +245,19 @@ class _Kernels:
   def _unpool(self, parts):
     return expand_frustum_parts(list(parts), self.size, self.depth)
 
-  def _gradient(self, y, parts, form="tanh"):
+  def _gradient(self, y, parts):
     """`(g, S, s'(y), s''(y))` of the step at `y` with `S = U G` given by
     its parts."""
-    _, first, second = self._occupancy(y, form)
+    _, first, second = self._occupancy(y)
     total = self._unpool(parts)
     return first * total, total, first, second
 
   def _clip(self, g, clip):
     return tf.clip_by_value(g, -clip, clip) if self.clipped else g
 
-  def _recompute(self, y, history, lr, clip, form="tanh"):
+  def _recompute(self, y, history, lr, clip):
     for parts in history:
-      g = self._gradient(y, parts, form)[0]
+      g = self._gradient(y, parts)[0]
       y = y - lr * self._clip(g, clip)
     return y
 
@@ -290,7 +288,7 @@ class _Kernels:
     """`(P(s(y_t)), loss sums at y_t)` from `y_t` `[B, R, R, R]` alone: the
     levels the CNNs see (list of `[B, h_i, h_i, d_i]`) and the step's loss
     sums (list of `[B]`)."""
-    pooled = self._pool_levels(self._occupancy(y, "logistic")[0])
+    pooled = self._pool_levels(self._occupancy(y)[0])
     return pooled, self._shared_sums(labels, y)
 
   def _unpool_parts(self, levels):
@@ -351,10 +349,11 @@ class _Kernels:
     y = self._recompute(y, history, lr, clip)
     g, _, first, _ = self._gradient(y, parts)
     weighted = first * adjoint
+    if self.clipped:
+      inside = tf.logical_and(g >= -clip, g <= clip)
+      weighted = tf.where(inside, weighted, tf.zeros_like(weighted))
     if not self.clipped:
       return self._pool_levels(weighted), tf.zeros([], y.dtype)
-    inside = tf.logical_and(g >= -clip, g <= clip)
-    weighted = tf.where(inside, weighted, tf.zeros_like(weighted))
     # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
     outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
     pooled, (clipped_sums,) = pool_frustum_levels_and_sums(
