@@ -35,7 +35,6 @@ import tensorflow as tf
 
 from ige_tf.core import EnergyConv2D, track_sublayers
 from ige_tf.voxel import flops
-from ige_tf.voxel.losses import sum_per_example
 
 OCCUPANCY_TRANSFORMS = ("sigmoid", "identity")
 
@@ -146,60 +145,6 @@ def pool_frustum_levels(grid, level_sizes, depth_bins):
     current_size = size
     pooled[index] = pool_frustum(current, size, size, depth_bins[index])
   return pooled
-
-
-def pool_frustum_levels_and_sums(grid, summed, level_sizes, depth_bins):
-  """`pool_frustum_levels(grid)` and the per-example sums of the grids in
-  `summed`, the sums in the same pass over the grids as the finest level
-  when they can.
-
-  When the finest level keeps every row and column (`h = R`: pooled over
-  depth only, straight from the grid), its pooling and the sums are one
-  reduction of `grid` and `summed` stacked on a trailing axis, which XLA
-  fuses with their producers: one loop over the grid instead of one per
-  sum (each loop recomputes its elementwise producers and reads their
-  inputs again). The sum of an example is then the sum of its few pooled
-  means times the cells per bin. Otherwise each sum is
-  `losses.sum_per_example`'s product with ones. Same values either way (up
-  to rounding).
-
-  Args:
-    grid: float `[B, R, R, D]`.
-    summed: list of float `[B, R, R, D]` (may be empty).
-    level_sizes: ints h_i (any order); each must divide R.
-    depth_bins: ints d_i, one per level, each dividing D.
-
-  Returns:
-    `(levels, sums)`: list of float `[B, h_i, h_i, d_i]` in the order of
-    `level_sizes` (`pool_frustum_levels(grid, ...)`), and a list of float
-    `[B]`, the sum of each grid of `summed` over each example.
-  """
-  grid = tf.convert_to_tensor(grid)
-  summed = [tf.convert_to_tensor(term) for term in summed]
-  _, rows, _, depth = grid.shape
-  finest = max(range(len(level_sizes)), key=lambda i: level_sizes[i])
-  if level_sizes[finest] != rows or not summed:
-    return (pool_frustum_levels(grid, level_sizes, depth_bins),
-            [sum_per_example(term) for term in summed])
-  bins = depth_bins[finest]
-  width = 1 + len(summed)
-  stacked = tf.stack([grid] + summed, axis=-1)  # [B, R, R, D, 1 + n]
-  current = depth
-  # In stages of at most `_MAX_REDUCTION` cells, as `pool_frustum`.
-  for factor in _reduction_stages(depth // bins):
-    current //= factor
-    stacked = tf.reduce_mean(
-        tf.reshape(stacked, [-1, rows, rows, current, factor, width]),
-        axis=4)
-  others = [i for i in range(len(level_sizes)) if i != finest]
-  pooled = [None] * len(level_sizes)
-  for index, level in zip(others, pool_frustum_levels(
-      grid, [level_sizes[i] for i in others],
-      [depth_bins[i] for i in others]) if others else []):
-    pooled[index] = level
-  pooled[finest] = stacked[..., 0]
-  sums = tf.reduce_sum(stacked[..., 1:], axis=[1, 2, 3]) * float(depth // bins)
-  return pooled, tf.unstack(sums, num=len(summed), axis=-1)
 
 
 def _pyramid_chains(level_sizes, resolution):

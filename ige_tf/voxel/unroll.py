@@ -113,7 +113,6 @@ import tensorflow as tf
 from ige_tf.voxel.energy import FrustumEnergy
 from ige_tf.voxel.energy import expand_frustum_parts
 from ige_tf.voxel.energy import pool_frustum_levels
-from ige_tf.voxel.energy import pool_frustum_levels_and_sums
 from ige_tf.voxel.energy import unpool_frustum_parts
 from ige_tf.voxel.losses import per_example_shape
 from ige_tf.voxel.losses import sum_per_example
@@ -352,13 +351,13 @@ class _Kernels:
     if self.clipped:
       inside = tf.logical_and(g >= -clip, g <= clip)
       weighted = tf.where(inside, weighted, tf.zeros_like(weighted))
-    if not self.clipped:
-      return self._pool_levels(weighted), tf.zeros([], y.dtype)
-    # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
-    outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
-    pooled, (clipped_sums,) = pool_frustum_levels_and_sums(
-        weighted, [adjoint * outside], self.level_sizes, self.depth_bins)
-    return pooled, tf.reduce_sum(clipped_sums)
+    pooled = self._pool_levels(weighted)
+    clipped_part = tf.zeros([], y.dtype)
+    if self.clipped:
+      # +1 where g > c, -1 where g < -c, 0 inside (bounds included).
+      outside = (tf.cast(g > clip, g.dtype) - tf.cast(g < -clip, g.dtype))
+      clipped_part = tf.reduce_sum(sum_per_example(adjoint * outside))
+    return pooled, clipped_part
 
   @staticmethod
   def hyper_gradients(pooled, clipped_part, levels, lr, clip):
