@@ -87,7 +87,14 @@ at 128^3, but the training step's peak at 256^3 goes back to 712-719 MB (one
 grid more, and the allocator hands `adjoint_levels` a 256 MB chunk for
 its 160 MB; round 5). With `store_iterates=True` the forward pass keeps
 `y_1 .. y_{T-1}` too (T - 1 more grids) and nothing is recomputed; both
-give the same values (tested).
+give the same values (tested). Round 7 (session 9) measured and did not
+keep: the sigmoid as `0.5 + 0.5 tanh(y/2)` (no cheaper per voxel;
+XLA then fuses the t = 2 recomputation without writing `y_1`, but
+evaluates `y_1` once per user and is slower), the loss sums stacked into
+one reduction (`sums` twice as slow), and round 6's clipped sum in the
+finest level's pooling (`adjoint_levels` -20 %, but 1/16 grid more
+temporaries at the backward peak; docs/benchmarks.md, issue 11,
+"Round 7").
 
 XLA on CPU materializes the operand of a pooling (a reduction over major
 axes, and any reduction over more than 32 elements, which it rewrites
