@@ -258,7 +258,8 @@ def _inception_resnet_block(x, block_type, index, scale, activation="relu"):
   return x
 
 
-def inception_resnet_v2_trunk(image_size=128, padding="same"):
+def inception_resnet_v2_trunk(image_size=128, padding="same",
+                              blocks=(10, 20, 10)):
   """Inception-ResNet-v2 without top as a Keras functional model.
 
   Same layers, in the same creation order, as
@@ -269,12 +270,17 @@ def inception_resnet_v2_trunk(image_size=128, padding="same"):
   Args:
     image_size: int S, input height and width.
     padding: "same" (I4 encoder) or "valid" (Keras' original).
+    blocks: the numbers (A, B, C) of Inception-ResNet-A, -B and -C blocks,
+      each at least 1; the network's are (10, 20, 10), which the I4 encoder
+      and its weight files need. Fewer give the same layer types in a
+      smaller network (the XLA lowering test takes one of each).
 
   Returns:
     `keras.Model` named "inception_resnet_v2": float32 `[B, S, S, 3]` in
     [-1, 1] -> float32 `[B, S/32, S/32, 1536]` (SAME padding). Layers
-    `stem_64_ac`, `stem_192_ac`, `block35_10_ac`, `block17_20_ac`,
-    `conv_7b_ac` give the stride 2, 4, 8, 16 and 32 maps.
+    `stem_64_ac`, `stem_192_ac`, `block35_{A}_ac`, `block17_{B}_ac`,
+    `conv_7b_ac` give the stride 2, 4, 8, 16 and 32 maps (`block35_10_ac`
+    and `block17_20_ac` with the default `blocks`).
   """
   image = keras.Input((image_size, image_size, 3), name="image")
   x = _conv_bn(image, 32, 3, strides=2, padding=padding)
@@ -292,7 +298,10 @@ def inception_resnet_v2_trunk(image_size=128, padding="same"):
   branch_pool = _conv_bn(branch_pool, 64, 1)
   x = keras.layers.Concatenate(name="mixed_5b")(
       [branch_0, branch_1, branch_2, branch_pool])
-  for index in range(1, 11):
+  num_a, num_b, num_c = blocks
+  if min(blocks) < 1:
+    raise ValueError(f"blocks must be at least 1 each, got {blocks}")
+  for index in range(1, num_a + 1):
     x = _inception_resnet_block(x, "block35", index, 0.17)
 
   branch_0 = _conv_bn(x, 384, 3, strides=2, padding=padding)
@@ -301,7 +310,7 @@ def inception_resnet_v2_trunk(image_size=128, padding="same"):
   branch_pool = keras.layers.MaxPooling2D(3, strides=2, padding=padding)(x)
   x = keras.layers.Concatenate(name="mixed_6a")([branch_0, branch_1,
                                                  branch_pool])
-  for index in range(1, 21):
+  for index in range(1, num_b + 1):
     x = _inception_resnet_block(x, "block17", index, 0.1)
 
   branch_0 = _conv_bn(_conv_bn(x, 256, 1), 384, 3, strides=2, padding=padding)
@@ -311,9 +320,9 @@ def inception_resnet_v2_trunk(image_size=128, padding="same"):
   branch_pool = keras.layers.MaxPooling2D(3, strides=2, padding=padding)(x)
   x = keras.layers.Concatenate(name="mixed_7a")(
       [branch_0, branch_1, branch_2, branch_pool])
-  for index in range(1, 10):
+  for index in range(1, num_c):
     x = _inception_resnet_block(x, "block8", index, 0.2)
-  x = _inception_resnet_block(x, "block8", 10, 1.0, activation=None)
+  x = _inception_resnet_block(x, "block8", num_c, 1.0, activation=None)
   x = _conv_bn(x, 1536, 1, name="conv_7b")
   return keras.Model(image, x, name="inception_resnet_v2")
 

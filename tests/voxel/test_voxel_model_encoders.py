@@ -47,6 +47,21 @@ def test_i4_matches_inception_resnet_v2_with_a_4x4_output():
   assert layout(encoder.get_layer("i4_features")) == layout(reference)
 
 
+def test_inception_resnet_v2_trunk_with_fewer_blocks():
+  """`blocks` sets the number of A/B/C blocks, the last C block always
+  without activation; the maps keep their shapes; 0 blocks is an error."""
+  trunk = encoders.inception_resnet_v2_trunk(64, blocks=(1, 2, 2))
+  names = [layer.name for layer in trunk.layers]
+  assert [n for n in names if n.endswith("_residual")] == [
+      "block35_1_residual", "block17_1_residual", "block17_2_residual",
+      "block8_1_residual", "block8_2_residual"]
+  assert "block8_1_ac" in names and "block8_2_ac" not in names
+  assert tuple(trunk.output.shape) == (None, 2, 2, 1536)
+  with pytest.raises(ValueError, match=r"blocks must be at least 1 each, "
+                     r"got \(10, 0, 10\)"):
+    encoders.inception_resnet_v2_trunk(64, blocks=(10, 0, 10))
+
+
 def test_inception_v4_counts_and_maps():
   encoder = encoders.build_image_encoder("inception_v4", 128)
   assert _count(encoder) == 41111232
