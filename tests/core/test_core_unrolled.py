@@ -1,6 +1,4 @@
 """UnrolledSGD: closed-form iterates, learned hyper-parameters, gradients."""
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -319,59 +317,6 @@ def test_functional_models_are_built_without_tracing_the_inner_loop():
   model = keras.Model([y, c], traced(y, c))
   assert len(model.trainable_weights) == 4  # the EnergyMLP's two layers
   assert model([tf.zeros((2, 3)), tf.ones((2, 3))]).shape == (3, 2, 3)
-
-
-_MIRRORED_SCRIPT = """
-import numpy as np, tensorflow as tf, keras
-from ige_tf.core import EnergyMLP, UnrolledSGD
-from ige_tf.train import strategies
-strategies.split_cpu(2)
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
-class Energy(keras.layers.Layer):
-  def __init__(self, **kwargs):
-    super().__init__(**kwargs)
-    self.mlp = EnergyMLP((5,), 3, kernel_scale=0.5)
-  def call(self, y, context, training=None):
-    return self.mlp(tf.concat([y, context, y * context], axis=-1))
-
-grads = {}
-rng = np.random.default_rng(0)
-y = rng.normal(size=(4, 3)).astype(np.float32)
-for recompute in (False, True):
-  with strategy.scope():
-    keras.utils.set_random_seed(0)
-    layer = UnrolledSGD(Energy(), 3, momentum=0.2, clip_value=0.5,
-                        learn_learning_rate=True, learn_momentum=True,
-                        learn_clip_value=True, recompute_steps=recompute)
-    layer(tf.zeros((2, 3)), tf.zeros((2, 3)))
-  data = strategy.experimental_distribute_dataset(
-      tf.data.Dataset.from_tensor_slices((y, 0.5 * y)).batch(4))
-
-  @tf.function
-  def step(a, b):
-    def replica(a, b):
-      with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(tf.square(layer(a, b)))
-      return tape.gradient(loss, layer.trainable_variables)
-    per_replica = strategy.run(replica, (a, b))
-    return [strategy.reduce("SUM", g, None) for g in per_replica]
-
-  grads[recompute] = [g.numpy() for g in step(*next(iter(data)))]
-assert len(grads[True]) == 7
-for want, got in zip(grads[False], grads[True]):
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
-print("OK")
-"""
-
-
-def test_recompute_steps_under_a_mirrored_strategy(repo_dir):
-  """Variables read inside the custom gradient are per-replica components."""
-  result = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT],
-                          cwd=repo_dir, capture_output=True, text=True,
-                          timeout=300, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert result.stdout.strip().endswith("OK")
 
 
 class OneShapeBuildEnergy(keras.layers.Layer):

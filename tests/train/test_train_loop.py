@@ -120,25 +120,76 @@ def test_operative_config_records_the_model(tmp_path):
   assert "train.epochs = 1" in text
 
 
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path, repo_dir):
-  script = f"""
+# Run in a process of its own, whose CPU is split into two logical devices
+# before TensorFlow starts (`strategies.split_cpu`).
+_MIRRORED_SCRIPT = """
 import json, sys
+import numpy as np, tensorflow as tf, keras
+from ige_tf.core import EnergyMLP, UnrolledSGD
 from ige_tf.train import strategies
 strategies.split_cpu(2)
 from ige_tf.examples.denoising import DenoisingProblem
 from ige_tf.train import loop
-import tensorflow as tf
+model_dir, split_sizes = sys.argv[1], json.loads(sys.argv[2])
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 assert strategies.get_strategy("mirrored").num_replicas_in_sync == 2
-p = DenoisingProblem(split_sizes={SMALL!r})
-n = loop.train(p, {str(tmp_path)!r}, epochs=1, batch_size=32,
-               strategy="mirrored", progress=False)
-print(json.dumps({{"steps": n, "mse": loop.evaluate(p, {str(tmp_path)!r},
-                                                   progress=False)["mse"]}}))
+
+# 1. UnrolledSGD's recomputed steps read the variables inside their custom
+# gradient: under the strategy those must be the per-replica components.
+class Energy(keras.layers.Layer):
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.mlp = EnergyMLP((5,), 3, kernel_scale=0.5)
+  def call(self, y, context, training=None):
+    return self.mlp(tf.concat([y, context, y * context], axis=-1))
+
+grads = {}
+rng = np.random.default_rng(0)
+y = rng.normal(size=(4, 3)).astype(np.float32)
+for recompute in (False, True):
+  with strategy.scope():
+    keras.utils.set_random_seed(0)
+    layer = UnrolledSGD(Energy(), 3, momentum=0.2, clip_value=0.5,
+                        learn_learning_rate=True, learn_momentum=True,
+                        learn_clip_value=True, recompute_steps=recompute)
+    layer(tf.zeros((2, 3)), tf.zeros((2, 3)))
+  data = strategy.experimental_distribute_dataset(
+      tf.data.Dataset.from_tensor_slices((y, 0.5 * y)).batch(4))
+
+  @tf.function
+  def step(a, b):
+    def replica(a, b):
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(layer(a, b)))
+      return tape.gradient(loss, layer.trainable_variables)
+    per_replica = strategy.run(replica, (a, b))
+    return [strategy.reduce("SUM", g, None) for g in per_replica]
+
+  grads[recompute] = [g.numpy() for g in step(*next(iter(data)))]
+assert len(grads[True]) == 7
+for want, got in zip(grads[False], grads[True]):
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+# 2. The training loop trains and evaluates with two replicas.
+p = DenoisingProblem(split_sizes=split_sizes)
+n = loop.train(p, model_dir, epochs=1, batch_size=32, strategy="mirrored",
+               progress=False)
+print(json.dumps({"steps": n,
+                  "mse": loop.evaluate(p, model_dir, progress=False)["mse"]}))
 """
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                       text=True, timeout=300,
-                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-  assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+  """On two logical CPUs (one process: a TensorFlow import is ~4 CPU s):
+  with `recompute_steps` the gradients of `UnrolledSGD` under a
+  `MirroredStrategy` equal the stored steps' (variables read inside the
+  custom gradient are per-replica components), and `train(...,
+  strategy="mirrored")` takes its 8 steps and evaluates."""
+  out = subprocess.run(
+      [sys.executable, "-c", _MIRRORED_SCRIPT, str(tmp_path),
+       json.dumps(SMALL)], capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert out.returncode == 0, out.stderr[-3000:]  # the gradients' check
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result["steps"] == 8
   assert all(np.isfinite(result["mse"]))
