@@ -272,8 +272,8 @@ def inception_resnet_v2_trunk(image_size=128, padding="same",
     padding: "same" (I4 encoder) or "valid" (Keras' original).
     blocks: the numbers (A, B, C) of Inception-ResNet-A, -B and -C blocks,
       each at least 1; the network's are (10, 20, 10), which the I4 encoder
-      and its weight files need. Fewer give the same layer types in a
-      smaller network (the XLA lowering test takes one of each).
+      and its weight files need. Fewer give a smaller network with the
+      same layer types if C is at least 2 (the last C block differs).
 
   Returns:
     `keras.Model` named "inception_resnet_v2": float32 `[B, S, S, 3]` in

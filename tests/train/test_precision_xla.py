@@ -10,9 +10,9 @@ records read by the real loaders:
 - `jit_compile=True`: `tf.function(jit_compile=True)` must compile the whole
   step; an op XLA cannot compile is an error ("Detected unsupported
   operations"), so the step running at all is the check; its update equals
-  the non-XLA step's. The voxel baseline's and IGE-I4's steps are lowered
-  to XLA's HLO instead (below): the baseline's layers are all in the
-  compiled IGE-MN step.
+  the non-XLA step's. The voxel baseline's step, and IGE-I4's trunk, are
+  lowered to XLA's HLO instead (below): the baseline's layers are all in
+  the compiled IGE-MN step.
 The non-XLA reference steps run eagerly (no tracing cost; the traced step
 equals the eager one, tests/train/test_train_loop.py). No checkpoint is
 written. The tiny records come from tests/train/conftest.py.
@@ -27,9 +27,10 @@ forward and backward the test lowers with each kind of block once
 (`inception_resnet_v2_trunk(blocks=(1, 1, 2))`, the last C block being
 different): every layer type and convolution shape of the 244-convolution
 trunk, in 2 s instead of the whole step's 25 s. The IGE step around an
-encoder, its skips and decoders, is test_voxel_ige_mn's, compiled and run. The compiled I4 step's numbers
-against the uncompiled one are `bench/bench_i4_precision.py`'s. Its float32
-step is also the I4 encoder's step for every I4 experiment config
+encoder, its skips and decoders, is test_voxel_ige_mn's, compiled and run.
+The compiled I4 step's numbers against the uncompiled one are
+`bench/bench_i4_precision.py`'s. Its float32 step is also the I4
+encoder's step for every I4 experiment config
 (tests/voxel/test_voxel_problem_configs.py steps their MN twins).
 """
 import gin
@@ -137,9 +138,9 @@ def trunk_hlo(image_size):
 
 
 def _layer_kinds(model):
-  """{layer class: set of its configurations without names and sizes
-  (kernel size, strides, padding and the like, for pooling and
-  convolution layers; nothing for the others)} over `model`'s layers."""
+  """{layer class: set of the configuration entries that shape what its
+  layers compute (kernel and pool size, strides, padding, activation,
+  residual scale; none for the other classes)} over `model`'s layers."""
   kinds = {}
   for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
     config = layer.get_config()
