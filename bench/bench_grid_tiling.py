@@ -45,11 +45,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ige_tf import atomic  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("shapes", ["128x4", "256x2"], "Grids as RxB.")
-flags.DEFINE_list("tiles", ["2", "8", "32"], "Rows per slab of the tiled form.")
-flags.DEFINE_integer("repeats", 9, "Timed calls per cell (median).")
-flags.DEFINE_string("output_dir", os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "results"), "Output folder.")
+
+
+def _define_flags():
+  """The command line's flags (defined only when run as a program: the
+  tests load this module beside other benches that have flags of the same
+  names)."""
+  flags.DEFINE_list("shapes", ["128x4", "256x2"], "Grids as RxB.")
+  flags.DEFINE_list("tiles", ["2", "8", "32"],
+                    "Rows per slab of the tiled form.")
+  flags.DEFINE_integer("repeats", 9, "Timed calls per cell (median).")
+  flags.DEFINE_string("output_dir", os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), "results"),
+                      "Output folder.")
 
 
 def kernel_body(y, a, g4):
@@ -178,4 +186,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
