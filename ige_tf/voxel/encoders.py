@@ -282,6 +282,8 @@ def inception_resnet_v2_trunk(image_size=128, padding="same",
     `conv_7b_ac` give the stride 2, 4, 8, 16 and 32 maps (`block35_10_ac`
     and `block17_20_ac` with the default `blocks`).
   """
+  if min(blocks) < 1:
+    raise ValueError(f"blocks must be at least 1 each, got {blocks}")
   image = keras.Input((image_size, image_size, 3), name="image")
   x = _conv_bn(image, 32, 3, strides=2, padding=padding)
   x = _conv_bn(x, 32, 3, padding=padding)
@@ -299,8 +301,6 @@ def inception_resnet_v2_trunk(image_size=128, padding="same",
   x = keras.layers.Concatenate(name="mixed_5b")(
       [branch_0, branch_1, branch_2, branch_pool])
   num_a, num_b, num_c = blocks
-  if min(blocks) < 1:
-    raise ValueError(f"blocks must be at least 1 each, got {blocks}")
   for index in range(1, num_a + 1):
     x = _inception_resnet_block(x, "block35", index, 0.17)
 
